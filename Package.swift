@@ -1,0 +1,40 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    // A direct `await` of a nonisolated async function stays on the caller's executor:
+    // 8.7 ns instead of 29 ns per call on this machine (the fast Call path).
+    .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "cogen-swift",
+    products: [
+        .library(name: "CogenUring", targets: ["CogenUring"])
+    ],
+    targets: [
+        .target(
+            name: "CURing",
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .target(
+            name: "CogenUring",
+            dependencies: ["CURing"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CogenUringTests",
+            dependencies: ["CogenUring"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CogenUringPublicAPITests",
+            dependencies: ["CogenUring"],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

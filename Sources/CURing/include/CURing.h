@@ -1,0 +1,148 @@
+// CURing: the only place that sees liburing.h.
+//
+// Swift never imports liburing.h: its macros built from enum bits do not import, its
+// iteration macros do not import, and its feature macros clash with Glibc's module in debug
+// builds. Everything Swift needs is a small, prefixed, non-inline function here, and the
+// kernel's constants are restated as plain enums (checked against the kernel header in
+// shim.c with static asserts).
+#ifndef CURING_H
+#define CURING_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Opaque: a heap-allocated `struct io_uring`.
+typedef struct cogen_ring cogen_ring;
+/// Opaque: a submission queue entry (`struct io_uring_sqe`).
+typedef struct cogen_sqe cogen_sqe;
+
+enum {
+    COGEN_SETUP_CQSIZE = 1u << 3,
+    COGEN_SETUP_R_DISABLED = 1u << 6,
+    COGEN_SETUP_SUBMIT_ALL = 1u << 7,
+    COGEN_SETUP_COOP_TASKRUN = 1u << 8,
+    COGEN_SETUP_TASKRUN_FLAG = 1u << 9,
+    COGEN_SETUP_SINGLE_ISSUER = 1u << 12,
+    COGEN_SETUP_DEFER_TASKRUN = 1u << 13,
+};
+
+enum {
+    COGEN_FEAT_NODROP = 1u << 1,
+    COGEN_FEAT_FAST_POLL = 1u << 5,
+    COGEN_FEAT_EXT_ARG = 1u << 8,
+};
+
+enum {
+    COGEN_SQ_CQ_OVERFLOW = 1u << 1,
+    COGEN_SQ_TASKRUN = 1u << 2,
+};
+
+enum {
+    COGEN_CQE_F_BUFFER = 1u << 0,
+    COGEN_CQE_F_MORE = 1u << 1,
+};
+
+enum {
+    COGEN_ASYNC_CANCEL_ALL = 1u << 0,
+    COGEN_ASYNC_CANCEL_FD = 1u << 1,
+};
+
+enum {
+    COGEN_OP_NOP = 0,
+    COGEN_OP_POLL_ADD = 6,
+    COGEN_OP_TIMEOUT = 11,
+    COGEN_OP_ACCEPT = 13,
+    COGEN_OP_ASYNC_CANCEL = 14,
+    COGEN_OP_CONNECT = 16,
+    COGEN_OP_CLOSE = 19,
+    COGEN_OP_READ = 22,
+    COGEN_OP_WRITE = 23,
+    COGEN_OP_SEND = 26,
+    COGEN_OP_RECV = 27,
+    COGEN_OP_SPLICE = 30,
+    COGEN_OP_PROVIDE_BUFFERS = 31,
+    COGEN_OP_SHUTDOWN = 34,
+    COGEN_OP_MSG_RING = 40,
+    COGEN_OP_SOCKET = 45,
+    COGEN_OP_SEND_ZC = 47,
+};
+
+/// Creates a ring. `cq_entries` of 0 lets the kernel pick (twice the SQ).
+/// Returns 0, or -errno from io_uring_setup (EPERM, ENOMEM, ENOSYS, EINVAL…).
+int cogen_ring_create(unsigned sq_entries, unsigned cq_entries, unsigned flags,
+                      cogen_ring **out_ring, unsigned *out_features);
+void cogen_ring_destroy(cogen_ring *ring);
+/// IORING_REGISTER_ENABLE_RINGS: binds a SINGLE_ISSUER ring to the calling thread.
+int cogen_ring_enable(cogen_ring *ring);
+int cogen_ring_fd(const cogen_ring *ring);
+unsigned cogen_ring_sq_entries(const cogen_ring *ring);
+unsigned cogen_ring_cq_entries(const cogen_ring *ring);
+
+/// A free SQE, or NULL when the SQ is full (the caller flushes and retries).
+cogen_sqe *cogen_ring_get_sqe(cogen_ring *ring);
+/// SQEs prepared but not yet handed to the kernel.
+unsigned cogen_ring_sq_ready(const cogen_ring *ring);
+/// io_uring_submit. Returns the number submitted or -errno (EBUSY, EAGAIN, EINTR).
+int cogen_ring_submit(cogen_ring *ring);
+/// io_uring_submit_and_get_events: submits and runs pending task work without waiting.
+int cogen_ring_submit_and_get_events(cogen_ring *ring);
+/// Submits and waits for at least one completion, at most `timeout_ns` (< 0: no limit).
+/// Returns 0, -ETIME on timeout, or -errno.
+int cogen_ring_submit_and_wait(cogen_ring *ring, int64_t timeout_ns);
+/// SQ ring flags (acquire load): COGEN_SQ_TASKRUN, COGEN_SQ_CQ_OVERFLOW.
+unsigned cogen_ring_sq_flags(const cogen_ring *ring);
+/// Completions ready in the CQ ring.
+unsigned cogen_ring_cq_ready(const cogen_ring *ring);
+/// Completions the kernel dropped (only ever non-zero without FEAT_NODROP).
+unsigned cogen_ring_cq_dropped(const cogen_ring *ring);
+/// Copies up to `max` completions out of the CQ ring and marks them seen. Completions of
+/// liburing's internal wait timeout (pre-5.11 kernels) are skipped.
+unsigned cogen_ring_reap(cogen_ring *ring, uint64_t *user_data, int32_t *res,
+                         uint32_t *flags, unsigned max);
+
+void cogen_sqe_set_flags(cogen_sqe *sqe, uint8_t flags);
+void cogen_prep_nop(cogen_sqe *sqe, uint64_t user_data);
+void cogen_prep_poll_add(cogen_sqe *sqe, int fd, uint32_t mask, uint64_t user_data);
+void cogen_prep_read(cogen_sqe *sqe, int fd, void *buf, unsigned len, uint64_t offset,
+                     uint64_t user_data);
+void cogen_prep_cancel(cogen_sqe *sqe, uint64_t target, int flags, uint64_t user_data);
+
+/// The scheduler running on the calling thread (a thread-local), or NULL.
+void *cogen_current_scheduler(void);
+void cogen_set_current_scheduler(void *scheduler);
+
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): the loop's cross-thread wake-up.
+int cogen_eventfd(void);
+
+/// pthread_setname_np (not visible to Swift through Glibc).
+int cogen_set_thread_name(unsigned long thread, const char *name);
+
+/// What the kernel offers, found by trying each thing once on throw-away rings.
+typedef struct cogen_probe_result {
+    int setup_errno;          ///< 0, or the errno of the plainest io_uring_setup
+    unsigned features;        ///< IORING_FEAT_* of a plain ring
+    bool single_issuer;       ///< IORING_SETUP_SINGLE_ISSUER (6.0)
+    bool defer_taskrun;       ///< IORING_SETUP_DEFER_TASKRUN (6.1)
+    bool coop_taskrun;        ///< IORING_SETUP_COOP_TASKRUN (5.19)
+    bool taskrun_flag;        ///< IORING_SETUP_TASKRUN_FLAG (5.19)
+    bool ring_disabled;       ///< IORING_SETUP_R_DISABLED + ENABLE_RINGS (5.10)
+    bool submit_all;          ///< IORING_SETUP_SUBMIT_ALL (5.18)
+    bool buffer_rings;        ///< IORING_REGISTER_PBUF_RING (5.19)
+    bool multishot_accept;    ///< IORING_ACCEPT_MULTISHOT (5.19)
+    bool multishot_recv;      ///< IORING_RECV_MULTISHOT (6.0)
+    unsigned last_op;         ///< one past the highest opcode the kernel knows
+    uint8_t opcodes[256];     ///< 1 when the probe lists the opcode as supported
+} cogen_probe_result;
+
+/// Probes the kernel. Never fails: a refused io_uring is reported in `setup_errno`.
+void cogen_probe(cogen_probe_result *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,138 @@
+import CURing
+
+/// The I/O engine a scheduler runs on.
+public enum Backend: Sendable, Hashable, CustomStringConvertible {
+    /// io_uring: every operation is an SQE and each CQE resumes its coroutine.
+    case ioUring
+
+    public var description: String {
+        switch self {
+        case .ioUring: "io_uring"
+        }
+    }
+}
+
+/// One completion as the scheduler sees it, from either backend.
+struct Completion {
+    var userData: UInt64
+    var result: Int32
+    var flags: UInt32
+}
+
+/// The seam between the scheduler and its I/O engine. The scheduler owns the in-flight
+/// table, the timers and the run queue; a backend only moves operations to the kernel and
+/// completions back, so a second engine (epoll) slots in without touching the scheduler.
+///
+/// Every method but `wake()` is called on the loop thread only.
+protocol IOBackend: AnyObject {
+    var kind: Backend { get }
+    /// Called on the loop thread when `run()` first starts there (binds a SINGLE_ISSUER
+    /// ring to it and arms the wake-up).
+    func activate()
+    /// Starts an operation whose completion will carry `userData`.
+    func submit(_ operation: any KernelOperation, userData: UInt64)
+    /// Asks the kernel to cancel the operation carrying `userData`; its final completion
+    /// still arrives (with `-ECANCELED` or its real result).
+    func cancel(userData: UInt64)
+    /// Hands pending submissions to the kernel and collects up to `completions.count`
+    /// ready completions without blocking. Returns how many were written.
+    func poll(into completions: UnsafeMutableBufferPointer<Completion>) -> Int
+    /// Like `poll`, but blocks until a completion, a wake-up, or `timeout` nanoseconds
+    /// (`nil`: no limit).
+    func wait(timeout: UInt64?, into completions: UnsafeMutableBufferPointer<Completion>) -> Int
+    /// Wakes a blocked `wait`; callable from any thread.
+    func wake()
+    /// Releases the kernel resources; the loop thread, after the last completion.
+    func close()
+    /// A description of the setup for logs and `--stats`.
+    var setupDescription: String { get }
+}
+
+/// user_data layout, shared by both backends:
+///
+///     63            32 31             0
+///     +---------------+---------------+
+///     |  generation   |  slot index   |
+///     +---------------+---------------+
+///
+/// Generations start at 1 and are bumped each time a slot is released, so a completion
+/// for an operation whose slot was since reused (a stale CQE) never matches. Values with
+/// generation 0 are reserved: 0 tags completions to ignore (our own cancel requests),
+/// 1 tags the wake-up read, and `UInt64.max` is liburing's internal wait timeout.
+enum UserData {
+    static let ignored: UInt64 = 0
+    static let wake: UInt64 = 1
+
+    @inline(__always)
+    static func make(index: UInt32, generation: UInt32) -> UInt64 {
+        UInt64(generation) << 32 | UInt64(index)
+    }
+}
+
+/// The operations the kernel currently holds, indexed by the low half of user_data.
+///
+/// An operation stays here, and with it every buffer, address and timespec the kernel may
+/// read or write, until its final completion arrives, even when the coroutine that started
+/// it was cancelled or timed out.
+struct InFlightTable {
+    private var slots: [(any KernelOperation)?] = []
+    private var generations: [UInt32] = []
+    private var free: [UInt32] = []
+    private(set) var count = 0
+
+    mutating func insert(_ operation: any KernelOperation) -> UInt64 {
+        let index: UInt32
+        if let reused = free.popLast() {
+            index = reused
+            slots[Int(index)] = operation
+        } else {
+            index = UInt32(slots.count)
+            slots.append(operation)
+            generations.append(1)
+        }
+        count += 1
+        return UserData.make(index: index, generation: generations[Int(index)])
+    }
+
+    /// The operation `userData` names, or nil for a stale or foreign value.
+    @inline(__always)
+    func lookup(_ userData: UInt64) -> (any KernelOperation)? {
+        let index = Int(truncatingIfNeeded: userData & 0xFFFF_FFFF)
+        let generation = UInt32(truncatingIfNeeded: userData >> 32)
+        guard index < slots.count, generation != 0, generations[index] == generation else {
+            return nil
+        }
+        return slots[index]
+    }
+
+    /// Releases the slot of a finished operation; its user_data is stale from now on.
+    mutating func remove(_ userData: UInt64) {
+        let index = Int(truncatingIfNeeded: userData & 0xFFFF_FFFF)
+        slots[index] = nil
+        var next = generations[index] &+ 1
+        if next == 0 { next = 1 }
+        generations[index] = next
+        free.append(UInt32(index))
+        count -= 1
+    }
+
+    /// Every operation in flight (for shutdown).
+    var all: [any KernelOperation] { slots.compactMap { $0 } }
+}
+
+/// Why an operation's cancellation was requested.
+enum CancelReason {
+    case timeout, cancelled, shutdown
+}
+
+/// Non-generic face of a kernel operation, for the backends and the in-flight table.
+///
+/// An operation is one description that both backends run: io_uring builds an SQE from it;
+/// the epoll backend (issue 4) asks for its readiness interest and its non-blocking
+/// syscall. Implementations live one per file under `Operations/`.
+protocol KernelOperation: AnyObject {
+    /// io_uring: fills the SQE (opcode, descriptor, buffers) and stamps `userData`.
+    func prepare(_ sqe: OpaquePointer, userData: UInt64)
+    /// The kernel's final completion arrived; the operation has left the in-flight table.
+    func complete(result: Int32, flags: UInt32)
+}

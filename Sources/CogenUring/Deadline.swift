@@ -1,0 +1,32 @@
+/// A point in time after which an operation gives up, fixed when the deadline is made.
+///
+/// `Deadline.after(.milliseconds(50))` is measured from the moment it is created, which is
+/// the moment the operation is started when written inline.
+public struct Deadline: Sendable, Hashable, Comparable {
+    /// Nanoseconds on the scheduler's monotonic time base (CLOCK_MONOTONIC).
+    let nanoseconds: UInt64
+
+    init(nanoseconds: UInt64) { self.nanoseconds = nanoseconds }
+
+    /// A deadline `duration` from now; zero or negative durations are already due.
+    /// - Parameter duration: How long from now.
+    /// - Returns: The deadline.
+    public static func after(_ duration: Duration) -> Deadline {
+        Deadline(nanoseconds: internalDeadline(after: duration))
+    }
+
+    /// A deadline at an instant of the continuous clock.
+    /// - Parameter instant: When the deadline passes.
+    /// - Returns: The deadline.
+    public static func at(_ instant: ContinuousClock.Instant) -> Deadline {
+        Deadline(nanoseconds: internalDeadline(instant))
+    }
+
+    /// The time left until the deadline, zero when it has passed.
+    public var remaining: Duration {
+        let now = monotonicNanoseconds()
+        return nanoseconds > now ? .nanoseconds(Int64(nanoseconds - now)) : .zero
+    }
+
+    public static func < (lhs: Deadline, rhs: Deadline) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
+}

@@ -1,0 +1,58 @@
+import CURing
+import Glibc
+
+/// Why an io_uring ring could not be set up or used.
+///
+/// Thrown by ``Scheduler/init(configuration:)`` when the ``Backend/ioUring`` backend is
+/// asked for and the kernel refuses it. The corresponding C call is `io_uring_setup(2)`.
+public struct RingSetupError: Error, Sendable, CustomStringConvertible {
+    /// The errno the kernel returned (`EPERM`, `ENOMEM`, `ENOSYS`, `EINVAL`…).
+    public let errno: Int32
+    /// What was being attempted, e.g. "io_uring_setup".
+    public let operation: String
+
+    public var description: String {
+        let reason: String
+        switch errno {
+        case EPERM:
+            reason = "io_uring refused, e.g. by a seccomp profile or kernel.io_uring_disabled"
+        case ENOMEM:
+            reason = "not enough locked memory for the ring; raise RLIMIT_MEMLOCK (ulimit -l) on kernels before 5.12, or use fewer entries"
+        case ENOSYS:
+            reason = "kernel too old: io_uring needs Linux 5.1, this backend 5.7"
+        case EINVAL:
+            reason = "the kernel rejected the ring parameters"
+        default:
+            reason = String(cString: strerror(errno))
+        }
+        return "\(operation) failed: \(reason) (errno \(errno))"
+    }
+}
+
+/// An operation did not finish before its deadline.
+///
+/// The operation was cancelled in the kernel (`IORING_OP_ASYNC_CANCEL`) and the coroutine
+/// resumed only after the operation's own final completion arrived.
+public struct TimeoutError: Error, Sendable, CustomStringConvertible {
+    /// What timed out, e.g. "wait for signal", "join", "poll".
+    public let operation: String
+    public var description: String { "\(operation) timed out" }
+}
+
+/// The scheduler is being shut down; thrown into every coroutine still parked, and into any
+/// coroutine that tries to park while ``Scheduler/shutdown()`` runs.
+public struct SchedulerShutdownError: Error, Sendable, CustomStringConvertible {
+    public var description: String { "the scheduler is shutting down" }
+}
+
+/// A kernel operation failed.
+public struct IOError: Error, Sendable, CustomStringConvertible {
+    /// The errno carried by the completion (`-cqe.res`) or returned by the syscall.
+    public let errno: Int32
+    /// The operation that failed, e.g. "poll".
+    public let operation: String
+
+    public var description: String {
+        "\(operation) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}

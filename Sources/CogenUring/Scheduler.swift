@@ -1,0 +1,523 @@
+import CURing
+import Glibc
+import Synchronization
+
+/// A coroutine scheduler: one thread, one run queue, one I/O engine (an io_uring ring).
+///
+/// Coroutines are Swift tasks whose executor is the scheduler (it is a `TaskExecutor`), so
+/// everything they run, including `async let` children and task groups, runs on the
+/// scheduler's thread. A coroutine suspends by parking (waiting for a signal, a join, a
+/// deadline, or a kernel operation's completion) and is resumed through one hook that
+/// places it at the ``Placement/front`` or the ``Placement/back`` of the run queue.
+///
+/// Run it on the calling thread with ``run(untilStopped:)`` or on a thread of its own with
+/// ``start()``. ``spawn(_:placement:_:)``, ``stop()`` and ``execute(_:)`` are safe from any
+/// thread; everything else belongs to the scheduler's thread. Teardown is explicit: call
+/// ``shutdown()``, which resumes every parked coroutine with ``SchedulerShutdownError``,
+/// lets them finish, and closes the ring.
+public final class Scheduler: TaskExecutor, @unchecked Sendable {
+    // @unchecked Sendable: everything mutable below is confined to the loop thread (checked
+    // by `assertOnLoop()` in debug builds), except the inbox (a Mutex) and the atomics.
+
+    /// How a scheduler is set up.
+    public struct Configuration: Sendable {
+        /// The I/O engine.
+        public var backend: Backend = .ioUring
+        /// Submission queue entries (`io_uring_setup` entries).
+        public var ringEntries: UInt32 = 256
+        /// Completion queue entries; default four times `ringEntries`, never less than twice.
+        public var completionEntries: UInt32? = nil
+        /// Most completions handled per loop pass, so a completion storm cannot starve the
+        /// run queue.
+        public var completionBatch: Int = 256
+        /// Use `IORING_SETUP_SINGLE_ISSUER` when the kernel has it (6.0).
+        public var useSingleIssuer = true
+        /// Use `IORING_SETUP_DEFER_TASKRUN` when the kernel has it (6.1).
+        public var useDeferTaskrun = true
+        /// Use `IORING_SETUP_COOP_TASKRUN` when `DEFER_TASKRUN` is not used (5.19).
+        public var useCoopTaskrun = true
+        /// A name for the thread ``start()`` creates and for error reports.
+        public var name = "cogen"
+
+        /// The defaults: io_uring, 256 SQ entries, every probed feature on.
+        public init() {}
+    }
+
+    /// Why ``run(untilStopped:)`` returned, and what was left behind.
+    public struct RunReport: Sendable, Equatable, CustomStringConvertible {
+        /// Why the loop returned.
+        public enum Reason: Sendable, Equatable {
+            /// Nothing could make progress any more.
+            case idle
+            /// ``stop()`` was called.
+            case stopped
+        }
+        /// Why the loop returned.
+        public var reason: Reason
+        /// Coroutines (and other tasks) still parked: on a signal, a join, a park without
+        /// deadline. They stay parked; ``shutdown()`` resumes them.
+        public var parkedCoroutines: Int
+        /// Coroutines spawned and not finished.
+        public var liveCoroutines: Int
+
+        public var description: String {
+            "\(reason == .idle ? "idle" : "stopped"), \(parkedCoroutines) parked, \(liveCoroutines) live"
+        }
+    }
+
+    public let configuration: Configuration
+    let backend: any IOBackend
+
+    // MARK: Loop-confined state
+    var runQueue = JobQueue()
+    /// The placement the next enqueue from the loop thread gets; set just before a
+    /// continuation is resumed (the runtime enqueues synchronously inside `resume`).
+    var nextPlacement: Placement = .back
+    var timers = TimerHeap()
+    var inFlight = InFlightTable()
+    var parkedHead: ParkedCoroutine?
+    var parkedCount = 0
+    var liveCoroutines = 0
+    var shuttingDown = false
+    var namedSignals: [AnyHashable: SignalWaiters<any Sendable>] = [:]
+    private var activated = false
+    private var ownerThread: pthread_t?
+    private let completionBuffer: UnsafeMutableBufferPointer<Completion>
+
+    // MARK: Cross-thread state
+    private enum InboxItem {
+        case job(UnownedJob)
+        case action(@Sendable () -> Void)
+    }
+    private let inbox = Mutex<[InboxItem]>([])
+    private let inboxPending = Atomic<Bool>(false)
+    private let sleeping = Atomic<Bool>(false)
+    private let stopRequested = Atomic<Bool>(false)
+    private let shutdownRequested = Atomic<Bool>(false)
+    private let closed = Atomic<Bool>(false)
+    let statistics = StatisticsCounters()
+    let coroutineIDs = Atomic<UInt64>(0)
+    private let thread = Mutex<LoopThread?>(nil)
+
+    /// Called with every error that escapes a top-level coroutine (one started with
+    /// ``spawn(_:placement:_:)``); the other coroutines keep running. The default writes
+    /// one line to standard error naming the coroutine and the error. Set it before
+    /// running the scheduler.
+    public nonisolated(unsafe) var errorHandler: @Sendable (CoroutineInfo, any Error) -> Void = {
+        info, error in
+        let line = "cogen: coroutine \(info) failed: \(error)\n"
+        _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+    }
+
+    /// Creates a scheduler and its ring. The ring is bound to the thread that first runs
+    /// the scheduler.
+    ///
+    /// - Parameter configuration: Backend, ring size and feature switches.
+    /// - Throws: ``RingSetupError`` when the kernel refuses the ring: `EPERM` (a seccomp
+    ///   profile or `kernel.io_uring_disabled`), `ENOMEM` (locked-memory limit), `ENOSYS`
+    ///   (kernel too old).
+    ///
+    /// Uses `io_uring_setup` (Linux 5.1) with `IORING_SETUP_SINGLE_ISSUER` (6.0) and
+    /// `IORING_SETUP_DEFER_TASKRUN` (6.1) when present, `IORING_SETUP_COOP_TASKRUN` (5.19)
+    /// otherwise, and a CQ at least twice the SQ.
+    public init(configuration: Configuration = Configuration()) throws(RingSetupError) {
+        self.configuration = configuration
+        switch configuration.backend {
+        case .ioUring:
+            backend = try IOUringBackend(configuration: configuration, counters: statistics)
+        }
+        completionBuffer = .allocate(capacity: max(configuration.completionBatch, 1))
+    }
+
+    deinit {
+        completionBuffer.deallocate()
+    }
+
+    /// The scheduler running on the calling thread, if any.
+    public static var current: Scheduler? {
+        guard let raw = cogen_current_scheduler() else { return nil }
+        return Unmanaged<Scheduler>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// Whether the calling thread is this scheduler's loop thread, running it now.
+    public var isOnLoop: Bool {
+        cogen_current_scheduler() == Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    @inline(__always)
+    func assertOnLoop(_ function: StaticString = #function) {
+        assert(isOnLoop, "\(function) must be called on the scheduler's thread")
+    }
+
+    /// The probed kernel features.
+    public var kernelFeatures: KernelFeatures { KernelFeatures.current }
+
+    /// What the ring was set up with (flags, queue sizes).
+    public var setupDescription: String { backend.setupDescription }
+
+    /// The I/O engine in use.
+    public var backendKind: Backend { backend.kind }
+
+    /// A snapshot of the counters; readable from any thread.
+    public var counters: SchedulerStatistics {
+        SchedulerStatistics(
+            operationsSubmitted: statistics.submitted.value,
+            operationsCompleted: statistics.completed.value,
+            cancellations: statistics.cancellations.value,
+            timeouts: statistics.timeouts.value,
+            completionQueueOverflows: statistics.overflows.value,
+            staleCompletions: statistics.stale.value,
+            passes: statistics.passes.value,
+            jobsRun: statistics.jobs.value,
+            inboxItems: statistics.inbox.value)
+    }
+
+    // MARK: Executor
+
+    /// Enqueues a job: on the loop thread at the placement of the resume that caused it,
+    /// from any other thread through the locked inbox, waking the loop.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        if isOnLoop {
+            if nextPlacement == .front {
+                runQueue.pushFront(.job(job))
+            } else {
+                runQueue.pushBack(.job(job))
+            }
+            nextPlacement = .back
+        } else {
+            postItem(.job(job))
+        }
+    }
+
+    private func postItem(_ item: InboxItem) {
+        inbox.withLock { $0.append(item) }
+        inboxPending.store(true, ordering: .sequentiallyConsistent)
+        if sleeping.exchange(false, ordering: .sequentiallyConsistent) && !closed.load(ordering: .acquiring) {
+            backend.wake()
+        }
+    }
+
+    /// Runs a closure on the scheduler's thread, at the back of the run queue: the way for
+    /// other threads to resume parked coroutines or touch loop-confined state.
+    /// - Parameter body: What to run; it must not block.
+    public func execute(_ body: @escaping @Sendable () -> Void) {
+        postItem(.action(body))
+    }
+
+    func post(_ body: @escaping @Sendable () -> Void) { postItem(.action(body)) }
+
+    private func drainInbox() {
+        inboxPending.store(false, ordering: .sequentiallyConsistent)
+        let items = inbox.withLock { items -> [InboxItem] in
+            let taken = items
+            items.removeAll(keepingCapacity: true)
+            return taken
+        }
+        statistics.inbox.increment(by: items.count)
+        for item in items {
+            switch item {
+            case .job(let job): runQueue.pushBack(.job(job))
+            case .action(let body): body()
+            }
+        }
+    }
+
+    // MARK: Running
+
+    /// Runs the loop on the calling thread.
+    ///
+    /// - Parameter untilStopped: `false` (the default) returns as soon as nothing can make
+    ///   progress: nothing runnable, no operation in flight, no pending deadline, and no
+    ///   coroutine waiting on a task or thread outside the scheduler. `true` keeps running
+    ///   (blocked in the kernel when idle) until ``stop()``.
+    /// - Returns: Why it returned and how many coroutines were left parked.
+    ///
+    /// The first thread that runs a scheduler owns its ring (`IORING_SETUP_SINGLE_ISSUER`
+    /// binds it, through `IORING_REGISTER_ENABLE_RINGS`); running it on another thread
+    /// later is a programming error.
+    @discardableResult
+    public func run(untilStopped: Bool = false) -> RunReport {
+        enterLoop()
+        defer { leaveLoop() }
+        return loop(untilStopped: untilStopped, shutdown: false)
+    }
+
+    private func enterLoop() {
+        precondition(!closed.load(ordering: .acquiring), "the scheduler was shut down")
+        precondition(cogen_current_scheduler() == nil, "another scheduler is running on this thread")
+        let me = pthread_self()
+        if let ownerThread {
+            precondition(pthread_equal(ownerThread, me) != 0,
+                         "a scheduler runs on the thread that first ran it (its ring is bound to that thread)")
+        } else {
+            ownerThread = me
+        }
+        cogen_set_current_scheduler(Unmanaged.passUnretained(self).toOpaque())
+        if !activated {
+            backend.activate()
+            activated = true
+        }
+    }
+
+    private func leaveLoop() {
+        cogen_set_current_scheduler(nil)
+    }
+
+    private func loop(untilStopped: Bool, shutdown: Bool) -> RunReport {
+        let executor = asUnownedTaskExecutor()
+        let completions = completionBuffer
+        while true {
+            statistics.passes.increment()
+            if inboxPending.load(ordering: .relaxed) { drainInbox() }
+            if !timers.isEmpty { fireTimers() }
+
+            // Only the jobs queued when the pass began: what they queue waits for the next
+            // pass, so a storm of jobs cannot starve I/O and timers.
+            var budget = runQueue.count
+            while budget > 0, let item = runQueue.popFront() {
+                switch item {
+                case .job(let job):
+                    budget -= 1
+                    statistics.jobs.increment()
+                    job.runSynchronously(on: executor)
+                case .resume(let continuation):
+                    // Its job lands at the front and runs next, within this budget.
+                    nextPlacement = .front
+                    continuation.resume()
+                    nextPlacement = .back
+                }
+            }
+
+            if !shutdown && stopRequested.load(ordering: .relaxed) {
+                stopRequested.store(false, ordering: .relaxed)
+                return report(.stopped)
+            }
+
+            let count: Int
+            if !runQueue.isEmpty || inboxPending.load(ordering: .relaxed) {
+                count = backend.poll(into: completions)
+            } else if !untilStopped && isIdle(shutdown: shutdown) {
+                return report(.idle)
+            } else {
+                var timeout: UInt64? = nil
+                if let earliest = timers.earliestDeadline {
+                    let now = monotonicNanoseconds()
+                    timeout = earliest > now ? earliest - now : 0
+                }
+                if timeout == 0 {
+                    count = backend.poll(into: completions)
+                } else {
+                    sleeping.store(true, ordering: .sequentiallyConsistent)
+                    if inboxPending.load(ordering: .sequentiallyConsistent)
+                        || stopRequested.load(ordering: .sequentiallyConsistent)
+                    {
+                        sleeping.store(false, ordering: .relaxed)
+                        count = backend.poll(into: completions)
+                    } else {
+                        count = backend.wait(timeout: timeout, into: completions)
+                        sleeping.store(false, ordering: .relaxed)
+                    }
+                }
+            }
+            for i in 0..<count { dispatch(completions[i]) }
+        }
+    }
+
+    private func isIdle(shutdown: Bool) -> Bool {
+        guard inFlight.count == 0, timers.isEmpty, !inboxPending.load(ordering: .sequentiallyConsistent)
+        else { return false }
+        // A live coroutine that is not parked here is suspended on something outside the
+        // scheduler (a task, a thread, `Task.sleep`) that will enqueue it through the inbox.
+        return shutdown || liveCoroutines <= parkedCount
+    }
+
+    private func report(_ reason: RunReport.Reason) -> RunReport {
+        RunReport(reason: reason, parkedCoroutines: parkedCount, liveCoroutines: liveCoroutines)
+    }
+
+    private func fireTimers() {
+        let now = monotonicNanoseconds()
+        while let waiter = timers.popExpired(now: now) {
+            waiter.expire()
+        }
+    }
+
+    @inline(__always)
+    private func dispatch(_ completion: Completion) {
+        guard let operation = inFlight.lookup(completion.userData) else {
+            // Our own cancel requests carry `UserData.ignored`; anything else that matches
+            // no live slot is stale and must not reach whoever holds the slot now.
+            if completion.userData != UserData.ignored { statistics.stale.increment() }
+            return
+        }
+        inFlight.remove(completion.userData)
+        statistics.completed.increment()
+        operation.complete(result: completion.result, flags: completion.flags)
+    }
+
+    /// Asks the loop to return from ``run(untilStopped:)`` after its current pass. Safe
+    /// from any thread; a coroutine may call it too.
+    public func stop() {
+        stopRequested.store(true, ordering: .sequentiallyConsistent)
+        if !isOnLoop && sleeping.exchange(false, ordering: .sequentiallyConsistent)
+            && !closed.load(ordering: .acquiring)
+        {
+            backend.wake()
+        }
+    }
+
+    // MARK: Own thread
+
+    /// Starts the loop on a thread of its own, running until ``stop()`` or ``shutdown()``.
+    ///
+    /// The ring is bound to that thread. ``join()`` waits for it after ``stop()``.
+    public func start() {
+        thread.withLock { thread in
+            precondition(thread == nil, "the scheduler was already started")
+            thread = LoopThread(name: configuration.name) { [self] in
+                let report = run(untilStopped: true)
+                if shutdownRequested.load(ordering: .acquiring) {
+                    return performShutdown()
+                }
+                return report
+            }
+        }
+    }
+
+    /// Waits until the thread ``start()`` created has returned; gives its report.
+    /// - Returns: The report of the loop, or of the shutdown if one was requested.
+    @discardableResult
+    public func join() -> RunReport? {
+        let started = thread.withLock { thread -> LoopThread? in
+            let t = thread
+            thread = nil
+            return t
+        }
+        return started?.join()
+    }
+
+    /// Tears the scheduler down: every parked coroutine is resumed with
+    /// ``SchedulerShutdownError`` (operations in flight are cancelled in the kernel and
+    /// resume after their final completion), the coroutines are left to finish, and the
+    /// ring is closed. Coroutines that try to park meanwhile get the same error.
+    ///
+    /// Call it on the thread that ran the scheduler, after ``run(untilStopped:)`` returned,
+    /// or from any thread for a scheduler started with ``start()``. The scheduler cannot be
+    /// run again afterwards.
+    /// - Returns: What was left: coroutines still alive are those waiting on something
+    ///   outside the scheduler that ignored cancellation.
+    @discardableResult
+    public func shutdown() -> RunReport {
+        let started = thread.withLock { $0 != nil }
+        if started {
+            shutdownRequested.store(true, ordering: .sequentiallyConsistent)
+            stop()
+            return join() ?? RunReport(reason: .idle, parkedCoroutines: 0, liveCoroutines: 0)
+        }
+        if closed.load(ordering: .acquiring) {
+            return RunReport(reason: .idle, parkedCoroutines: 0, liveCoroutines: 0)
+        }
+        enterLoop()
+        defer { leaveLoop() }
+        return performShutdown()
+    }
+
+    private func performShutdown() -> RunReport {
+        if !isOnLoop { enterLoop() }
+        shuttingDown = true
+        // Parked coroutines: collect first, aborting unlinks them from the list.
+        var all: [ParkedCoroutine] = []
+        var cursor = parkedHead
+        while let waiter = cursor {
+            all.append(waiter)
+            cursor = waiter.listNext
+        }
+        for waiter in all { waiter.abortForShutdown() }
+        let report = loop(untilStopped: false, shutdown: true)
+        closed.store(true, ordering: .releasing)
+        backend.close()
+        leaveLoop()
+        return report
+    }
+
+    // MARK: Core operations
+
+    /// Lets every coroutine queued now run before this one continues: one trip through the
+    /// run queue (not `Task.yield()`, which takes two).
+    /// - Parameter placement: `.back` (the default) goes behind everything queued; `.front`
+    ///   lets the loop look at completions and timers first.
+    ///
+    /// No kernel operation is involved.
+    public func yield(placement: Placement = .back) async {
+        assertOnLoop()
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            if placement == .front {
+                runQueue.pushFront(.resume(continuation))
+            } else {
+                runQueue.pushBack(.resume(continuation))
+            }
+        }
+    }
+
+    /// Suspends the current coroutine for a duration.
+    /// - Parameters:
+    ///   - duration: How long; zero or less resumes on the next pass.
+    ///   - placement: Where the coroutine goes when the time has passed.
+    /// - Throws: `CancellationError`, ``SchedulerShutdownError``.
+    ///
+    /// An entry in the scheduler's timer heap; the loop waits in the kernel with a timeout
+    /// (`io_uring_enter` with `IORING_ENTER_EXT_ARG`, 5.11; an internal timeout before).
+    public func sleep(for duration: Duration, placement: Placement = .back) async throws {
+        try await sleep(until: .after(duration), placement: placement)
+    }
+
+    /// Suspends the current coroutine until a deadline.
+    /// - Parameters:
+    ///   - deadline: When to wake.
+    ///   - placement: Where the coroutine goes when the deadline has passed.
+    /// - Throws: `CancellationError`, ``SchedulerShutdownError``.
+    ///
+    /// No kernel operation per sleep: see ``sleep(for:placement:)``.
+    public func sleep(until deadline: Deadline, placement: Placement = .back) async throws {
+        let waiter = Parked<Void>(scheduler: self, label: "sleep")
+        waiter.valueOnExpiry = ()
+        waiter.placementOnExpiry = placement
+        try await suspend(waiter, deadline: deadline) { _ in }
+    }
+}
+
+/// Who a coroutine is, for error reports.
+public struct CoroutineInfo: Sendable, CustomStringConvertible {
+    /// Unique within its scheduler.
+    public let id: UInt64
+    /// The name given to ``Scheduler/spawn(_:placement:_:)``, if any.
+    public let name: String?
+    public var description: String { name.map { "'\($0)' (#\(id))" } ?? "#\(id)" }
+}
+
+/// A pthread running a closure, joinable for its result.
+final class LoopThread: @unchecked Sendable {
+    // @unchecked: `result` is written by the thread before it exits and read after
+    // pthread_join, which orders the two.
+    private var handle = pthread_t()
+    private var result: Scheduler.RunReport?
+    private let body: () -> Scheduler.RunReport
+
+    init(name: String, body: @escaping () -> Scheduler.RunReport) {
+        self.body = body
+        let unmanaged = Unmanaged.passRetained(self)
+        let status = pthread_create(&handle, nil, { raw in
+            let thread = Unmanaged<LoopThread>.fromOpaque(raw!).takeRetainedValue()
+            thread.result = thread.body()
+            return nil
+        }, unmanaged.toOpaque())
+        precondition(status == 0, "pthread_create failed: \(status)")
+        _ = cogen_set_thread_name(handle, String(name.prefix(15)))
+    }
+
+    func join() -> Scheduler.RunReport? {
+        pthread_join(handle, nil)
+        return result
+    }
+}

@@ -1,0 +1,82 @@
+import CogenUring
+import Dispatch
+import Foundation
+import Synchronization
+import Testing
+
+final class Flag: Sendable {
+    private let state = Atomic<Bool>(false)
+    func set() { state.store(true, ordering: .sequentiallyConsistent) }
+    var isSet: Bool { state.load(ordering: .sequentiallyConsistent) }
+}
+
+/// The backends every scheduler and I/O test runs on (issue 4 adds epoll).
+let allBackends: [Backend] = [.ioUring]
+
+/// io_uring tests run wherever the kernel allows it, and always on CI, where a refusal
+/// must fail loudly instead of skipping.
+let ioUringUsable = KernelFeatures.current.isAvailable
+    || ProcessInfo.processInfo.environment["CI"] == "true"
+
+/// Loop-confined mutable state shared by a test's coroutines.
+final class Box<T>: @unchecked Sendable {
+    // @unchecked: touched only on the scheduler's thread (or after it has stopped).
+    var value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// A log of events appended by coroutines on one scheduler thread.
+typealias Log = Box<[String]>
+
+struct SchedulerTimedOut: Error, CustomStringConvertible {
+    let bound: Duration
+    var description: String { "watchdog: the scheduler was still running after \(bound)" }
+}
+
+/// Creates a scheduler on a thread of its own (never in Swift's cooperative pool), lets
+/// `setup` spawn coroutines from that thread, runs it until idle, and shuts it down. A
+/// watchdog stops it after `bound` and fails the test: `.timeLimit` cannot unblock a
+/// thread waiting in the kernel.
+@discardableResult
+func runScheduler(
+    _ backend: Backend,
+    bound: Duration = .seconds(30),
+    configure: @escaping @Sendable (inout Scheduler.Configuration) -> Void = { _ in },
+    untilStopped: Bool = false,
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ setup: @escaping @Sendable (Scheduler) throws -> Void
+) async throws -> Scheduler.RunReport {
+    let outcome: Result<(Scheduler.RunReport, Bool), any Error> = await withCheckedContinuation { done in
+        let thread = Thread {
+            do {
+                var configuration = Scheduler.Configuration()
+                configuration.backend = backend
+                configure(&configuration)
+                let scheduler = try Scheduler(configuration: configuration)
+                let timedOut = Flag()
+                let watchdog = DispatchWorkItem {
+                    timedOut.set()
+                    scheduler.stop()
+                }
+                DispatchQueue.global().asyncAfter(
+                    deadline: .now() + .milliseconds(Int(bound.components.seconds * 1000)),
+                    execute: watchdog)
+                try setup(scheduler)
+                let report = scheduler.run(untilStopped: untilStopped)
+                watchdog.cancel()
+                let expired = timedOut.isSet
+                scheduler.shutdown()
+                done.resume(returning: .success((report, expired)))
+            } catch {
+                done.resume(returning: .failure(error))
+            }
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+    let (report, expired) = try outcome.get()
+    if expired {
+        Issue.record(SchedulerTimedOut(bound: bound), sourceLocation: sourceLocation)
+    }
+    return report
+}
