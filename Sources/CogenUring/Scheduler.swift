@@ -93,7 +93,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     private let inboxPending = Atomic<Bool>(false)
     private let sleeping = Atomic<Bool>(false)
     private let stopRequested = Atomic<Bool>(false)
-    private let shutdownRequested = Atomic<Bool>(false)
+    private let shutdownReport = Mutex<RunReport?>(nil)
     private let closed = Atomic<Bool>(false)
     let statistics = StatisticsCounters()
     let coroutineIDs = Atomic<UInt64>(0)
@@ -371,22 +371,25 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
 
     /// Starts the loop on a thread of its own, running until ``stop()`` or ``shutdown()``.
     ///
-    /// The ring is bound to that thread. ``join()`` waits for it after ``stop()``.
+    /// The ring lives exactly as long as that thread (a `SINGLE_ISSUER` ring cannot change
+    /// threads, and requests still tied to an exited thread fail): when the loop stops, the
+    /// thread shuts the scheduler down before it exits, resuming every coroutine still
+    /// parked with ``SchedulerShutdownError``. ``join()`` waits for that.
     public func start() {
         thread.withLock { thread in
-            precondition(thread == nil, "the scheduler was already started")
+            precondition(thread == nil && ownerThread == nil, "the scheduler was already started or run")
             thread = LoopThread(name: configuration.name) { [self] in
                 let report = run(untilStopped: true)
-                if shutdownRequested.load(ordering: .acquiring) {
-                    return performShutdown()
-                }
+                performShutdown()
                 return report
             }
         }
     }
 
-    /// Waits until the thread ``start()`` created has returned; gives its report.
-    /// - Returns: The report of the loop, or of the shutdown if one was requested.
+    /// Waits until the thread ``start()`` created has stopped and shut the scheduler down.
+    /// - Returns: The loop's report at the moment it stopped (coroutines then parked were
+    ///   resumed by the shutdown), or `nil` if the scheduler was not started or was
+    ///   already joined.
     @discardableResult
     public func join() -> RunReport? {
         let started = thread.withLock { thread -> LoopThread? in
@@ -402,29 +405,32 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     /// resume after their final completion), the coroutines are left to finish, and the
     /// ring is closed. Coroutines that try to park meanwhile get the same error.
     ///
-    /// Call it on the thread that ran the scheduler, after ``run(untilStopped:)`` returned,
-    /// or from any thread for a scheduler started with ``start()``. The scheduler cannot be
-    /// run again afterwards.
-    /// - Returns: What was left: coroutines still alive are those waiting on something
-    ///   outside the scheduler that ignored cancellation.
+    /// For a scheduler run with ``run(untilStopped:)``, call it on that thread after `run`
+    /// returned. For one started with ``start()``, call it from any thread: it stops the
+    /// loop and waits for the thread to finish the shutdown. The scheduler cannot be run
+    /// again afterwards; a second call does nothing.
+    /// - Returns: What was left once the shutdown's own run went idle: coroutines still
+    ///   alive are waiting on something outside the scheduler.
     @discardableResult
     public func shutdown() -> RunReport {
         let started = thread.withLock { $0 != nil }
         if started {
-            shutdownRequested.store(true, ordering: .sequentiallyConsistent)
             stop()
-            return join() ?? RunReport(reason: .idle, parkedCoroutines: 0, liveCoroutines: 0)
+            join()
+            return shutdownReport.withLock { $0 } ?? RunReport(reason: .idle, parkedCoroutines: 0, liveCoroutines: 0)
         }
         if closed.load(ordering: .acquiring) {
-            return RunReport(reason: .idle, parkedCoroutines: 0, liveCoroutines: 0)
+            return shutdownReport.withLock { $0 } ?? RunReport(reason: .idle, parkedCoroutines: 0, liveCoroutines: 0)
         }
         enterLoop()
         defer { leaveLoop() }
         return performShutdown()
     }
 
+    @discardableResult
     private func performShutdown() -> RunReport {
-        if !isOnLoop { enterLoop() }
+        let entered = !isOnLoop
+        if entered { enterLoop() }
         shuttingDown = true
         // Parked coroutines: collect first, aborting unlinks them from the list.
         var all: [ParkedCoroutine] = []
@@ -437,7 +443,8 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         let report = loop(untilStopped: false, shutdown: true)
         closed.store(true, ordering: .releasing)
         backend.close()
-        leaveLoop()
+        if entered { leaveLoop() }
+        shutdownReport.withLock { $0 = report }
         return report
     }
 

@@ -43,10 +43,27 @@ func runScheduler(
     bound: Duration = .seconds(30),
     configure: @escaping @Sendable (inout Scheduler.Configuration) -> Void = { _ in },
     untilStopped: Bool = false,
+    afterRun: @escaping @Sendable (Scheduler, Scheduler.RunReport) -> Void = { _, _ in },
     sourceLocation: SourceLocation = #_sourceLocation,
     _ setup: @escaping @Sendable (Scheduler) throws -> Void
 ) async throws -> Scheduler.RunReport {
-    let outcome: Result<(Scheduler.RunReport, Bool), any Error> = await withCheckedContinuation { done in
+    try await runSchedulerWithShutdown(
+        backend, bound: bound, configure: configure, untilStopped: untilStopped, afterRun: afterRun,
+        sourceLocation: sourceLocation, setup
+    ).run
+}
+
+/// `runScheduler`, also giving the report of the final `shutdown()`.
+func runSchedulerWithShutdown(
+    _ backend: Backend,
+    bound: Duration = .seconds(30),
+    configure: @escaping @Sendable (inout Scheduler.Configuration) -> Void = { _ in },
+    untilStopped: Bool = false,
+    afterRun: @escaping @Sendable (Scheduler, Scheduler.RunReport) -> Void = { _, _ in },
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ setup: @escaping @Sendable (Scheduler) throws -> Void
+) async throws -> (run: Scheduler.RunReport, shutdown: Scheduler.RunReport) {
+    let outcome: Result<(Scheduler.RunReport, Scheduler.RunReport, Bool), any Error> = await withCheckedContinuation { done in
         let thread = Thread {
             do {
                 var configuration = Scheduler.Configuration()
@@ -63,10 +80,11 @@ func runScheduler(
                     execute: watchdog)
                 try setup(scheduler)
                 let report = scheduler.run(untilStopped: untilStopped)
+                afterRun(scheduler, report)
+                let final = scheduler.shutdown()
                 watchdog.cancel()
                 let expired = timedOut.isSet
-                scheduler.shutdown()
-                done.resume(returning: .success((report, expired)))
+                done.resume(returning: .success((report, final, expired)))
             } catch {
                 done.resume(returning: .failure(error))
             }
@@ -74,9 +92,20 @@ func runScheduler(
         thread.stackSize = 8 << 20
         thread.start()
     }
-    let (report, expired) = try outcome.get()
+    let (report, final, expired) = try outcome.get()
     if expired {
         Issue.record(SchedulerTimedOut(bound: bound), sourceLocation: sourceLocation)
     }
-    return report
+    return (report, final)
+}
+
+/// A non-blocking, close-on-exec pipe.
+func makePipe() -> (read: Int32, write: Int32) {
+    var fds: [Int32] = [0, 0]
+    precondition(pipe(&fds) == 0, "pipe failed")
+    for fd in fds {
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    }
+    return (fds[0], fds[1])
 }
