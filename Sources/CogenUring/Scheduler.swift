@@ -79,7 +79,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     var parkedCount = 0
     var liveCoroutines = 0
     var shuttingDown = false
-    var namedSignals: [AnyHashable: SignalWaiters<any Sendable>] = [:]
+    var namedSignals: [AnyHashable: SignalList<any Sendable>] = [:]
     private var activated = false
     private var ownerThread: pthread_t?
     private let completionBuffer: UnsafeMutableBufferPointer<Completion>

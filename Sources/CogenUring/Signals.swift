@@ -1,34 +1,69 @@
+/// A coroutine waiting on a signal, linked in its signal's list so that leaving early
+/// (deadline, cancellation, shutdown) unlinks it in O(1): a signal nobody raises does not
+/// accumulate dead waiters.
+final class SignalWaiter<Value: Sendable>: Parked<Value>, @unchecked Sendable {
+    // The list outlives every waiter linked in it (the signal or the named-signal table
+    // holds it until it is empty).
+    unowned(unsafe) var list: SignalList<Value>?
+    var next: SignalWaiter<Value>?
+    unowned(unsafe) var previous: SignalWaiter<Value>?
+
+    override func expire() {
+        list?.remove(self)
+        super.expire()
+    }
+
+    override func cancel() {
+        list?.remove(self)
+        super.cancel()
+    }
+
+    override func abortForShutdown() {
+        list?.remove(self)
+        super.abortForShutdown()
+    }
+}
+
 /// The coroutines waiting on one signal, in arrival order.
-///
-/// Waiters that already left (deadline, cancellation) stay in the array until a signal
-/// skips them or an append compacts the array, which keeps both operations O(1) amortized.
-struct SignalWaiters<Value: Sendable> {
-    private var waiters: [Parked<Value>] = []
-    private var compactAt = 16
+final class SignalList<Value: Sendable> {
+    private var head: SignalWaiter<Value>?
+    private unowned(unsafe) var tail: SignalWaiter<Value>?
+    /// For a named signal: its key, so the table entry goes when the last waiter leaves.
+    private let key: AnyHashable?
+    private unowned(unsafe) let scheduler: Scheduler?
 
-    var isEmpty: Bool { waiters.isEmpty }
+    init(key: AnyHashable? = nil, scheduler: Scheduler? = nil) {
+        self.key = key
+        self.scheduler = scheduler
+    }
 
-    mutating func append(_ waiter: Parked<Value>) {
-        if waiters.count >= compactAt {
-            waiters.removeAll { !$0.isParked }
-            compactAt = max(16, waiters.count * 2)
-        }
-        waiters.append(waiter)
+    var isEmpty: Bool { head == nil }
+
+    func append(_ waiter: SignalWaiter<Value>) {
+        waiter.list = self
+        waiter.previous = tail
+        if let tail { tail.next = waiter } else { head = waiter }
+        tail = waiter
+    }
+
+    func remove(_ waiter: SignalWaiter<Value>) {
+        guard waiter.list === self else { return }
+        let next = waiter.next
+        if let previous = waiter.previous { previous.next = next } else { head = next }
+        if let next { next.previous = waiter.previous } else { tail = waiter.previous }
+        waiter.next = nil
+        waiter.previous = nil
+        waiter.list = nil
+        if head == nil, let key, let scheduler { scheduler.namedSignals[key] = nil }
     }
 
     /// Resumes up to `limit` waiters in arrival order; returns how many were woken.
-    mutating func wake(
-        _ value: Value, placement: Placement, limit: Int, on scheduler: Scheduler
-    ) -> Int {
+    func wake(_ value: Value, placement: Placement, limit: Int, on scheduler: Scheduler) -> Int {
         var woken = 0
-        var index = 0
-        while index < waiters.count && woken < limit {
-            if scheduler.resume(waiters[index], returning: value, placement: placement) {
-                woken += 1
-            }
-            index += 1
+        while woken < limit, let waiter = head {
+            remove(waiter)
+            if scheduler.resume(waiter, returning: value, placement: placement) { woken += 1 }
         }
-        waiters.removeFirst(index)
         return woken
     }
 }
@@ -39,7 +74,7 @@ struct SignalWaiters<Value: Sendable> {
 /// Confined to one scheduler's thread.
 public final class Signal<Value: Sendable>: @unchecked Sendable {
     // @unchecked Sendable: confined to the scheduler's thread (asserted).
-    private var waiters = SignalWaiters<Value>()
+    private let waiters = SignalList<Value>()
 
     /// Creates a signal nobody waits on yet.
     public init() {}
@@ -59,7 +94,7 @@ public final class Signal<Value: Sendable>: @unchecked Sendable {
         guard let scheduler = Scheduler.current else {
             preconditionFailure("Signal.wait must be called from a coroutine on its scheduler's thread")
         }
-        let waiter = Parked<Value>(scheduler: scheduler, label: "wait for signal")
+        let waiter = SignalWaiter<Value>(scheduler: scheduler, label: "wait for signal")
         waiter.placementOnExpiry = placementOnExpiry
         return try await scheduler.suspend(waiter, deadline: deadline) { waiters.append($0) }
     }
@@ -97,10 +132,17 @@ extension Scheduler {
         placementOnExpiry: Placement = .back
     ) async throws -> any Sendable {
         let key = AnyHashable(name)
-        let waiter = Parked<any Sendable>(scheduler: self, label: "wait for signal")
+        let waiter = SignalWaiter<any Sendable>(scheduler: self, label: "wait for signal")
         waiter.placementOnExpiry = placementOnExpiry
         return try await suspend(waiter, deadline: deadline) { waiter in
-            namedSignals[key, default: SignalWaiters()].append(waiter)
+            let list: SignalList<any Sendable>
+            if let existing = namedSignals[key] {
+                list = existing
+            } else {
+                list = SignalList(key: key, scheduler: self)
+                namedSignals[key] = list
+            }
+            list.append(waiter)
         }
     }
 
@@ -118,10 +160,7 @@ extension Scheduler {
         recipients: Int? = nil
     ) -> Int {
         assertOnLoop()
-        let key = AnyHashable(name)
-        guard var waiters = namedSignals.removeValue(forKey: key) else { return 0 }
-        let woken = waiters.wake(value, placement: placement, limit: recipients ?? .max, on: self)
-        if !waiters.isEmpty { namedSignals[key] = waiters }
-        return woken
+        guard let list = namedSignals[AnyHashable(name)] else { return 0 }
+        return list.wake(value, placement: placement, limit: recipients ?? .max, on: self)
     }
 }

@@ -112,6 +112,25 @@ struct SignalTests {
     }
 
     @Test(arguments: allBackends)
+    func abandonedWaitsLeaveNothingBehind(_ backend: Backend) async throws {
+        let leftover = Box(-1)
+        try await runScheduler(backend, afterRun: { s, _ in leftover.value = s.namedSignals.count }) { scheduler in
+            let signal = Signal<Int>()
+            for i in 0..<200 {
+                scheduler.spawn {
+                    _ = try? await scheduler.wait(forSignal: "unique-\(i)", deadline: .after(.milliseconds(1)))
+                    _ = try? await signal.wait(deadline: .after(.milliseconds(1)))
+                }
+            }
+            scheduler.spawn {
+                try await scheduler.sleep(for: .milliseconds(20))
+                #expect(!signal.hasWaiters)
+            }
+        }
+        #expect(leftover.value == 0)
+    }
+
+    @Test(arguments: allBackends)
     func runReportsParkedCoroutines(_ backend: Backend) async throws {
         let errors = Box(0)
         let (report, final) = try await runSchedulerWithShutdown(backend) { scheduler in
