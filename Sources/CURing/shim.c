@@ -173,13 +173,18 @@ void cogen_prep_cancel(cogen_sqe *s, uint64_t target, int flags, uint64_t user_d
     sqe->user_data = user_data;
 }
 
+// Exported by libswift_Concurrency with the Swift calling convention.
+extern void *swift_task_getCurrent(void) __attribute__((swiftcall));
+const void *cogen_current_task(void) { return swift_task_getCurrent(); }
+
 int cogen_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
 
 int cogen_set_thread_name(unsigned long thread, const char *name) {
     return pthread_setname_np((pthread_t)thread, name);
 }
 
-static __thread void *current_scheduler;
+// initial-exec: a plain %fs-relative load instead of a __tls_get_addr call.
+static __thread void *current_scheduler __attribute__((tls_model("initial-exec")));
 void *cogen_current_scheduler(void) { return current_scheduler; }
 void cogen_set_current_scheduler(void *scheduler) { current_scheduler = scheduler; }
 

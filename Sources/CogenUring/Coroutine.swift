@@ -1,3 +1,4 @@
+import CURing
 import Synchronization
 
 /// The life of a coroutine.
@@ -12,31 +13,96 @@ public enum CoroutineState: Sendable, Hashable {
     case failed
 }
 
-/// A handle to a coroutine: its state, its result or error, join and cancel.
+/// What every coroutine handle has, whatever its value type.
 ///
-/// State and result belong to the scheduler's thread; from other threads, await
-/// ``value`` or call ``cancel()``.
-public final class Coroutine<Value: Sendable>: @unchecked Sendable {
-    // @unchecked Sendable: mutable state is confined to the scheduler's thread; `task` is
-    // set once, on that thread, before anyone else can see the handle from it.
-    public let scheduler: Scheduler
+/// State belongs to the scheduler's thread; ``cancel()`` is safe from any thread.
+///
+/// A coroutine is its own waiter: it parks at most once at a time, so every park reuses
+/// the coroutine object and allocates nothing.
+public class AnyCoroutine: ParkedCoroutine, @unchecked Sendable {
+    // @unchecked Sendable: mutable state is confined to the scheduler's thread.
+
+    /// The coroutine running on the current task (inherited by child tasks, which is why
+    /// `isCurrentTask` is checked before it is trusted).
+    @usableFromInline static let current = TaskLocal<AnyCoroutine?>(wrappedValue: nil)
+
     /// Who this is, for error reports.
     public let info: CoroutineInfo
-    /// Where the coroutine stands; read on the scheduler's thread.
-    public private(set) var state: CoroutineState = .notStarted
-    private var outcome: Result<Value, any Error>?
-    private var joiners: [(Parked<Value>, Placement)] = []
-    private var task: Task<Value, any Error>?
-    private var cancelRequested = false
+    @usableFromInline @exclusivity(unchecked) var _state: CoroutineState = .notStarted
+    @usableFromInline @exclusivity(unchecked) var cancelRequested = false
+    /// The coroutine's task (identity only), to tell it apart from child tasks that
+    /// inherit `current`.
+    @usableFromInline @exclusivity(unchecked) var task: UnsafeRawPointer?
     /// Errors go to the scheduler's error handler (top-level coroutines); a spawn-and-join
     /// child's error goes to its caller instead.
-    let reportsErrors: Bool
+    @usableFromInline let reportsErrors: Bool
 
+    @usableFromInline
     init(scheduler: Scheduler, name: String?, reportsErrors: Bool) {
-        self.scheduler = scheduler
         info = CoroutineInfo(
             id: scheduler.coroutineIDs.wrappingAdd(1, ordering: .relaxed).newValue, name: name)
         self.reportsErrors = reportsErrors
+        super.init(scheduler: scheduler)
+    }
+
+    /// Where the coroutine stands; read on the scheduler's thread.
+    public var state: CoroutineState { _state }
+
+    /// The coroutine's waiter, reused by every park: the coroutine itself. `cancel()`
+    /// finds the current wait through it, so no park needs a cancellation handler.
+    @inlinable
+    var waiter: ParkedCoroutine { self }
+
+    var isCurrentTask: Bool {
+        task != nil && task == cogen_current_task()
+    }
+
+    /// Cancels the coroutine: a parked coroutine is resumed with `CancellationError`, an
+    /// operation in flight is cancelled in the kernel (`IORING_OP_ASYNC_CANCEL`), and the
+    /// task is marked cancelled. Safe from any thread.
+    public func cancel() {
+        if scheduler.isOnLoop {
+            cancelOnLoop()
+        } else {
+            scheduler.post { [self] in cancelOnLoop() }
+        }
+    }
+
+    private func cancelOnLoop() {
+        cancelRequested = true
+        cancelTask()
+        if isParked { cancelWait() }
+    }
+
+    func cancelTask() { fatalError("abstract") }
+
+    /// Binds `current` and runs the body; the non-generic part of a coroutine's start.
+    @usableFromInline
+    func enter() {
+        _state = .running
+        task = cogen_current_task()
+        scheduler.liveCoroutines &+= 1
+    }
+
+    @usableFromInline
+    func leave() {
+        task = nil
+        scheduler.liveCoroutines &-= 1
+    }
+}
+
+/// A handle to a coroutine: its state, its result or error, join and cancel.
+///
+/// State and result belong to the scheduler's thread; from other threads, await
+/// ``value`` or call ``AnyCoroutine/cancel()``.
+public final class Coroutine<Value: Sendable>: AnyCoroutine, @unchecked Sendable {
+    @usableFromInline @exclusivity(unchecked) var outcome: Result<Value, any Error>?
+    @usableFromInline @exclusivity(unchecked) var joiners: [(Parked<Value>, Placement)] = []
+    @usableFromInline @exclusivity(unchecked) var runningTask: Task<Value, any Error>?
+
+    @usableFromInline
+    override init(scheduler: Scheduler, name: String?, reportsErrors: Bool) {
+        super.init(scheduler: scheduler, name: name, reportsErrors: reportsErrors)
     }
 
     /// The value returned, once completed; read on the scheduler's thread.
@@ -62,22 +128,24 @@ public final class Coroutine<Value: Sendable>: @unchecked Sendable {
         }
     }
 
-    func start(
-        placement: Placement,
-        _ body: sending @escaping () async throws -> Value
-    ) {
+    override func cancelTask() { runningTask?.cancel() }
+
+    @inlinable
+    func start(placement: Placement, _ body: sending @escaping () async throws -> Value) {
         scheduler.nextPlacement = placement
         // The runtime enqueues the new task's first job synchronously, on this thread,
         // at `nextPlacement`.
-        task = Task(executorPreference: scheduler) { [self] in try await self.main(body) }
+        runningTask = Task(executorPreference: scheduler) { [self] in
+            try await AnyCoroutine.current.withValue(self) { try await main(body) }
+        }
         scheduler.nextPlacement = .back
-        if cancelRequested { task?.cancel() }
+        if cancelRequested { runningTask?.cancel() }
     }
 
-    private func main(_ body: () async throws -> Value) async throws -> Value {
-        state = .running
-        scheduler.liveCoroutines &+= 1
-        defer { scheduler.liveCoroutines &-= 1 }
+    @inlinable
+    func main(_ body: () async throws -> Value) async throws -> Value {
+        enter()
+        defer { leave() }
         do {
             let value = try await body()
             finish(.success(value))
@@ -89,15 +157,25 @@ public final class Coroutine<Value: Sendable>: @unchecked Sendable {
         }
     }
 
-    private func finish(_ result: Result<Value, any Error>) {
+    @inlinable
+    func finish(_ result: Result<Value, any Error>) {
         outcome = result
-        state = result.isSuccess ? .completed : .failed
-        let waiting = joiners
-        joiners = []
-        for (parked, placement) in waiting {
-            switch result {
-            case .success(let value): scheduler.resume(parked, returning: value, placement: placement)
-            case .failure(let error): scheduler.resume(parked, throwing: error, placement: placement)
+        switch result {
+        case .success(let value):
+            _state = .completed
+            if joiners.isEmpty { return }
+            let waiting = joiners
+            joiners = []
+            for (parked, placement) in waiting {
+                scheduler.resume(parked, returning: value, placement: placement)
+            }
+        case .failure(let error):
+            _state = .failed
+            if joiners.isEmpty { return }
+            let waiting = joiners
+            joiners = []
+            for (parked, placement) in waiting {
+                scheduler.resume(parked, throwing: error, placement: placement)
             }
         }
     }
@@ -111,34 +189,12 @@ public final class Coroutine<Value: Sendable>: @unchecked Sendable {
     /// - Throws: The coroutine's error, ``TimeoutError``, `CancellationError`.
     ///
     /// No kernel operation is involved. Call it from a coroutine of the same scheduler.
+    @inlinable
     public func join(deadline: Deadline? = nil, placement: Placement = .back) async throws -> Value {
         if let outcome { return try outcome.get() }
-        let waiter = Parked<Value>(scheduler: scheduler, label: "join")
-        return try await scheduler.suspend(waiter, deadline: deadline) { waiter in
-            joiners.append((waiter, placement))
+        return try await scheduler.suspend(ParkSettings(label: "join", deadline: deadline)) { parked in
+            joiners.append((parked, placement))
         }
-    }
-
-    /// Cancels the coroutine's task: a parked coroutine is resumed with
-    /// `CancellationError`, an operation in flight is cancelled in the kernel
-    /// (`IORING_OP_ASYNC_CANCEL`). Safe from any thread.
-    public func cancel() {
-        if scheduler.isOnLoop {
-            cancelRequested = true
-            task?.cancel()
-        } else {
-            scheduler.post { [self] in
-                cancelRequested = true
-                task?.cancel()
-            }
-        }
-    }
-}
-
-extension Result {
-    fileprivate var isSuccess: Bool {
-        if case .success = self { return true }
-        return false
     }
 }
 
@@ -151,6 +207,7 @@ extension Scheduler {
     ///     scheduler's thread; from other threads it goes to the back).
     ///   - body: The coroutine. An error escaping it goes to ``errorHandler``.
     /// - Returns: The coroutine's handle.
+    @inlinable
     @discardableResult
     public func spawn<Value: Sendable>(
         _ name: String? = nil,
@@ -160,20 +217,20 @@ extension Scheduler {
         spawn(name, placement: placement, reportsErrors: true, body)
     }
 
+    @inlinable
     func spawn<Value: Sendable>(
         _ name: String?, placement: Placement, reportsErrors: Bool,
         _ body: sending @escaping () async throws -> Value
     ) -> Coroutine<Value> {
-        if isOnLoop {
-            let coroutine = Coroutine<Value>(scheduler: self, name: name, reportsErrors: reportsErrors)
-            coroutine.start(placement: placement, body)
-            return coroutine
-        }
-        // From another thread: create the handle and the task on the loop, so that all
-        // the handle's state stays confined to it.
-        nonisolated(unsafe) let body = body
         let coroutine = Coroutine<Value>(scheduler: self, name: name, reportsErrors: reportsErrors)
-        post { coroutine.start(placement: .back, body) }
+        if isOnLoop {
+            coroutine.start(placement: placement, body)
+        } else {
+            // From another thread: start it on the loop, so that all the handle's state
+            // stays confined there.
+            nonisolated(unsafe) let body = body
+            post { coroutine.start(placement: .back, body) }
+        }
         return coroutine
     }
 
@@ -186,6 +243,7 @@ extension Scheduler {
     ///   - body: The child coroutine.
     /// - Returns: The child's value.
     /// - Throws: The child's error; `CancellationError`.
+    @inlinable
     public func spawnAndJoin<Value: Sendable>(
         placement: Placement = .back,
         resumePlacement: Placement = .front,
@@ -195,4 +253,3 @@ extension Scheduler {
         return try await child.join(placement: resumePlacement)
     }
 }
-

@@ -1,73 +1,116 @@
-/// Internal base of everything a scheduler holds parked: a coroutine waiting for a resume,
-/// for a deadline, or for the final completion of a kernel operation.
-///
-/// Waiters are confined to their scheduler's thread. The cancellation handler is the only
-/// code that touches one from elsewhere, and it only posts a closure to the loop's inbox.
-public class ParkedCoroutine: @unchecked Sendable {
-    // Unowned: a scheduler outlives its parked coroutines (teardown is explicit, through
-    // `shutdown()`, which resumes every one of them first).
-    unowned(unsafe) let scheduler: Scheduler
-    /// Index in the scheduler's timer heap, or -1 without a deadline.
-    var heapIndex = -1
-    // Intrusive doubly linked list of parked waiters, so that `shutdown()` can resume each.
-    var listNext: ParkedCoroutine?
-    unowned(unsafe) var listPrevious: ParkedCoroutine?
-    var isLinked = false
-    /// What a timeout error names.
-    var label: StaticString
-
-    init(scheduler: Scheduler, label: StaticString) {
-        self.scheduler = scheduler
-        self.label = label
-    }
-
-    /// The scheduler this coroutine is parked on.
-    public var owner: Scheduler { scheduler }
-
-    /// Whether the coroutine is still parked (not yet resumed by anyone).
-    public var isParked: Bool { fatalError("abstract") }
-
-    /// The deadline passed.
-    func expire() { fatalError("abstract") }
-    /// The coroutine's task was cancelled (called on the loop thread).
-    func cancel() { fatalError("abstract") }
-    /// `shutdown()` is tearing the scheduler down.
-    func abortForShutdown() { fatalError("abstract") }
+/// What a passed deadline does to a parked coroutine.
+@usableFromInline
+enum Expiry {
+    /// Throws ``TimeoutError``.
+    case timeout
+    /// Returns normally (a sleep); only for `Parked<Void>`.
+    case returnVoid
 }
 
-/// A coroutine suspended by ``Scheduler/park(deadline:placementOnExpiry:_:)``, waiting for
-/// ``Scheduler/resume(_:returning:placement:)`` or ``Scheduler/resume(_:throwing:placement:)``.
+/// A coroutine's place while parked: its continuation and everything that may end the
+/// wait (a resume, a deadline, a cancellation, a shutdown, a kernel completion).
 ///
-/// This is the mechanism every operation of the library is built on, and it is public so
-/// that users can write their own: keep the handle wherever the event that ends the wait
-/// will find it, then resume it once with a value or an error at a placement. A handle can
-/// be resumed only once; later resumes return `false` and do nothing. Use it on its
-/// scheduler's thread only (from another thread, go through ``Scheduler/execute(_:)``).
-public class Parked<Value: Sendable>: ParkedCoroutine, @unchecked Sendable {
-    var continuation: UnsafeContinuation<Value, any Error>?
-    /// For sleeps: the deadline resumes with this value instead of a timeout error.
-    var valueOnExpiry: Value?
-    var placementOnExpiry: Placement = .back
+/// Each coroutine owns one and reuses it for every park (a coroutine parks at most once at
+/// a time), so a park allocates nothing. A generation, bumped at every park, tells a
+/// ``Parked`` handle of an earlier park apart: resuming it does nothing.
+///
+/// Confined to its scheduler's thread. The task cancellation handler of a non-coroutine
+/// task is the only code that refers to one from elsewhere, and it only posts to the inbox.
+public class ParkedCoroutine: @unchecked Sendable {
+    // @unchecked Sendable: loop-confined (see above). @exclusivity(unchecked): loop-confined
+    // and never accessed reentrantly; dynamic checks would cost a TLS lookup per access.
 
-    override public var isParked: Bool { continuation != nil }
+    /// The scheduler the coroutine runs (or parks) on.
+    public let scheduler: Scheduler
+    /// The suspended continuation, type-erased (an `UnsafeContinuation<Value, any Error>`
+    /// for the `Value` of the current park); nil when not parked.
+    @usableFromInline @exclusivity(unchecked) var continuation: UnsafeRawPointer?
+    /// Bumped at every park; ``Parked`` handles carry the generation they were made for.
+    @usableFromInline @exclusivity(unchecked) var generation: UInt64 = 0
+    /// The sequence number of this waiter's live entry in the timer heap; 0 without one.
+    @exclusivity(unchecked) var timerSequence: UInt64 = 0
+    /// The waiter's slot in the timer heap's table, valid while `timerSequence != 0`.
+    @exclusivity(unchecked) var timerSlot: UInt32 = 0
+    // Intrusive doubly linked list of parked waiters, so that `shutdown()` can resume each.
+    @exclusivity(unchecked) var listNext: ParkedCoroutine?
+    @exclusivity(unchecked) unowned(unsafe) var listPrevious: ParkedCoroutine?
+    @exclusivity(unchecked) var isLinked = false
+    // Membership in a signal's waiter list, so a waiter that leaves early unlinks in O(1).
+    @exclusivity(unchecked) var signalNext: ParkedCoroutine?
+    @exclusivity(unchecked) unowned(unsafe) var signalPrevious: ParkedCoroutine?
+    @exclusivity(unchecked) unowned(unsafe) var signalList: SignalList?
+    /// The coroutine parked here, if it is a coroutine's own waiter.
+    @exclusivity(unchecked) unowned(unsafe) var coroutine: AnyCoroutine?
+    /// The kernel operation the coroutine waits for: deadlines and cancellations go to it.
+    @exclusivity(unchecked) var operation: IOOperation?
+    @exclusivity(unchecked) var label: StaticString = "wait"
+    @exclusivity(unchecked) var expiry = Expiry.timeout
+    @exclusivity(unchecked) var placementOnExpiry = Placement.back
 
-    override func expire() {
+    @usableFromInline
+    init(scheduler: Scheduler) {
+        self.scheduler = scheduler
+    }
+
+    var isParked: Bool { continuation != nil }
+
+    /// The deadline passed.
+    final func expire() {
         scheduler.statistics.timeouts.increment()
-        if let value = valueOnExpiry {
-            scheduler.resume(self, returning: value, placement: placementOnExpiry)
+        if let operation {
+            operation.requestCancel(.timeout)
+        } else if expiry == .returnVoid {
+            scheduler.resumeVoid(self, placement: placementOnExpiry)
         } else {
-            scheduler.resume(
-                self, throwing: TimeoutError(operation: "\(label)"), placement: placementOnExpiry)
+            scheduler.resumeRaw(self, throwing: TimeoutError(operation: "\(label)"), placement: placementOnExpiry)
         }
     }
 
-    override func cancel() {
-        scheduler.resume(self, throwing: CancellationError(), placement: .back)
+    /// The wait was cancelled (called on the loop thread).
+    @usableFromInline
+    final func cancelWait() {
+        if let operation {
+            operation.requestCancel(.cancelled)
+        } else {
+            scheduler.resumeRaw(self, throwing: CancellationError(), placement: .back)
+        }
     }
 
-    override func abortForShutdown() {
-        scheduler.resume(self, throwing: SchedulerShutdownError(), placement: .back)
+    /// `shutdown()` is tearing the scheduler down.
+    final func abortForShutdown() {
+        if let operation {
+            operation.requestCancel(.shutdown)
+        } else {
+            scheduler.resumeRaw(self, throwing: SchedulerShutdownError(), placement: .back)
+        }
     }
+}
+
+/// A handle to a coroutine suspended by ``Scheduler/park(deadline:placementOnExpiry:_:)``,
+/// to resume it with ``Scheduler/resume(_:returning:placement:)`` or
+/// ``Scheduler/resume(_:throwing:placement:)``.
+///
+/// This is the mechanism every operation of the library is built on, and it is public so
+/// that users can write their own: keep the handle wherever the event that ends the wait
+/// will find it, then resume it once with a value or an error at a placement. A handle
+/// resumes only the park it was made for: once that park has ended (by a resume, a
+/// deadline, a cancellation), resuming it returns `false` and does nothing. Use it on its
+/// scheduler's thread only (from another thread, go through ``Scheduler/execute(_:)``).
+public struct Parked<Value: Sendable>: Sendable {
+    @usableFromInline let waiter: ParkedCoroutine
+    @usableFromInline let generation: UInt64
+
+    @usableFromInline
+    init(waiter: ParkedCoroutine, generation: UInt64) {
+        self.waiter = waiter
+        self.generation = generation
+    }
+
+    /// Whether the park this handle was made for is still going on.
+    public var isParked: Bool { waiter.generation == generation && waiter.continuation != nil }
+
+    /// The scheduler the coroutine is parked on.
+    public var scheduler: Scheduler { waiter.scheduler }
 }
 
 extension Scheduler {
@@ -76,8 +119,8 @@ extension Scheduler {
     ///
     /// `register` runs synchronously before the coroutine suspends; it stores the handle
     /// where the event that ends the wait will find it. It may also resume the handle at
-    /// once, in which case the coroutine does not suspend at all. Task cancellation resumes
-    /// the coroutine with `CancellationError`; a passed deadline with ``TimeoutError``.
+    /// once, in which case the coroutine does not suspend at all. Cancelling the coroutine
+    /// resumes it with `CancellationError`; a passed deadline with ``TimeoutError``.
     ///
     /// - Parameters:
     ///   - deadline: When to give up; `nil` waits without limit.
@@ -89,37 +132,53 @@ extension Scheduler {
     ///
     /// No kernel operation is involved; a deadline is an entry in the scheduler's timer
     /// heap, not a kernel timer.
+    @inlinable
     public func park<Value: Sendable>(
         deadline: Deadline? = nil,
         placementOnExpiry: Placement = .back,
         _ register: (Parked<Value>) -> Void
     ) async throws -> Value {
-        let waiter = Parked<Value>(scheduler: self, label: "wait")
-        waiter.placementOnExpiry = placementOnExpiry
-        return try await suspend(waiter, deadline: deadline, register)
+        try await suspend(
+            ParkSettings(label: "wait", deadline: deadline, placementOnExpiry: placementOnExpiry),
+            register)
     }
 
-    /// Parks `waiter` (already configured) with cancellation handling; the shared path of
-    /// every suspension in the library.
-    func suspend<Value: Sendable, W: Parked<Value>>(
-        _ waiter: W,
-        deadline: Deadline?,
-        _ register: (W) -> Void
+    /// Parks the current task: the one path of every suspension in the library.
+    ///
+    /// A coroutine's own task needs no cancellation handler per park: cancelling the
+    /// coroutine finds its current wait directly. Any other task parking here (a child
+    /// task, a plain `Task`) gets a per-park cancellation handler.
+    @inlinable
+    func suspend<Value: Sendable>(
+        _ settings: ParkSettings,
+        _ register: (Parked<Value>) -> Void
     ) async throws -> Value {
         assertOnLoop()
-        return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Value, any Error>) in
-                if shuttingDown {
-                    continuation.resume(throwing: SchedulerShutdownError())
+        if let coroutine = currentCoroutine() {
+            let waiter = coroutine.waiter
+            return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Value, any Error>) in
+                if let refusal = refusal(for: coroutine) {
+                    continuation.resume(throwing: refusal)
                     return
                 }
-                waiter.continuation = continuation
-                link(waiter)
-                if let deadline { timers.insert(waiter, deadline: deadline.nanoseconds) }
-                register(waiter)
+                waiter.continuation = unsafeBitCast(continuation, to: UnsafeRawPointer.self)
+                let generation = beginPark(waiter, settings)
+                register(Parked(waiter: waiter, generation: generation))
+            }
+        }
+        let waiter = ParkedCoroutine(scheduler: self)
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Value, any Error>) in
+                if let refusal = refusal(for: nil) {
+                    continuation.resume(throwing: refusal)
+                    return
+                }
+                waiter.continuation = unsafeBitCast(continuation, to: UnsafeRawPointer.self)
+                let generation = beginPark(waiter, settings)
+                register(Parked(waiter: waiter, generation: generation))
                 // A task cancelled before this point ran its handler when there was no
                 // continuation to resume yet; honour the cancellation now.
-                if Task.isCancelled && waiter.isParked { waiter.cancel() }
+                if Task.isCancelled && waiter.continuation != nil { waiter.cancelWait() }
             }
         } onCancel: {
             self.requestCancel(of: waiter)
@@ -132,16 +191,20 @@ extension Scheduler {
     ///   - parked: The handle ``park(deadline:placementOnExpiry:_:)`` gave out.
     ///   - value: What `park` returns in the coroutine.
     ///   - placement: Front or back of the run queue.
-    /// - Returns: `false` if the coroutine had already been resumed (by a deadline, a
-    ///   cancellation or an earlier call); nothing is done then.
+    /// - Returns: `false` if that park had already ended (by a deadline, a cancellation or
+    ///   an earlier resume); nothing is done then.
+    @inlinable
     @discardableResult
     public func resume<Value: Sendable>(
         _ parked: Parked<Value>, returning value: sending Value, placement: Placement = .back
     ) -> Bool {
         assertOnLoop()
-        guard let continuation = take(parked) else { return false }
+        let waiter = parked.waiter
+        guard waiter.generation == parked.generation, let raw = waiter.continuation else { return false }
+        waiter.continuation = nil
+        endPark(waiter)
         nextPlacement = placement
-        continuation.resume(returning: value)
+        unsafeBitCast(raw, to: UnsafeContinuation<Value, any Error>.self).resume(returning: value)
         // The runtime enqueued the job synchronously inside `resume`; if the coroutine had
         // not suspended yet it simply continues, and the placement must not leak.
         nextPlacement = .back
@@ -154,39 +217,78 @@ extension Scheduler {
     ///   - parked: The handle ``park(deadline:placementOnExpiry:_:)`` gave out.
     ///   - error: What `park` throws in the coroutine.
     ///   - placement: Front or back of the run queue.
-    /// - Returns: `false` if the coroutine had already been resumed; nothing is done then.
+    /// - Returns: `false` if that park had already ended; nothing is done then.
+    @inlinable
     @discardableResult
     public func resume<Value: Sendable>(
         _ parked: Parked<Value>, throwing error: any Error, placement: Placement = .back
     ) -> Bool {
+        guard parked.waiter.generation == parked.generation else { return false }
+        return resumeRaw(parked.waiter, throwing: error, placement: placement)
+    }
+
+    /// Throws into whatever the waiter's current park awaits. Resuming with an error does
+    /// not touch the result's storage, so the continuation's value type does not matter.
+    @usableFromInline
+    @discardableResult
+    func resumeRaw(_ waiter: ParkedCoroutine, throwing error: any Error, placement: Placement) -> Bool {
         assertOnLoop()
-        guard let continuation = take(parked) else { return false }
+        guard let raw = waiter.continuation else { return false }
+        waiter.continuation = nil
+        endPark(waiter)
         nextPlacement = placement
-        continuation.resume(throwing: error)
+        unsafeBitCast(raw, to: UnsafeContinuation<Void, any Error>.self).resume(throwing: error)
         nextPlacement = .back
         return true
     }
 
-    @inline(__always)
-    func take<Value>(_ parked: Parked<Value>) -> UnsafeContinuation<Value, any Error>? {
-        guard let continuation = parked.continuation else { return nil }
-        parked.continuation = nil
-        if parked.heapIndex >= 0 { timers.remove(parked) }
-        unlink(parked)
-        return continuation
+    /// Ends a sleep (a park whose value type is `Void`).
+    func resumeVoid(_ waiter: ParkedCoroutine, placement: Placement) {
+        guard let raw = waiter.continuation else { return }
+        waiter.continuation = nil
+        endPark(waiter)
+        nextPlacement = placement
+        unsafeBitCast(raw, to: UnsafeContinuation<Void, any Error>.self).resume(returning: ())
+        nextPlacement = .back
     }
 
-    @inline(__always)
-    func link(_ waiter: ParkedCoroutine) {
+    /// The coroutine whose own task is running now, if the current task is one.
+    @usableFromInline
+    func currentCoroutine() -> AnyCoroutine? {
+        guard let coroutine = AnyCoroutine.current.get(), coroutine.isCurrentTask else { return nil }
+        return coroutine
+    }
+
+    /// Why a park must fail at once: shutdown, or the coroutine was cancelled.
+    @usableFromInline
+    func refusal(for coroutine: AnyCoroutine?) -> (any Error)? {
+        if shuttingDown { return SchedulerShutdownError() }
+        if let coroutine, coroutine.cancelRequested { return CancellationError() }
+        return nil
+    }
+
+    /// Non-generic half of parking: the generation, the parked list, the deadline.
+    @usableFromInline
+    func beginPark(_ waiter: ParkedCoroutine, _ settings: ParkSettings) -> UInt64 {
+        waiter.generation &+= 1
+        waiter.label = settings.label
+        waiter.expiry = settings.expiry
+        waiter.placementOnExpiry = settings.placementOnExpiry
         waiter.listNext = parkedHead
         parkedHead?.listPrevious = waiter
         parkedHead = waiter
         waiter.isLinked = true
         parkedCount &+= 1
+        if let deadline = settings.deadline { timers.insert(waiter, deadline: deadline.nanoseconds) }
+        return waiter.generation
     }
 
-    @inline(__always)
-    func unlink(_ waiter: ParkedCoroutine) {
+    /// Non-generic half of resuming: undoes `beginPark`.
+    @usableFromInline
+    func endPark(_ waiter: ParkedCoroutine) {
+        if waiter.timerSequence != 0 { timers.remove(waiter) }
+        if let list = waiter.signalList { list.remove(waiter) }
+        if waiter.operation != nil { waiter.operation = nil }
         guard waiter.isLinked else { return }
         waiter.isLinked = false
         let next = waiter.listNext
@@ -202,11 +304,29 @@ extension Scheduler {
     }
 
     /// Called by a task's cancellation handler, on any thread.
+    @usableFromInline
     func requestCancel(of waiter: ParkedCoroutine) {
         if isOnLoop {
-            if waiter.isParked { waiter.cancel() }
+            if waiter.isParked { waiter.cancelWait() }
         } else {
-            post { if waiter.isParked { waiter.cancel() } }
+            post { if waiter.isParked { waiter.cancelWait() } }
         }
+    }
+}
+
+/// How a park behaves, gathered so the generic path passes one value.
+@usableFromInline
+struct ParkSettings {
+    @usableFromInline var label: StaticString
+    @usableFromInline var deadline: Deadline?
+    @usableFromInline var placementOnExpiry: Placement
+    @usableFromInline var expiry: Expiry
+
+    @inlinable
+    init(label: StaticString, deadline: Deadline?, placementOnExpiry: Placement = .back, expiry: Expiry = .timeout) {
+        self.label = label
+        self.deadline = deadline
+        self.placementOnExpiry = placementOnExpiry
+        self.expiry = expiry
     }
 }

@@ -69,17 +69,19 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     let backend: any IOBackend
 
     // MARK: Loop-confined state
-    var runQueue = JobQueue()
+    // Loop-confined and never accessed reentrantly: exempt from dynamic exclusivity
+    // checks, which would otherwise cost a thread-local lookup per access on the hot path.
+    @exclusivity(unchecked) var runQueue = JobQueue()
     /// The placement the next enqueue from the loop thread gets; set just before a
     /// continuation is resumed (the runtime enqueues synchronously inside `resume`).
-    var nextPlacement: Placement = .back
-    var timers = TimerHeap()
-    var inFlight = InFlightTable()
-    var parkedHead: ParkedCoroutine?
-    var parkedCount = 0
-    var liveCoroutines = 0
-    var shuttingDown = false
-    var namedSignals: [AnyHashable: SignalList<any Sendable>] = [:]
+    @usableFromInline @exclusivity(unchecked) var nextPlacement: Placement = .back
+    @exclusivity(unchecked) var timers = TimerHeap()
+    @exclusivity(unchecked) var inFlight = InFlightTable()
+    @exclusivity(unchecked) var parkedHead: ParkedCoroutine?
+    @exclusivity(unchecked) var parkedCount = 0
+    @usableFromInline @exclusivity(unchecked) var liveCoroutines = 0
+    @exclusivity(unchecked) var shuttingDown = false
+    var namedSignals: [AnyHashable: SignalList] = [:]
     private var activated = false
     private var ownerThread: pthread_t?
     private let completionBuffer: UnsafeMutableBufferPointer<Completion>
@@ -103,7 +105,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     /// ``spawn(_:placement:_:)``); the other coroutines keep running. The default writes
     /// one line to standard error naming the coroutine and the error. Set it before
     /// running the scheduler.
-    public nonisolated(unsafe) var errorHandler: @Sendable (CoroutineInfo, any Error) -> Void = {
+    nonisolated(unsafe) public var errorHandler: @Sendable (CoroutineInfo, any Error) -> Void = {
         info, error in
         let line = "cogen: coroutine \(info) failed: \(error)\n"
         _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
@@ -144,7 +146,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         cogen_current_scheduler() == Unmanaged.passUnretained(self).toOpaque()
     }
 
-    @inline(__always)
+    @inlinable
     func assertOnLoop(_ function: StaticString = #function) {
         assert(isOnLoop, "\(function) must be called on the scheduler's thread")
     }
@@ -205,6 +207,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         postItem(.action(body))
     }
 
+    @usableFromInline
     func post(_ body: @escaping @Sendable () -> Void) { postItem(.action(body)) }
 
     private func drainInbox() {
@@ -487,10 +490,8 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     ///
     /// No kernel operation per sleep: see ``sleep(for:placement:)``.
     public func sleep(until deadline: Deadline, placement: Placement = .back) async throws {
-        let waiter = Parked<Void>(scheduler: self, label: "sleep")
-        waiter.valueOnExpiry = ()
-        waiter.placementOnExpiry = placement
-        try await suspend(waiter, deadline: deadline) { _ in }
+        let settings = ParkSettings(label: "sleep", deadline: deadline, placementOnExpiry: placement, expiry: .returnVoid)
+        try await suspend(settings) { (_: Parked<Void>) in }
     }
 }
 

@@ -1,33 +1,9 @@
-/// A coroutine waiting on a signal, linked in its signal's list so that leaving early
-/// (deadline, cancellation, shutdown) unlinks it in O(1): a signal nobody raises does not
-/// accumulate dead waiters.
-final class SignalWaiter<Value: Sendable>: Parked<Value>, @unchecked Sendable {
-    // The list outlives every waiter linked in it (the signal or the named-signal table
-    // holds it until it is empty).
-    unowned(unsafe) var list: SignalList<Value>?
-    var next: SignalWaiter<Value>?
-    unowned(unsafe) var previous: SignalWaiter<Value>?
-
-    override func expire() {
-        list?.remove(self)
-        super.expire()
-    }
-
-    override func cancel() {
-        list?.remove(self)
-        super.cancel()
-    }
-
-    override func abortForShutdown() {
-        list?.remove(self)
-        super.abortForShutdown()
-    }
-}
-
-/// The coroutines waiting on one signal, in arrival order.
-final class SignalList<Value: Sendable> {
-    private var head: SignalWaiter<Value>?
-    private unowned(unsafe) var tail: SignalWaiter<Value>?
+/// The coroutines waiting on one signal, in arrival order, linked through their waiters so
+/// that one leaving early (deadline, cancellation, shutdown) unlinks in O(1): a signal
+/// nobody raises does not accumulate dead waiters.
+final class SignalList {
+    private var head: ParkedCoroutine?
+    private unowned(unsafe) var tail: ParkedCoroutine?
     /// For a named signal: its key, so the table entry goes when the last waiter leaves.
     private let key: AnyHashable?
     private unowned(unsafe) let scheduler: Scheduler?
@@ -39,30 +15,36 @@ final class SignalList<Value: Sendable> {
 
     var isEmpty: Bool { head == nil }
 
-    func append(_ waiter: SignalWaiter<Value>) {
-        waiter.list = self
-        waiter.previous = tail
-        if let tail { tail.next = waiter } else { head = waiter }
+    func append(_ waiter: ParkedCoroutine) {
+        waiter.signalList = self
+        waiter.signalPrevious = tail
+        if let tail { tail.signalNext = waiter } else { head = waiter }
         tail = waiter
     }
 
-    func remove(_ waiter: SignalWaiter<Value>) {
-        guard waiter.list === self else { return }
-        let next = waiter.next
-        if let previous = waiter.previous { previous.next = next } else { head = next }
-        if let next { next.previous = waiter.previous } else { tail = waiter.previous }
-        waiter.next = nil
-        waiter.previous = nil
-        waiter.list = nil
+    func remove(_ waiter: ParkedCoroutine) {
+        guard waiter.signalList === self else { return }
+        let next = waiter.signalNext
+        if let previous = waiter.signalPrevious { previous.signalNext = next } else { head = next }
+        if let next { next.signalPrevious = waiter.signalPrevious } else { tail = waiter.signalPrevious }
+        waiter.signalNext = nil
+        waiter.signalPrevious = nil
+        waiter.signalList = nil
         if head == nil, let key, let scheduler { scheduler.namedSignals[key] = nil }
     }
 
     /// Resumes up to `limit` waiters in arrival order; returns how many were woken.
-    func wake(_ value: Value, placement: Placement, limit: Int, on scheduler: Scheduler) -> Int {
+    ///
+    /// `type` pins `Value` to the type the waiters parked with: passing an existential
+    /// without it would open it, and resume the continuations with the wrong type.
+    func wake<Value: Sendable>(
+        _ value: Value, as type: Value.Type, placement: Placement, limit: Int, on scheduler: Scheduler
+    ) -> Int {
         var woken = 0
         while woken < limit, let waiter = head {
             remove(waiter)
-            if scheduler.resume(waiter, returning: value, placement: placement) { woken += 1 }
+            let parked = Parked<Value>(waiter: waiter, generation: waiter.generation)
+            if scheduler.resume(parked, returning: value, placement: placement) { woken += 1 }
         }
         return woken
     }
@@ -74,7 +56,7 @@ final class SignalList<Value: Sendable> {
 /// Confined to one scheduler's thread.
 public final class Signal<Value: Sendable>: @unchecked Sendable {
     // @unchecked Sendable: confined to the scheduler's thread (asserted).
-    private let waiters = SignalList<Value>()
+    private let waiters = SignalList()
 
     /// Creates a signal nobody waits on yet.
     public init() {}
@@ -94,9 +76,8 @@ public final class Signal<Value: Sendable>: @unchecked Sendable {
         guard let scheduler = Scheduler.current else {
             preconditionFailure("Signal.wait must be called from a coroutine on its scheduler's thread")
         }
-        let waiter = SignalWaiter<Value>(scheduler: scheduler, label: "wait for signal")
-        waiter.placementOnExpiry = placementOnExpiry
-        return try await scheduler.suspend(waiter, deadline: deadline) { waiters.append($0) }
+        let settings = ParkSettings(label: "wait for signal", deadline: deadline, placementOnExpiry: placementOnExpiry)
+        return try await scheduler.suspend(settings) { (parked: Parked<Value>) in waiters.append(parked.waiter) }
     }
 
     /// Raises the signal: resumes the waiting coroutines in the order they started waiting.
@@ -113,7 +94,7 @@ public final class Signal<Value: Sendable>: @unchecked Sendable {
         guard let scheduler = Scheduler.current else {
             preconditionFailure("Signal.signal must be called on its scheduler's thread")
         }
-        return waiters.wake(value, placement: placement, limit: recipients ?? .max, on: scheduler)
+        return waiters.wake(value, as: Value.self, placement: placement, limit: recipients ?? .max, on: scheduler)
     }
 }
 
@@ -132,17 +113,16 @@ extension Scheduler {
         placementOnExpiry: Placement = .back
     ) async throws -> any Sendable {
         let key = AnyHashable(name)
-        let waiter = SignalWaiter<any Sendable>(scheduler: self, label: "wait for signal")
-        waiter.placementOnExpiry = placementOnExpiry
-        return try await suspend(waiter, deadline: deadline) { waiter in
-            let list: SignalList<any Sendable>
+        let settings = ParkSettings(label: "wait for signal", deadline: deadline, placementOnExpiry: placementOnExpiry)
+        return try await suspend(settings) { (parked: Parked<any Sendable>) in
+            let list: SignalList
             if let existing = namedSignals[key] {
                 list = existing
             } else {
                 list = SignalList(key: key, scheduler: self)
                 namedSignals[key] = list
             }
-            list.append(waiter)
+            list.append(parked.waiter)
         }
     }
 
@@ -161,6 +141,6 @@ extension Scheduler {
     ) -> Int {
         assertOnLoop()
         guard let list = namedSignals[AnyHashable(name)] else { return 0 }
-        return list.wake(value, placement: placement, limit: recipients ?? .max, on: self)
+        return list.wake(value, as: (any Sendable).self, placement: placement, limit: recipients ?? .max, on: self)
     }
 }

@@ -1,89 +1,149 @@
 /// Deadlines of parked coroutines and in-flight operations: a binary min-heap ordered by
 /// (deadline, insertion sequence), so equal deadlines fire in the order they were set.
-///
-/// Each waiter records its own heap index, so a deadline that is no longer needed (the
-/// operation completed first) is removed in O(log n) instead of lingering until it expires.
 /// One heap drives one kernel wait timeout: there is never a kernel timer per sleep.
+///
+/// Heap entries are plain values (deadline, sequence, slot); the waiters sit in a slot
+/// table beside the heap. Sifting therefore touches only the heap's own array, never the
+/// waiters (scattered in memory, and reference counted), which is what keeps 100k timers
+/// cheap. Removal is lazy: the slot is released at once and its entry, now stale, is
+/// dropped when it reaches the top; when stale entries outnumber live ones the heap is
+/// rebuilt, so a server whose waits mostly end before their deadline keeps the heap at the
+/// size of its live timers.
 struct TimerHeap {
-    struct Entry {
+    private struct Entry {
         var deadline: UInt64
         var sequence: UInt64
-        // The waiter is kept alive by the parked list or the in-flight table for as long as
-        // it is in the heap; `remove` is called before either lets it go.
-        unowned(unsafe) var waiter: ParkedCoroutine
+        var slot: UInt32
     }
 
     private var entries: [Entry] = []
+    private var waiters: [ParkedCoroutine?] = []
+    /// The sequence of the live entry of each slot; 0 for a free slot.
+    private var slotSequences: [UInt64] = []
+    private var freeSlots: [UInt32] = []
     private var nextSequence: UInt64 = 0
+    private var stale = 0
 
-    var count: Int { entries.count }
-    var isEmpty: Bool { entries.isEmpty }
-    var earliestDeadline: UInt64? { entries.first?.deadline }
+    /// Live deadlines.
+    var count: Int { entries.count - stale }
+    var isEmpty: Bool { entries.count == stale }
+
+    /// The earliest live deadline.
+    var earliestDeadline: UInt64? {
+        mutating get {
+            dropStaleTop()
+            return entries.first?.deadline
+        }
+    }
 
     mutating func insert(_ waiter: ParkedCoroutine, deadline: UInt64) {
-        precondition(waiter.heapIndex < 0, "waiter already has a deadline")
+        precondition(waiter.timerSequence == 0, "waiter already has a deadline")
         nextSequence &+= 1
-        entries.append(Entry(deadline: deadline, sequence: nextSequence, waiter: waiter))
-        waiter.heapIndex = entries.count - 1
+        let slot: UInt32
+        if let free = freeSlots.popLast() {
+            slot = free
+            waiters[Int(slot)] = waiter
+            slotSequences[Int(slot)] = nextSequence
+        } else {
+            slot = UInt32(waiters.count)
+            waiters.append(waiter)
+            slotSequences.append(nextSequence)
+        }
+        waiter.timerSequence = nextSequence
+        waiter.timerSlot = slot
+        entries.append(Entry(deadline: deadline, sequence: nextSequence, slot: slot))
         siftUp(entries.count - 1)
     }
 
     mutating func remove(_ waiter: ParkedCoroutine) {
-        let index = waiter.heapIndex
-        guard index >= 0 else { return }
-        waiter.heapIndex = -1
-        let last = entries.count - 1
-        if index != last {
-            entries[index] = entries[last]
-            entries[index].waiter.heapIndex = index
-            entries.removeLast()
-            if !siftUp(index) { siftDown(index) }
-        } else {
-            entries.removeLast()
-        }
+        guard waiter.timerSequence != 0 else { return }
+        release(slot: waiter.timerSlot)
+        waiter.timerSequence = 0
+        stale += 1
+        if stale > 64 && stale * 2 > entries.count { rebuild() }
     }
 
     /// Removes and returns the earliest waiter whose deadline is at or before `now`.
     mutating func popExpired(now: UInt64) -> ParkedCoroutine? {
+        dropStaleTop()
         guard let first = entries.first, first.deadline <= now else { return nil }
-        let waiter = first.waiter
-        remove(waiter)
+        popTop()
+        let waiter = waiters[Int(first.slot)]!
+        release(slot: first.slot)
+        waiter.timerSequence = 0
         return waiter
     }
 
-    @inline(__always)
-    private func less(_ a: Int, _ b: Int) -> Bool {
-        let x = entries[a], y = entries[b]
-        return x.deadline < y.deadline || (x.deadline == y.deadline && x.sequence < y.sequence)
+    private mutating func release(slot: UInt32) {
+        waiters[Int(slot)] = nil
+        slotSequences[Int(slot)] = 0
+        freeSlots.append(slot)
     }
 
-    @discardableResult
-    private mutating func siftUp(_ start: Int) -> Bool {
-        var i = start
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard less(i, parent) else { break }
-            entries.swapAt(i, parent)
-            entries[i].waiter.heapIndex = i
-            entries[parent].waiter.heapIndex = parent
-            i = parent
+    @inline(__always)
+    private func isLive(_ entry: Entry) -> Bool {
+        slotSequences[Int(entry.slot)] == entry.sequence
+    }
+
+    private mutating func dropStaleTop() {
+        while let first = entries.first, !isLive(first) {
+            popTop()
+            stale -= 1
         }
-        return i != start
+    }
+
+    private mutating func popTop() {
+        let last = entries.count - 1
+        if last > 0 { entries.swapAt(0, last) }
+        entries.removeLast()
+        if !entries.isEmpty { siftDown(0) }
+    }
+
+    private mutating func rebuild() {
+        let sequences = slotSequences
+        entries.removeAll { sequences[Int($0.slot)] != $0.sequence }
+        stale = 0
+        var i = entries.count / 2
+        while i > 0 {
+            i -= 1
+            siftDown(i)
+        }
+    }
+
+    @inline(__always)
+    private static func less(_ x: Entry, _ y: Entry) -> Bool {
+        x.deadline < y.deadline || (x.deadline == y.deadline && x.sequence < y.sequence)
+    }
+
+    private mutating func siftUp(_ start: Int) {
+        entries.withUnsafeMutableBufferPointer { e in
+            var i = start
+            let moving = e[i]
+            while i > 0 {
+                let parent = (i - 1) / 2
+                guard Self.less(moving, e[parent]) else { break }
+                e[i] = e[parent]
+                i = parent
+            }
+            e[i] = moving
+        }
     }
 
     private mutating func siftDown(_ start: Int) {
-        var i = start
-        let n = entries.count
-        while true {
-            let left = 2 * i + 1
-            guard left < n else { break }
-            var child = left
-            if left + 1 < n && less(left + 1, left) { child = left + 1 }
-            guard less(child, i) else { break }
-            entries.swapAt(i, child)
-            entries[i].waiter.heapIndex = i
-            entries[child].waiter.heapIndex = child
-            i = child
+        entries.withUnsafeMutableBufferPointer { e in
+            let n = e.count
+            var i = start
+            let moving = e[i]
+            while true {
+                let left = 2 * i + 1
+                guard left < n else { break }
+                var child = left
+                if left + 1 < n && Self.less(e[left + 1], e[left]) { child = left + 1 }
+                guard Self.less(e[child], moving) else { break }
+                e[i] = e[child]
+                i = child
+            }
+            e[i] = moving
         }
     }
 }

@@ -116,6 +116,10 @@ void cogen_prep_cancel(cogen_sqe *sqe, uint64_t target, int flags, uint64_t user
 void *cogen_current_scheduler(void);
 void cogen_set_current_scheduler(void *scheduler);
 
+/// The Swift task running on this thread (`swift_task_getCurrent`), as a raw pointer used
+/// only for identity comparisons; NULL outside a task.
+const void *cogen_current_task(void);
+
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): the loop's cross-thread wake-up.
 int cogen_eventfd(void);
 

@@ -1,50 +1,50 @@
 import Glibc
 
-/// A kernel operation a coroutine waits for: the parked coroutine, the operation's
-/// description, and the storage the kernel may touch, in one object that lives in the
-/// in-flight table until its final completion.
+/// A kernel operation a coroutine waits for: its description and the storage the kernel
+/// may touch, in one object that lives in the in-flight table until its final completion.
 ///
-/// A deadline or a task cancellation does not resume the coroutine: it asks the kernel to
+/// A deadline or a cancellation does not resume the coroutine: it asks the kernel to
 /// cancel the operation (`IORING_OP_ASYNC_CANCEL`), and the coroutine resumes when the
 /// operation's own final completion arrives: with the timeout or cancellation error if the
 /// kernel cancelled it, with its real result if it had completed anyway.
-class IOOperation<Value: Sendable>: Parked<Value>, KernelOperation, @unchecked Sendable {
+///
+/// Subclasses (one per file in `Operations/`) build the SQE and turn the completion into
+/// the coroutine's value; they are not generic, so nothing on the path needs a metadata
+/// lookup.
+class IOOperation: KernelOperation {
+    unowned(unsafe) let scheduler: Scheduler
     var userData: UInt64 = 0
     var cancelReason: CancelReason?
     var placement: Placement = .back
+    let label: StaticString
+
+    init(scheduler: Scheduler, label: StaticString) {
+        self.scheduler = scheduler
+        self.label = label
+    }
 
     func prepare(_ sqe: OpaquePointer, userData: UInt64) { fatalError("abstract") }
+    func complete(result: Int32, flags: UInt32) { fatalError("abstract") }
 
-    /// Turns the final completion into the coroutine's outcome.
-    func outcome(result: Int32, flags: UInt32) -> Result<Value, any Error> { fatalError("abstract") }
-
-    final func complete(result: Int32, flags: UInt32) {
-        let outcome: Result<Value, any Error>
-        if result == -ECANCELED, let reason = cancelReason {
-            switch reason {
-            case .timeout: outcome = .failure(TimeoutError(operation: "\(label)"))
-            case .cancelled: outcome = .failure(CancellationError())
-            case .shutdown: outcome = .failure(SchedulerShutdownError())
-            }
-        } else {
-            outcome = self.outcome(result: result, flags: flags)
+    /// The error a `-ECANCELED` completion means after our own cancel request, if any.
+    final func cancellationError(for result: Int32) -> (any Error)? {
+        guard result == -ECANCELED, let cancelReason else { return nil }
+        switch cancelReason {
+        case .timeout: return TimeoutError(operation: "\(label)")
+        case .cancelled: return CancellationError()
+        case .shutdown: return SchedulerShutdownError()
         }
+    }
+
+    /// Resumes the coroutine with the operation's outcome, at its placement.
+    final func finish<Value: Sendable>(_ parked: Parked<Value>, _ outcome: Result<Value, any Error>) {
         switch outcome {
-        case .success(let value): scheduler.resume(self, returning: value, placement: placement)
-        case .failure(let error): scheduler.resume(self, throwing: error, placement: placement)
+        case .success(let value): scheduler.resume(parked, returning: value, placement: placement)
+        case .failure(let error): scheduler.resume(parked, throwing: error, placement: placement)
         }
     }
 
-    override func expire() {
-        scheduler.statistics.timeouts.increment()
-        requestKernelCancel(.timeout)
-    }
-
-    override func cancel() { requestKernelCancel(.cancelled) }
-
-    override func abortForShutdown() { requestKernelCancel(.shutdown) }
-
-    private func requestKernelCancel(_ reason: CancelReason) {
+    final func requestCancel(_ reason: CancelReason) {
         guard cancelReason == nil else { return }
         cancelReason = reason
         scheduler.cancelInKernel(userData: userData)
@@ -52,12 +52,16 @@ class IOOperation<Value: Sendable>: Parked<Value>, KernelOperation, @unchecked S
 }
 
 extension Scheduler {
-    /// Starts `operation` in the kernel and parks the coroutine until its final completion.
-    func perform<Value: Sendable>(
-        _ operation: IOOperation<Value>, deadline: Deadline?, placement: Placement
+    /// Starts `operation` in the kernel and parks the coroutine until its final completion;
+    /// `bind` gives the operation the handle to resume.
+    func perform<Value: Sendable, Operation: IOOperation>(
+        _ operation: Operation, deadline: Deadline?, placement: Placement,
+        bind: (Operation, Parked<Value>) -> Void
     ) async throws -> Value {
         operation.placement = placement
-        return try await suspend(operation, deadline: deadline) { operation in
+        return try await suspend(ParkSettings(label: operation.label, deadline: deadline)) { (parked: Parked<Value>) in
+            bind(operation, parked)
+            parked.waiter.operation = operation
             let userData = inFlight.insert(operation)
             operation.userData = userData
             backend.submit(operation, userData: userData)

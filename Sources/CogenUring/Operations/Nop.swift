@@ -1,15 +1,24 @@
 import CURing
 
 /// `IORING_OP_NOP`: a round trip through the ring and nothing else.
-final class NopOperation: IOOperation<Void>, @unchecked Sendable {
+final class NopOperation: IOOperation {
+    var parked: Parked<Void>?
+
     init(scheduler: Scheduler) { super.init(scheduler: scheduler, label: "nop") }
 
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
         cogen_prep_nop(sqe, userData)
     }
 
-    override func outcome(result: Int32, flags: UInt32) -> Result<Void, any Error> {
-        result < 0 ? .failure(IOError(errno: -result, operation: "nop")) : .success(())
+    override func complete(result: Int32, flags: UInt32) {
+        guard let parked else { return }
+        if let error = cancellationError(for: result) {
+            finish(parked, .failure(error))
+        } else if result < 0 {
+            finish(parked, .failure(IOError(errno: -result, operation: "nop")))
+        } else {
+            finish(parked, .success(()))
+        }
     }
 }
 
@@ -22,6 +31,6 @@ extension Scheduler {
     ///
     /// Uses `IORING_OP_NOP` (Linux 5.1).
     public func nop(placement: Placement = .back) async throws {
-        try await perform(NopOperation(scheduler: self), deadline: nil, placement: placement)
+        try await perform(NopOperation(scheduler: self), deadline: nil, placement: placement) { $0.parked = $1 }
     }
 }

@@ -1,9 +1,10 @@
 import CURing
 
 /// `IORING_OP_POLL_ADD`: waits for readiness of a descriptor.
-final class PollOperation: IOOperation<UInt32>, @unchecked Sendable {
+final class PollOperation: IOOperation {
     let descriptor: Int32
     let events: UInt32
+    var parked: Parked<UInt32>?
 
     init(scheduler: Scheduler, descriptor: Int32, events: UInt32) {
         self.descriptor = descriptor
@@ -15,10 +16,15 @@ final class PollOperation: IOOperation<UInt32>, @unchecked Sendable {
         cogen_prep_poll_add(sqe, descriptor, events, userData)
     }
 
-    override func outcome(result: Int32, flags: UInt32) -> Result<UInt32, any Error> {
-        result < 0
-            ? .failure(IOError(errno: -result, operation: "poll"))
-            : .success(UInt32(bitPattern: result))
+    override func complete(result: Int32, flags: UInt32) {
+        guard let parked else { return }
+        if let error = cancellationError(for: result) {
+            finish(parked, .failure(error))
+        } else if result < 0 {
+            finish(parked, .failure(IOError(errno: -result, operation: "poll")))
+        } else {
+            finish(parked, .success(UInt32(bitPattern: result)))
+        }
     }
 }
 
@@ -40,6 +46,7 @@ extension Scheduler {
     ) async throws -> UInt32 {
         try await perform(
             PollOperation(scheduler: self, descriptor: descriptor, events: events),
-            deadline: deadline, placement: placement)
+            deadline: deadline, placement: placement
+        ) { $0.parked = $1 }
     }
 }
