@@ -89,6 +89,10 @@ int cogen_ring_fd(const cogen_ring *ring) { return ring->ring.ring_fd; }
 unsigned cogen_ring_sq_entries(const cogen_ring *ring) { return ring->ring.sq.ring_entries; }
 unsigned cogen_ring_cq_entries(const cogen_ring *ring) { return ring->ring.cq.ring_entries; }
 
+const unsigned *cogen_ring_sq_flags_pointer(const cogen_ring *ring) { return ring->ring.sq.kflags; }
+const unsigned *cogen_ring_cq_head_pointer(const cogen_ring *ring) { return ring->ring.cq.khead; }
+const unsigned *cogen_ring_cq_tail_pointer(const cogen_ring *ring) { return ring->ring.cq.ktail; }
+
 cogen_sqe *cogen_ring_get_sqe(cogen_ring *ring) {
     return (cogen_sqe *)io_uring_get_sqe(&ring->ring);
 }

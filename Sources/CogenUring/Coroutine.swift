@@ -16,22 +16,20 @@ public enum CoroutineState: Sendable, Hashable {
 /// What every coroutine handle has, whatever its value type.
 ///
 /// State belongs to the scheduler's thread; ``cancel()`` is safe from any thread.
-///
-/// A coroutine is its own waiter: it parks at most once at a time, so every park reuses
-/// the coroutine object and allocates nothing.
-public class AnyCoroutine: ParkedCoroutine, @unchecked Sendable {
+public class AnyCoroutine: @unchecked Sendable {
     // @unchecked Sendable: mutable state is confined to the scheduler's thread.
 
-    /// The coroutine running on the current task (inherited by child tasks, which is why
-    /// `isCurrentTask` is checked before it is trusted).
-    @usableFromInline static let current = TaskLocal<AnyCoroutine?>(wrappedValue: nil)
-
+    /// The scheduler the coroutine runs on.
+    public let scheduler: Scheduler
     /// Who this is, for error reports.
     public let info: CoroutineInfo
+    /// The coroutine's waiter from the scheduler's pool, held from its first step to its
+    /// end and reused by every park. `cancel()` finds the current wait through it, so no
+    /// park needs a cancellation handler.
+    @usableFromInline @exclusivity(unchecked) var waiter: ParkedCoroutine?
     @usableFromInline @exclusivity(unchecked) var _state: CoroutineState = .notStarted
     @usableFromInline @exclusivity(unchecked) var cancelRequested = false
-    /// The coroutine's task (identity only), to tell it apart from child tasks that
-    /// inherit `current`.
+    /// The coroutine's task (identity only), its key in the scheduler's task table.
     @usableFromInline @exclusivity(unchecked) var task: UnsafeRawPointer?
     /// Errors go to the scheduler's error handler (top-level coroutines); a spawn-and-join
     /// child's error goes to its caller instead.
@@ -42,20 +40,11 @@ public class AnyCoroutine: ParkedCoroutine, @unchecked Sendable {
         info = CoroutineInfo(
             id: scheduler.coroutineIDs.wrappingAdd(1, ordering: .relaxed).newValue, name: name)
         self.reportsErrors = reportsErrors
-        super.init(scheduler: scheduler)
+        self.scheduler = scheduler
     }
 
     /// Where the coroutine stands; read on the scheduler's thread.
     public var state: CoroutineState { _state }
-
-    /// The coroutine's waiter, reused by every park: the coroutine itself. `cancel()`
-    /// finds the current wait through it, so no park needs a cancellation handler.
-    @inlinable
-    var waiter: ParkedCoroutine { self }
-
-    var isCurrentTask: Bool {
-        task != nil && task == cogen_current_task()
-    }
 
     /// Cancels the coroutine: a parked coroutine is resumed with `CancellationError`, an
     /// operation in flight is cancelled in the kernel (`IORING_OP_ASYNC_CANCEL`), and the
@@ -71,7 +60,7 @@ public class AnyCoroutine: ParkedCoroutine, @unchecked Sendable {
     private func cancelOnLoop() {
         cancelRequested = true
         cancelTask()
-        if isParked { cancelWait() }
+        if let waiter, waiter.isParked { waiter.cancelWait() }
     }
 
     func cancelTask() { fatalError("abstract") }
@@ -80,13 +69,22 @@ public class AnyCoroutine: ParkedCoroutine, @unchecked Sendable {
     @usableFromInline
     func enter() {
         _state = .running
-        task = cogen_current_task()
+        // The job the loop is running is the task itself (a task is its own job).
+        task = scheduler.runningTask
+        assert(task != nil && task == cogen_current_task(), "a coroutine starts on its scheduler's loop")
+        waiter = scheduler.acquireWaiter()
+        scheduler.coroutinesByTask.insert(task!, self)
         scheduler.liveCoroutines &+= 1
     }
 
     @usableFromInline
     func leave() {
+        if let task { scheduler.coroutinesByTask.remove(task) }
         task = nil
+        if let waiter {
+            scheduler.releaseWaiter(waiter)
+            self.waiter = nil
+        }
         scheduler.liveCoroutines &-= 1
     }
 }
@@ -136,7 +134,7 @@ public final class Coroutine<Value: Sendable>: AnyCoroutine, @unchecked Sendable
         // The runtime enqueues the new task's first job synchronously, on this thread,
         // at `nextPlacement`.
         runningTask = Task(executorPreference: scheduler) { [self] in
-            try await AnyCoroutine.current.withValue(self) { try await main(body) }
+            try await main(body)
         }
         scheduler.nextPlacement = .back
         if cancelRequested { runningTask?.cancel() }

@@ -8,22 +8,28 @@ final class IOUringBackend: IOBackend {
     private let eventDescriptor: Int32
     let setup: RingSetup
     /// The ring was created disabled and must be enabled by the thread that will own it.
-    private var needsEnable: Bool
+    @exclusivity(unchecked) private var needsEnable: Bool
     /// Either TASKRUN flag is set: the kernel tells us in the SQ flags when entering is
     /// needed to get completions posted.
     private let watchesTaskrunFlag: Bool
     /// Completions pulled out of the CQ while making room to submit, handed out first.
-    private var spilled: [Completion] = []
+    @exclusivity(unchecked) private var spilled: [Completion] = []
     /// Where the wake-up read lands. Owned here until the ring is closed: the kernel may
     /// write into it as long as the read is armed.
     private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    private var wakeArmed = false
+    @exclusivity(unchecked) private var wakeArmed = false
     private let counters: StatisticsCounters
     // Scratch arrays the C reaper copies CQEs into.
     private let reapCapacity = 256
     private let reapUserData: UnsafeMutablePointer<UInt64>
     private let reapResults: UnsafeMutablePointer<Int32>
     private let reapFlags: UnsafeMutablePointer<UInt32>
+    // The kernel-shared words the per-pass check reads without a call into liburing.
+    private let sqFlags: UnsafePointer<UInt32>
+    private let cqHead: UnsafePointer<UInt32>
+    private let cqTail: UnsafePointer<UInt32>
+    /// SQEs prepared and not yet handed to the kernel.
+    @exclusivity(unchecked) private var unsubmitted = 0
 
     init(configuration: Scheduler.Configuration, counters: StatisticsCounters) throws(RingSetupError) {
         let kernel = KernelFeatures.current
@@ -73,6 +79,9 @@ final class IOUringBackend: IOBackend {
             submissionEntries: cogen_ring_sq_entries(ring),
             completionEntries: cogen_ring_cq_entries(ring),
             singleIssuer: single, deferTaskrun: deferred, coopTaskrun: coop, taskrunFlag: taskrunFlag)
+        sqFlags = cogen_ring_sq_flags_pointer(ring)
+        cqHead = cogen_ring_cq_head_pointer(ring)
+        cqTail = cogen_ring_cq_tail_pointer(ring)
         reapUserData = .allocate(capacity: reapCapacity)
         reapResults = .allocate(capacity: reapCapacity)
         reapFlags = .allocate(capacity: reapCapacity)
@@ -98,6 +107,7 @@ final class IOUringBackend: IOBackend {
     /// A free SQE; a full SQ is flushed to the kernel first, never reported as an error.
     @inline(__always)
     private func nextSQE() -> OpaquePointer {
+        unsubmitted += 1
         if let sqe = cogen_ring_get_sqe(ring) { return sqe }
         flush()
         while true {
@@ -119,6 +129,7 @@ final class IOUringBackend: IOBackend {
     /// Hands prepared SQEs to the kernel. EINTR is retried here and nowhere else; EBUSY
     /// and EAGAIN mean the CQ must be drained first, so completions are spilled aside.
     private func flush() {
+        defer { unsubmitted = Int(cogen_ring_sq_ready(ring)) }
         while cogen_ring_sq_ready(ring) > 0 {
             let status = cogen_ring_submit(ring)
             if status >= 0 { return }
@@ -150,7 +161,13 @@ final class IOUringBackend: IOBackend {
     }
 
     func poll(into completions: UnsafeMutableBufferPointer<Completion>) -> Int {
-        let flags = cogen_ring_sq_flags(ring)
+        let flags = cogen_load_relaxed(sqFlags)
+        // The common case on a busy loop: nothing to submit, nothing posted, no task work.
+        if unsubmitted == 0 && flags & UInt32(COGEN_SQ_TASKRUN | COGEN_SQ_CQ_OVERFLOW) == 0
+            && spilled.isEmpty && cogen_load_acquire(cqTail) == cogen_load_relaxed(cqHead)
+        {
+            return 0
+        }
         if flags & UInt32(COGEN_SQ_CQ_OVERFLOW) != 0 { counters.overflows.increment() }
         // With DEFER_TASKRUN (or COOP_TASKRUN) completions are posted only when this thread
         // enters the kernel; the TASKRUN flag says when that is worth a system call.
@@ -158,7 +175,8 @@ final class IOUringBackend: IOBackend {
             || flags & UInt32(COGEN_SQ_CQ_OVERFLOW) != 0
         {
             enter { cogen_ring_submit_and_get_events(ring) }
-        } else if cogen_ring_sq_ready(ring) > 0 {
+            unsubmitted = Int(cogen_ring_sq_ready(ring))
+        } else if unsubmitted > 0 {
             flush()
         }
         return collect(into: completions)
@@ -170,6 +188,7 @@ final class IOUringBackend: IOBackend {
         }
         if !wakeArmed { armWake() }
         _blockingWaitForCompletions(timeout: timeout)
+        unsubmitted = Int(cogen_ring_sq_ready(ring))
         let flags = cogen_ring_sq_flags(ring)
         if flags & UInt32(COGEN_SQ_CQ_OVERFLOW) != 0 {
             counters.overflows.increment()

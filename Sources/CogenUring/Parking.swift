@@ -10,18 +10,21 @@ enum Expiry {
 /// A coroutine's place while parked: its continuation and everything that may end the
 /// wait (a resume, a deadline, a cancellation, a shutdown, a kernel completion).
 ///
-/// Each coroutine owns one and reuses it for every park (a coroutine parks at most once at
-/// a time), so a park allocates nothing. A generation, bumped at every park, tells a
-/// ``Parked`` handle of an earlier park apart: resuming it does nothing.
+/// Waiters come from their scheduler's pool and go back to it; they are freed only with
+/// the scheduler. A coroutine holds one for its whole life and reuses it for every park (a
+/// coroutine parks at most once at a time), so a park allocates nothing. A generation,
+/// bumped at every park, tells a ``Parked`` handle of an earlier park apart: resuming it
+/// does nothing. That is also what makes the handle a plain value without reference
+/// counting: the object it points to outlives it, whatever it is used for next.
 ///
 /// Confined to its scheduler's thread. The task cancellation handler of a non-coroutine
 /// task is the only code that refers to one from elsewhere, and it only posts to the inbox.
-public class ParkedCoroutine: @unchecked Sendable {
+public final class ParkedCoroutine: @unchecked Sendable {
     // @unchecked Sendable: loop-confined (see above). @exclusivity(unchecked): loop-confined
     // and never accessed reentrantly; dynamic checks would cost a TLS lookup per access.
 
-    /// The scheduler the coroutine runs (or parks) on.
-    public let scheduler: Scheduler
+    // Unowned: the scheduler's pool owns its waiters, never the other way round.
+    @usableFromInline unowned(unsafe) let scheduler: Scheduler
     /// The suspended continuation, type-erased (an `UnsafeContinuation<Value, any Error>`
     /// for the `Value` of the current park); nil when not parked.
     @usableFromInline @exclusivity(unchecked) var continuation: UnsafeRawPointer?
@@ -32,15 +35,15 @@ public class ParkedCoroutine: @unchecked Sendable {
     /// The waiter's slot in the timer heap's table, valid while `timerSequence != 0`.
     @exclusivity(unchecked) var timerSlot: UInt32 = 0
     // Intrusive doubly linked list of parked waiters, so that `shutdown()` can resume each.
-    @exclusivity(unchecked) var listNext: ParkedCoroutine?
+    // Unowned: a parked waiter is kept alive by the suspended frame that waits on it (a
+    // coroutine by its task), and it is unlinked before that frame resumes.
+    @exclusivity(unchecked) unowned(unsafe) var listNext: ParkedCoroutine?
     @exclusivity(unchecked) unowned(unsafe) var listPrevious: ParkedCoroutine?
     @exclusivity(unchecked) var isLinked = false
     // Membership in a signal's waiter list, so a waiter that leaves early unlinks in O(1).
     @exclusivity(unchecked) var signalNext: ParkedCoroutine?
     @exclusivity(unchecked) unowned(unsafe) var signalPrevious: ParkedCoroutine?
     @exclusivity(unchecked) unowned(unsafe) var signalList: SignalList?
-    /// The coroutine parked here, if it is a coroutine's own waiter.
-    @exclusivity(unchecked) unowned(unsafe) var coroutine: AnyCoroutine?
     /// The kernel operation the coroutine waits for: deadlines and cancellations go to it.
     @exclusivity(unchecked) var operation: IOOperation?
     @exclusivity(unchecked) var label: StaticString = "wait"
@@ -96,8 +99,10 @@ public class ParkedCoroutine: @unchecked Sendable {
 /// resumes only the park it was made for: once that park has ended (by a resume, a
 /// deadline, a cancellation), resuming it returns `false` and does nothing. Use it on its
 /// scheduler's thread only (from another thread, go through ``Scheduler/execute(_:)``).
-public struct Parked<Value: Sendable>: Sendable {
-    @usableFromInline let waiter: ParkedCoroutine
+public struct Parked<Value: Sendable>: Sendable, Equatable {
+    // Unowned: waiters live as long as their scheduler (see `ParkedCoroutine`); a handle
+    // used after its scheduler is gone is a programming error.
+    @usableFromInline unowned(unsafe) let waiter: ParkedCoroutine
     @usableFromInline let generation: UInt64
 
     @usableFromInline
@@ -111,6 +116,11 @@ public struct Parked<Value: Sendable>: Sendable {
 
     /// The scheduler the coroutine is parked on.
     public var scheduler: Scheduler { waiter.scheduler }
+
+    /// Whether two handles are for the same park.
+    public static func == (lhs: Parked, rhs: Parked) -> Bool {
+        lhs.waiter === rhs.waiter && lhs.generation == rhs.generation
+    }
 }
 
 extension Scheduler {
@@ -154,8 +164,7 @@ extension Scheduler {
         _ register: (Parked<Value>) -> Void
     ) async throws -> Value {
         assertOnLoop()
-        if let coroutine = currentCoroutine() {
-            let waiter = coroutine.waiter
+        if let coroutine = currentCoroutine(), let waiter = coroutine.waiter {
             return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Value, any Error>) in
                 if let refusal = refusal(for: coroutine) {
                     continuation.resume(throwing: refusal)
@@ -166,7 +175,11 @@ extension Scheduler {
                 register(Parked(waiter: waiter, generation: generation))
             }
         }
-        let waiter = ParkedCoroutine(scheduler: self)
+        let waiter = acquireWaiter()
+        defer { releaseWaiter(waiter) }
+        // The waiter is ours until released, so this park's generation is the next one;
+        // the cancellation handler must not touch a later park of the recycled waiter.
+        let generation = waiter.generation &+ 1
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Value, any Error>) in
                 if let refusal = refusal(for: nil) {
@@ -181,7 +194,7 @@ extension Scheduler {
                 if Task.isCancelled && waiter.continuation != nil { waiter.cancelWait() }
             }
         } onCancel: {
-            self.requestCancel(of: waiter)
+            self.requestCancel(of: waiter, generation: generation)
         }
     }
 
@@ -255,8 +268,8 @@ extension Scheduler {
     /// The coroutine whose own task is running now, if the current task is one.
     @usableFromInline
     func currentCoroutine() -> AnyCoroutine? {
-        guard let coroutine = AnyCoroutine.current.get(), coroutine.isCurrentTask else { return nil }
-        return coroutine
+        guard let task = runningTask else { return nil }
+        return coroutinesByTask.lookup(task)
     }
 
     /// Why a park must fail at once: shutdown, or the coroutine was cancelled.
@@ -265,6 +278,19 @@ extension Scheduler {
         if shuttingDown { return SchedulerShutdownError() }
         if let coroutine, coroutine.cancelRequested { return CancellationError() }
         return nil
+    }
+
+    /// A waiter from the pool (or a new one).
+    @usableFromInline
+    func acquireWaiter() -> ParkedCoroutine {
+        waiterPool.popLast() ?? ParkedCoroutine(scheduler: self)
+    }
+
+    /// Gives a waiter back once nothing can park on it any more.
+    @usableFromInline
+    func releaseWaiter(_ waiter: ParkedCoroutine) {
+        assert(waiter.continuation == nil, "a waiter goes back to the pool only when not parked")
+        waiterPool.append(waiter)
     }
 
     /// Non-generic half of parking: the generation, the parked list, the deadline.
@@ -305,11 +331,11 @@ extension Scheduler {
 
     /// Called by a task's cancellation handler, on any thread.
     @usableFromInline
-    func requestCancel(of waiter: ParkedCoroutine) {
+    func requestCancel(of waiter: ParkedCoroutine, generation: UInt64) {
         if isOnLoop {
-            if waiter.isParked { waiter.cancelWait() }
+            if waiter.isParked && waiter.generation == generation { waiter.cancelWait() }
         } else {
-            post { if waiter.isParked { waiter.cancelWait() } }
+            post { if waiter.isParked && waiter.generation == generation { waiter.cancelWait() } }
         }
     }
 }

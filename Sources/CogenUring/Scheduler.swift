@@ -77,10 +77,19 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     @usableFromInline @exclusivity(unchecked) var nextPlacement: Placement = .back
     @exclusivity(unchecked) var timers = TimerHeap()
     @exclusivity(unchecked) var inFlight = InFlightTable()
-    @exclusivity(unchecked) var parkedHead: ParkedCoroutine?
+    // Unowned: a parked waiter is kept alive by the frame suspended on it (see
+    // `ParkedCoroutine.listNext`).
+    @exclusivity(unchecked) unowned(unsafe) var parkedHead: ParkedCoroutine?
     @exclusivity(unchecked) var parkedCount = 0
     @usableFromInline @exclusivity(unchecked) var liveCoroutines = 0
     @exclusivity(unchecked) var shuttingDown = false
+    /// Live coroutines by their task, for parks to recognise them.
+    @exclusivity(unchecked) var coroutinesByTask = TaskTable()
+    /// Waiters not in use; they live as long as the scheduler (see `ParkedCoroutine`).
+    @exclusivity(unchecked) var waiterPool: [ParkedCoroutine] = []
+    /// The job being run, which for a task's job is the task itself (identity only): lets a
+    /// park tell a coroutine's own task from the child tasks that inherit its task-local.
+    @exclusivity(unchecked) var runningTask: UnsafeRawPointer?
     var namedSignals: [AnyHashable: SignalList] = [:]
     private var activated = false
     private var ownerThread: pthread_t?
@@ -132,6 +141,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     }
 
     deinit {
+        coroutinesByTask.deallocate()
         completionBuffer.deallocate()
     }
 
@@ -283,7 +293,9 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
                 case .job(let job):
                     budget -= 1
                     statistics.jobs.increment()
+                    runningTask = unsafeBitCast(job, to: UnsafeRawPointer.self)
                     job.runSynchronously(on: executor)
+                    runningTask = nil
                 case .resume(let continuation):
                     // Its job lands at the front and runs next, within this budget.
                     nextPlacement = .front

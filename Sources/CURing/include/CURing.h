@@ -83,6 +83,19 @@ int cogen_ring_fd(const cogen_ring *ring);
 unsigned cogen_ring_sq_entries(const cogen_ring *ring);
 unsigned cogen_ring_cq_entries(const cogen_ring *ring);
 
+/// The kernel's SQ flags word and CQ head/tail, for the loop's lock-free "anything to do?"
+/// check (read with the inline loads below, never written from Swift).
+const unsigned *cogen_ring_sq_flags_pointer(const cogen_ring *ring);
+const unsigned *cogen_ring_cq_head_pointer(const cogen_ring *ring);
+const unsigned *cogen_ring_cq_tail_pointer(const cogen_ring *ring);
+
+static inline unsigned cogen_load_relaxed(const unsigned *p) {
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+static inline unsigned cogen_load_acquire(const unsigned *p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
 /// A free SQE, or NULL when the SQ is full (the caller flushes and retries).
 cogen_sqe *cogen_ring_get_sqe(cogen_ring *ring);
 /// SQEs prepared but not yet handed to the kernel.
