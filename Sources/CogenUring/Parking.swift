@@ -34,12 +34,6 @@ public final class ParkedCoroutine: @unchecked Sendable {
     @exclusivity(unchecked) var timerSequence: UInt64 = 0
     /// The waiter's slot in the timer heap's table, valid while `timerSequence != 0`.
     @exclusivity(unchecked) var timerSlot: UInt32 = 0
-    // Intrusive doubly linked list of parked waiters, so that `shutdown()` can resume each.
-    // Unowned: a parked waiter is kept alive by the suspended frame that waits on it (a
-    // coroutine by its task), and it is unlinked before that frame resumes.
-    @exclusivity(unchecked) unowned(unsafe) var listNext: ParkedCoroutine?
-    @exclusivity(unchecked) unowned(unsafe) var listPrevious: ParkedCoroutine?
-    @exclusivity(unchecked) var isLinked = false
     // Membership in a signal's waiter list, so a waiter that leaves early unlinks in O(1).
     @exclusivity(unchecked) var signalNext: ParkedCoroutine?
     @exclusivity(unchecked) unowned(unsafe) var signalPrevious: ParkedCoroutine?
@@ -280,10 +274,13 @@ extension Scheduler {
         return nil
     }
 
-    /// A waiter from the pool (or a new one).
+    /// A waiter from the pool (or a new one, which joins `allWaiters` for good).
     @usableFromInline
     func acquireWaiter() -> ParkedCoroutine {
-        waiterPool.popLast() ?? ParkedCoroutine(scheduler: self)
+        if let waiter = waiterPool.popLast() { return waiter }
+        let waiter = ParkedCoroutine(scheduler: self)
+        allWaiters.append(waiter)
+        return waiter
     }
 
     /// Gives a waiter back once nothing can park on it any more.
@@ -293,17 +290,13 @@ extension Scheduler {
         waiterPool.append(waiter)
     }
 
-    /// Non-generic half of parking: the generation, the parked list, the deadline.
+    /// Non-generic half of parking: the generation, the count, the deadline.
     @usableFromInline
     func beginPark(_ waiter: ParkedCoroutine, _ settings: ParkSettings) -> UInt64 {
         waiter.generation &+= 1
         waiter.label = settings.label
         waiter.expiry = settings.expiry
         waiter.placementOnExpiry = settings.placementOnExpiry
-        waiter.listNext = parkedHead
-        parkedHead?.listPrevious = waiter
-        parkedHead = waiter
-        waiter.isLinked = true
         parkedCount &+= 1
         if let deadline = settings.deadline { timers.insert(waiter, deadline: deadline.nanoseconds) }
         return waiter.generation
@@ -315,17 +308,6 @@ extension Scheduler {
         if waiter.timerSequence != 0 { timers.remove(waiter) }
         if let list = waiter.signalList { list.remove(waiter) }
         if waiter.operation != nil { waiter.operation = nil }
-        guard waiter.isLinked else { return }
-        waiter.isLinked = false
-        let next = waiter.listNext
-        if let previous = waiter.listPrevious {
-            previous.listNext = next
-        } else {
-            parkedHead = next
-        }
-        next?.listPrevious = waiter.listPrevious
-        waiter.listNext = nil
-        waiter.listPrevious = nil
         parkedCount &-= 1
     }
 

@@ -77,9 +77,6 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     @usableFromInline @exclusivity(unchecked) var nextPlacement: Placement = .back
     @exclusivity(unchecked) var timers = TimerHeap()
     @exclusivity(unchecked) var inFlight = InFlightTable()
-    // Unowned: a parked waiter is kept alive by the frame suspended on it (see
-    // `ParkedCoroutine.listNext`).
-    @exclusivity(unchecked) unowned(unsafe) var parkedHead: ParkedCoroutine?
     @exclusivity(unchecked) var parkedCount = 0
     @usableFromInline @exclusivity(unchecked) var liveCoroutines = 0
     @exclusivity(unchecked) var shuttingDown = false
@@ -87,6 +84,9 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     @exclusivity(unchecked) var coroutinesByTask = TaskTable()
     /// Waiters not in use; they live as long as the scheduler (see `ParkedCoroutine`).
     @exclusivity(unchecked) var waiterPool: [ParkedCoroutine] = []
+    /// Every waiter this scheduler made: what `shutdown()` looks through for parked ones
+    /// (cheaper than keeping a list of the parked on every park and resume).
+    @exclusivity(unchecked) var allWaiters: [ParkedCoroutine] = []
     /// The job being run, which for a task's job is the task itself (identity only): lets a
     /// park tell a coroutine's own task from the child tasks that inherit its task-local.
     @exclusivity(unchecked) var runningTask: UnsafeRawPointer?
@@ -447,14 +447,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         let entered = !isOnLoop
         if entered { enterLoop() }
         shuttingDown = true
-        // Parked coroutines: collect first, aborting unlinks them from the list.
-        var all: [ParkedCoroutine] = []
-        var cursor = parkedHead
-        while let waiter = cursor {
-            all.append(waiter)
-            cursor = waiter.listNext
-        }
-        for waiter in all { waiter.abortForShutdown() }
+        for waiter in allWaiters where waiter.isParked { waiter.abortForShutdown() }
         let report = loop(untilStopped: false, shutdown: true)
         closed.store(true, ordering: .releasing)
         backend.close()

@@ -16,10 +16,15 @@ struct TimerHeap {
         var slot: UInt32
     }
 
+    /// A waiter with a deadline, and the sequence of its live entry (0: a free slot).
+    /// Unmanaged: waiters live as long as their scheduler (see `ParkedCoroutine`).
+    private struct Slot {
+        var waiter: Unmanaged<ParkedCoroutine>?
+        var sequence: UInt64
+    }
+
     private var entries: [Entry] = []
-    private var waiters: [ParkedCoroutine?] = []
-    /// The sequence of the live entry of each slot; 0 for a free slot.
-    private var slotSequences: [UInt64] = []
+    private var slots: [Slot] = []
     private var freeSlots: [UInt32] = []
     private var nextSequence: UInt64 = 0
     private var stale = 0
@@ -40,14 +45,13 @@ struct TimerHeap {
         precondition(waiter.timerSequence == 0, "waiter already has a deadline")
         nextSequence &+= 1
         let slot: UInt32
+        let record = Slot(waiter: Unmanaged.passUnretained(waiter), sequence: nextSequence)
         if let free = freeSlots.popLast() {
             slot = free
-            waiters[Int(slot)] = waiter
-            slotSequences[Int(slot)] = nextSequence
+            slots[Int(slot)] = record
         } else {
-            slot = UInt32(waiters.count)
-            waiters.append(waiter)
-            slotSequences.append(nextSequence)
+            slot = UInt32(slots.count)
+            slots.append(record)
         }
         waiter.timerSequence = nextSequence
         waiter.timerSlot = slot
@@ -68,21 +72,20 @@ struct TimerHeap {
         dropStaleTop()
         guard let first = entries.first, first.deadline <= now else { return nil }
         popTop()
-        let waiter = waiters[Int(first.slot)]!
+        let waiter = slots[Int(first.slot)].waiter!.takeUnretainedValue()
         release(slot: first.slot)
         waiter.timerSequence = 0
         return waiter
     }
 
     private mutating func release(slot: UInt32) {
-        waiters[Int(slot)] = nil
-        slotSequences[Int(slot)] = 0
+        slots[Int(slot)] = Slot(waiter: nil, sequence: 0)
         freeSlots.append(slot)
     }
 
     @inline(__always)
     private func isLive(_ entry: Entry) -> Bool {
-        slotSequences[Int(entry.slot)] == entry.sequence
+        slots[Int(entry.slot)].sequence == entry.sequence
     }
 
     private mutating func dropStaleTop() {
@@ -100,8 +103,8 @@ struct TimerHeap {
     }
 
     private mutating func rebuild() {
-        let sequences = slotSequences
-        entries.removeAll { sequences[Int($0.slot)] != $0.sequence }
+        let slots = self.slots
+        entries.removeAll { slots[Int($0.slot)].sequence != $0.sequence }
         stale = 0
         var i = entries.count / 2
         while i > 0 {

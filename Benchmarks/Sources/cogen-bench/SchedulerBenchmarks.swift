@@ -142,24 +142,58 @@ func measureNop(total: Int, coroutines: Int) -> Double {
 
 // MARK: Timers
 
-/// Thread CPU nanoseconds per coroutine for `count` coroutines that each sleep 1...50 ms
-/// (`sleeping`), or that return at once (not `sleeping`).
-func measureTimers(count: Int, sleeping: Bool) -> Double {
+/// What each of the coroutines of `measureTimers` does.
+enum TimerWorkload {
+    /// Sleeps 1...50 ms: a timer scheduled in the heap and fired by the loop.
+    case sleep
+    /// Parks, and is resumed by a driver coroutine in the order the sleepers' deadlines
+    /// would wake them: everything a sleeper costs except its timer (the baseline the
+    /// timer's own cost is measured against), including the cache misses of resuming
+    /// 100k tasks in an order unrelated to their place in memory.
+    case parkResumedInDeadlineOrder
+    /// Returns at once.
+    case none
+}
+
+/// Thread CPU nanoseconds per coroutine for `count` coroutines spawned by one root
+/// coroutine on the loop (the normal way), each doing `workload`.
+func measureTimers(count: Int, workload: TimerWorkload) -> Double {
     let scheduler = makeScheduler()
     let box = Box(0)
-    var random = LCG(seed: 0x5eed)
+    let handles = Box<[Parked<Void>]>([])
+    // The baseline's wake-up order (the sleepers' deadline order), computed before the
+    // clock starts so that sorting is not counted against the baseline.
+    var draw = LCG(seed: 0x5eed)
+    let deadlines = (0..<count).map { _ in draw.next(in: 1...50) }
+    let wakeOrder = workload == .parkResumedInDeadlineOrder
+        ? (0..<count).sorted { (deadlines[$0], $0) < (deadlines[$1], $1) } : []
+    handles.state.reserveCapacity(count)
     let start = threadCPUNanoseconds()
-    if sleeping {
+    scheduler.spawn {
+        var random = LCG(seed: 0x5eed)
         for _ in 0..<count {
-            let milliseconds = random.next(in: 1...50)
-            scheduler.spawn {
-                try await scheduler.sleep(for: .milliseconds(milliseconds))
-                box.state &+= 1
+            switch workload {
+            case .sleep:
+                let milliseconds = random.next(in: 1...50)
+                scheduler.spawn {
+                    try await scheduler.sleep(for: .milliseconds(milliseconds))
+                    box.state &+= 1
+                }
+            case .parkResumedInDeadlineOrder:
+                _ = random.next(in: 1...50)
+                scheduler.spawn {
+                    try await scheduler.park { (parked: Parked<Void>) in handles.state.append(parked) }
+                    box.state &+= 1
+                }
+            case .none:
+                scheduler.spawn { box.state &+= 1 }
             }
         }
-    } else {
-        for _ in 0..<count {
-            scheduler.spawn { box.state &+= 1 }
+        if workload == .parkResumedInDeadlineOrder {
+            // Queued behind the first steps of all the parkers: they have all parked by then.
+            scheduler.spawn {
+                for index in wakeOrder { scheduler.resume(handles.state[index], returning: ()) }
+            }
         }
     }
     let report = scheduler.run()
