@@ -181,6 +181,9 @@ void cogen_prep_cancel(cogen_sqe *s, uint64_t target, int flags, uint64_t user_d
 extern void *swift_task_getCurrent(void) __attribute__((swiftcall));
 const void *cogen_current_task(void) { return swift_task_getCurrent(); }
 
+extern void swift_task_cancel(void *task) __attribute__((swiftcall));
+void cogen_task_cancel(const void *task) { swift_task_cancel((void *)task); }
+
 int cogen_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
 
 int cogen_set_thread_name(unsigned long thread, const char *name) {

@@ -296,6 +296,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
                     runningTask = unsafeBitCast(job, to: UnsafeRawPointer.self)
                     job.runSynchronously(on: executor)
                     runningTask = nil
+                    nextPlacement = .back
                 case .resume(let continuation):
                     // Its job lands at the front and runs next, within this budget.
                     nextPlacement = .front

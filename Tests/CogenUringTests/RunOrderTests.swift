@@ -166,3 +166,56 @@ struct RunOrderTests {
         }
     }
 }
+
+@Suite(.enabled(if: ioUringUsable))
+struct SpawnAndJoinTests {
+    @Test(arguments: allBackends, [Placement.front, .back])
+    func childAndCallerFollowTheirPlacements(_ backend: Backend, resume: Placement) async throws {
+        let log = Log([])
+        try await runScheduler(backend) { scheduler in
+            scheduler.spawn {
+                scheduler.spawn { log.value.append("queued") }
+                let v = try await scheduler.spawnAndJoin(placement: .front, resumePlacement: resume) { () -> Int in
+                    log.value.append("child")
+                    scheduler.spawn { log.value.append("queued by child") }
+                    return 3
+                }
+                log.value.append("caller got \(v)")
+            }
+        }
+        // The child goes first (front); the caller comes back ahead of the queue or after it.
+        if resume == .front {
+            #expect(log.value == ["child", "caller got 3", "queued", "queued by child"])
+        } else {
+            #expect(log.value == ["child", "queued", "queued by child", "caller got 3"])
+        }
+    }
+
+    @Test(arguments: allBackends)
+    func cancellingTheCallerCancelsTheChild(_ backend: Backend) async throws {
+        let log = Log([])
+        try await runScheduler(backend) { scheduler in
+            let caller = scheduler.spawn {
+                do {
+                    _ = try await scheduler.spawnAndJoin { () -> Int in
+                        do {
+                            try await scheduler.sleep(for: .seconds(60))
+                        } catch is CancellationError {
+                            log.value.append("child cancelled")
+                            throw CancellationError()
+                        }
+                        return 1
+                    }
+                } catch is CancellationError {
+                    log.value.append("caller saw the child end")
+                }
+            }
+            scheduler.spawn {
+                await scheduler.yield()
+                await scheduler.yield()
+                caller.cancel()
+            }
+        }
+        #expect(log.value == ["child cancelled", "caller saw the child end"])
+    }
+}

@@ -79,3 +79,23 @@ func measureFloorPingPong(switches: Int) -> Double {
     precondition(box.switches == rounds * 2, "floor ping-pong: \(box.switches) switches")
     return Double(elapsed) / Double(rounds * 2)
 }
+
+/// The floor of spawn-and-join: a bare task created on the floor executor and awaited
+/// (`Task.value`) by another task there: the runtime's own cost of "new task + join",
+/// without handles, placement, or error routing. Nanoseconds per spawn-and-join.
+func measureFloorSpawnAndJoin(count: Int) -> Double {
+    let executor = FloorExecutor()
+    let box = FloorPingPong()
+    let start = wallNanoseconds()
+    Task(executorPreference: executor) {
+        var sum = 0
+        for _ in 0..<count {
+            sum &+= await Task(executorPreference: executor) { 1 }.value
+        }
+        box.switches = sum
+    }
+    executor.run()
+    let elapsed = wallNanoseconds() - start
+    precondition(box.switches == count, "floor spawn-and-join: \(box.switches)")
+    return Double(elapsed) / Double(count)
+}

@@ -101,6 +101,7 @@ func allBenchmarks() -> [Benchmark] { [
     Benchmark(name: "yield", unit: "ns/yield") { measureYield(total: scaled(600_000, $0), coroutines: 1) },
     Benchmark(name: "yield (2 coroutines)", unit: "ns/yield") { measureYield(total: scaled(600_000, $0), coroutines: 2) },
     Benchmark(name: "direct call", unit: "ns/call", target: 15) { measureDirectCall(calls: scaled(10_000_000, $0)) },
+    Benchmark(name: "floor spawn-and-join (Task + value)", unit: "ns/op") { measureFloorSpawnAndJoin(count: scaled(200_000, $0)) },
     Benchmark(name: "spawn-and-join", unit: "ns/op", target: 450) { measureSpawnAndJoin(count: scaled(200_000, $0)) },
     Benchmark(name: "spawn + join()", unit: "ns/op") { measureSpawnThenJoin(count: scaled(200_000, $0)) },
     Benchmark(name: "nop x1", unit: "ns/op") { measureNop(total: scaled(150_000, $0), coroutines: 1) },
@@ -113,6 +114,8 @@ func allBenchmarks() -> [Benchmark] { [
 func allDerivedRows() -> [Derived] { [
     Derived(name: "switch / floor", unit: "ratio", target: 1.15, decimals: 3,
             inputs: ("switch (park/resume)", "floor ping-pong"), combine: { $0 / $1 }),
+    Derived(name: "spawn-and-join / floor", unit: "ratio", decimals: 3,
+            inputs: ("spawn-and-join", "floor spawn-and-join (Task + value)"), combine: { $0 / $1 }),
     Derived(name: "timer cost (sleepers - baseline)", unit: "cpu ns/timer", target: 1000,
             inputs: ("100k sleepers", "100k parked, resumed in deadline order (baseline)"), combine: { $0 - $1 }),
 ] }

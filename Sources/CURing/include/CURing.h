@@ -133,6 +133,9 @@ void cogen_set_current_scheduler(void *scheduler);
 /// only for identity comparisons; NULL outside a task.
 const void *cogen_current_task(void);
 
+/// `swift_task_cancel` on a task known to be alive (a running coroutine's own task).
+void cogen_task_cancel(const void *task);
+
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): the loop's cross-thread wake-up.
 int cogen_eventfd(void);
 
