@@ -38,6 +38,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         public var useCoopTaskrun = true
         /// A name for the thread ``start()`` creates and for error reports.
         public var name = "cogen"
+        /// How late a deadline may fire so that deadlines close together share one
+        /// wake-up of the loop (Linux's timer slack, for the loop's one kernel wait). No
+        /// deadline ever fires early. Zero: wake for each deadline exactly.
+        public var timerSlack: Duration = .microseconds(500)
 
         /// The defaults: io_uring, 256 SQ entries, every probed feature on.
         public init() {}
@@ -94,6 +98,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     private var activated = false
     private var ownerThread: pthread_t?
     private let completionBuffer: UnsafeMutableBufferPointer<Completion>
+    private let timerSlack: UInt64
 
     // MARK: Cross-thread state
     private enum InboxItem {
@@ -138,6 +143,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             backend = try IOUringBackend(configuration: configuration, counters: statistics)
         }
         completionBuffer = .allocate(capacity: max(configuration.completionBatch, 1))
+        timerSlack = configuration.timerSlack.clampedNanoseconds
     }
 
     deinit {
@@ -319,7 +325,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
                 var timeout: UInt64? = nil
                 if let earliest = timers.earliestDeadline {
                     let now = monotonicNanoseconds()
-                    timeout = earliest > now ? earliest - now : 0
+                    // Sleep past the earliest deadline by the slack, so that the timers
+                    // due within it fire in one wake-up (never early: a wake-up costs
+                    // ~15 µs of CPU on a VM, more than the timers it serves).
+                    timeout = earliest > now ? earliest - now + timerSlack : 0
                 }
                 if timeout == 0 {
                     count = backend.poll(into: completions)
