@@ -147,6 +147,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     }
 
     deinit {
+        // Not a teardown (coroutines are never resumed from here; `shutdown()` is): only
+        // the kernel resources of a scheduler dropped without one. Nothing can be in
+        // flight: every task and operation keeps its scheduler alive.
+        if !closed.load(ordering: .acquiring) { backend.close() }
         coroutinesByTask.deallocate()
         completionBuffer.deallocate()
     }

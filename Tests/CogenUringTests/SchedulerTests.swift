@@ -41,6 +41,22 @@ struct TimerTests {
         #expect(woken.value.count == 100_000)
     }
 
+    @Test(arguments: allBackends, [Duration.zero, .microseconds(500)])
+    func sleepsNeverWakeEarly(_ backend: Backend, slack: Duration) async throws {
+        let early = Box(0)
+        try await runScheduler(backend, configure: { $0.timerSlack = slack }) { scheduler in
+            for i in 0..<50 {
+                scheduler.spawn {
+                    let length = Duration.microseconds(200 * (i % 10 + 1))
+                    let started = ContinuousClock.now
+                    try await scheduler.sleep(for: length)
+                    if ContinuousClock.now - started < length { early.value += 1 }
+                }
+            }
+        }
+        #expect(early.value == 0)
+    }
+
     @Test(arguments: allBackends)
     func sleepingOnlyWaitsInTheKernel(_ backend: Backend) async throws {
         // With only a timer pending the loop blocks until the deadline: a handful of
@@ -321,6 +337,25 @@ struct ThreadTests {
         }
         #expect(log.value == ["got 42"])
         #expect(report.reason == .idle)
+    }
+
+    @Test(arguments: allBackends)
+    func childTasksRunOnTheSchedulerThread(_ backend: Backend) async throws {
+        let log = Log([])
+        try await runScheduler(backend) { scheduler in
+            scheduler.spawn {
+                async let child: Bool = {
+                    try await scheduler.sleep(for: .milliseconds(1))
+                    return scheduler.isOnLoop
+                }()
+                let grouped = await withTaskGroup(of: Bool.self) { group in
+                    for _ in 0..<3 { group.addTask { scheduler.isOnLoop } }
+                    return await group.reduce(true) { $0 && $1 }
+                }
+                log.value.append("async let \(try await child), group \(grouped), self \(scheduler.isOnLoop)")
+            }
+        }
+        #expect(log.value == ["async let true, group true, self true"])
     }
 
     @Test(arguments: allBackends)
