@@ -251,12 +251,7 @@ extension Scheduler {
 
     /// Ends a sleep (a park whose value type is `Void`).
     func resumeVoid(_ waiter: ParkedCoroutine, placement: Placement) {
-        guard let raw = waiter.continuation else { return }
-        waiter.continuation = nil
-        endPark(waiter)
-        nextPlacement = placement
-        unsafeBitCast(raw, to: UnsafeContinuation<Void, any Error>.self).resume(returning: ())
-        nextPlacement = .back
+        resume(Parked<Void>(waiter: waiter, generation: waiter.generation), returning: (), placement: placement)
     }
 
     /// The coroutine whose own task is running now, if the current task is one.

@@ -36,6 +36,19 @@ class IOOperation: KernelOperation {
         }
     }
 
+    /// Resumes the coroutine with the outcome of a final completion: the error of our own
+    /// cancellation, an ``IOError`` for a negative result, or `value(result)`.
+    final func finish<Value: Sendable>(_ parked: Parked<Value>?, result: Int32, value: (Int32) -> Value) {
+        guard let parked else { return }
+        if let error = cancellationError(for: result) {
+            finish(parked, .failure(error))
+        } else if result < 0 {
+            finish(parked, .failure(IOError(errno: -result, operation: "\(label)")))
+        } else {
+            finish(parked, .success(value(result)))
+        }
+    }
+
     /// Resumes the coroutine with the operation's outcome, at its placement.
     final func finish<Value: Sendable>(_ parked: Parked<Value>, _ outcome: Result<Value, any Error>) {
         switch outcome {

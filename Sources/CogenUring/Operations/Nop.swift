@@ -11,14 +11,7 @@ final class NopOperation: IOOperation {
     }
 
     override func complete(result: Int32, flags: UInt32) {
-        guard let parked else { return }
-        if let error = cancellationError(for: result) {
-            finish(parked, .failure(error))
-        } else if result < 0 {
-            finish(parked, .failure(IOError(errno: -result, operation: "nop")))
-        } else {
-            finish(parked, .success(()))
-        }
+        finish(parked, result: result) { _ in () }
     }
 }
 

@@ -17,14 +17,7 @@ final class PollOperation: IOOperation {
     }
 
     override func complete(result: Int32, flags: UInt32) {
-        guard let parked else { return }
-        if let error = cancellationError(for: result) {
-            finish(parked, .failure(error))
-        } else if result < 0 {
-            finish(parked, .failure(IOError(errno: -result, operation: "poll")))
-        } else {
-            finish(parked, .success(UInt32(bitPattern: result)))
-        }
+        finish(parked, result: result) { UInt32(bitPattern: $0) }
     }
 }
 
