@@ -159,14 +159,8 @@ extension Scheduler {
     ) async throws -> Value {
         assertOnLoop()
         if let coroutine = currentCoroutine(), let waiter = coroutine.waiter {
-            return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Value, any Error>) in
-                if let refusal = refusal(for: coroutine) {
-                    continuation.resume(throwing: refusal)
-                    return
-                }
-                waiter.continuation = unsafeBitCast(continuation, to: UnsafeRawPointer.self)
-                let generation = beginPark(waiter, settings)
-                register(Parked(waiter: waiter, generation: generation))
+            return try await withUnsafeThrowingContinuation { continuation in
+                install(continuation, in: waiter, for: coroutine, settings, register)
             }
         }
         let waiter = acquireWaiter()
@@ -175,14 +169,8 @@ extension Scheduler {
         // the cancellation handler must not touch a later park of the recycled waiter.
         let generation = waiter.generation &+ 1
         return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Value, any Error>) in
-                if let refusal = refusal(for: nil) {
-                    continuation.resume(throwing: refusal)
-                    return
-                }
-                waiter.continuation = unsafeBitCast(continuation, to: UnsafeRawPointer.self)
-                let generation = beginPark(waiter, settings)
-                register(Parked(waiter: waiter, generation: generation))
+            try await withUnsafeThrowingContinuation { continuation in
+                install(continuation, in: waiter, for: nil, settings, register)
                 // A task cancelled before this point ran its handler when there was no
                 // continuation to resume yet; honour the cancellation now.
                 if Task.isCancelled && waiter.continuation != nil { waiter.cancelWait() }
@@ -190,6 +178,21 @@ extension Scheduler {
         } onCancel: {
             self.requestCancel(of: waiter, generation: generation)
         }
+    }
+
+    /// Parks on `waiter` (or refuses at once) and hands out the handle.
+    @inlinable
+    func install<Value: Sendable>(
+        _ continuation: UnsafeContinuation<Value, any Error>, in waiter: ParkedCoroutine,
+        for coroutine: AnyCoroutine?, _ settings: ParkSettings, _ register: (Parked<Value>) -> Void
+    ) {
+        if let refusal = refusal(for: coroutine) {
+            continuation.resume(throwing: refusal)
+            return
+        }
+        waiter.continuation = unsafeBitCast(continuation, to: UnsafeRawPointer.self)
+        let generation = beginPark(waiter, settings)
+        register(Parked(waiter: waiter, generation: generation))
     }
 
     /// Resumes a parked coroutine with a value.
