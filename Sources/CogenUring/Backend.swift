@@ -116,8 +116,6 @@ struct InFlightTable {
         count -= 1
     }
 
-    /// Every operation in flight (for shutdown).
-    var all: [any KernelOperation] { slots.compactMap { $0 } }
 }
 
 /// Why an operation's cancellation was requested.

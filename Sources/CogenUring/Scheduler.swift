@@ -92,7 +92,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     /// (cheaper than keeping a list of the parked on every park and resume).
     @exclusivity(unchecked) var allWaiters: [ParkedCoroutine] = []
     /// The job being run, which for a task's job is the task itself (identity only): lets a
-    /// park tell a coroutine's own task from the child tasks that inherit its task-local.
+    /// park find its coroutine in `coroutinesByTask`.
     @exclusivity(unchecked) var runningTask: UnsafeRawPointer?
     var namedSignals: [AnyHashable: SignalList] = [:]
     private var activated = false
@@ -220,8 +220,9 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         }
     }
 
-    /// Runs a closure on the scheduler's thread, at the back of the run queue: the way for
-    /// other threads to resume parked coroutines or touch loop-confined state.
+    /// Runs a closure on the scheduler's thread at the start of its next loop pass, before
+    /// the queued jobs: the way for other threads to resume parked coroutines or touch
+    /// loop-confined state. Closures run in the order they were posted.
     /// - Parameter body: What to run; it must not block.
     public func execute(_ body: @escaping @Sendable () -> Void) {
         postItem(.action(body))
@@ -233,8 +234,8 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     private func drainInbox() {
         inboxPending.store(false, ordering: .sequentiallyConsistent)
         let items = inbox.withLock { items -> [InboxItem] in
-            let taken = items
-            items.removeAll(keepingCapacity: true)
+            var taken: [InboxItem] = []
+            swap(&taken, &items)
             return taken
         }
         statistics.inbox.increment(by: items.count)
