@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 import Testing
 
-@Suite(.enabled(if: ioUringUsable))
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct TimerTests {
     @Test(arguments: allBackends)
     func timersFireInDeadlineOrder(_ backend: Backend) async throws {
@@ -69,7 +69,7 @@ struct TimerTests {
     }
 }
 
-@Suite(.enabled(if: ioUringUsable))
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct SignalTests {
     @Test(arguments: allBackends)
     func signalWithNoWaitersWakesNobody(_ backend: Backend) async throws {
@@ -164,7 +164,7 @@ struct SignalTests {
     }
 }
 
-@Suite(.enabled(if: ioUringUsable))
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct JoinTests {
     @Test(arguments: allBackends)
     func joinBeforeAndAfterTheTargetFinishes(_ backend: Backend) async throws {
@@ -225,7 +225,7 @@ struct JoinTests {
     }
 }
 
-@Suite(.enabled(if: ioUringUsable))
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct ErrorTests {
     struct Failure: Error, Equatable { let code: Int }
 
@@ -277,7 +277,7 @@ struct ErrorTests {
     }
 }
 
-@Suite(.enabled(if: ioUringUsable))
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct ThreadTests {
     @Test(arguments: allBackends)
     func spawnsAndStopFromOtherThreads(_ backend: Backend) async throws {
@@ -388,7 +388,7 @@ struct ThreadTests {
     }
 }
 
-@Suite(.enabled(if: ioUringUsable))
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct LifecycleTests {
     @Test(arguments: allBackends)
     func shutdownResumesEveryParkedCoroutine(_ backend: Backend) async throws {
@@ -471,7 +471,7 @@ struct LifecycleTests {
     }
 }
 
-@Suite(.enabled(if: ioUringUsable))
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct RingTests {
     @Test func kernelFeaturesAreProbed() {
         let features = KernelFeatures.current
