@@ -195,6 +195,48 @@ static __thread void *current_scheduler __attribute__((tls_model("initial-exec")
 void *cogen_current_scheduler(void) { return current_scheduler; }
 void cogen_set_current_scheduler(void *scheduler) { current_scheduler = scheduler; }
 
+void cogen_prep_cancel_fd(cogen_sqe *s, int fd, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    sqe->user_data = user_data;
+}
+
+void cogen_prep_accept(cogen_sqe *s, int fd, void *addr, unsigned *addrlen, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_accept(sqe, fd, (struct sockaddr *)addr, (socklen_t *)addrlen, SOCK_CLOEXEC);
+    sqe->user_data = user_data;
+}
+
+void cogen_prep_connect(cogen_sqe *s, int fd, const void *addr, unsigned addrlen, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, addrlen);
+    sqe->user_data = user_data;
+}
+
+void cogen_prep_recv(cogen_sqe *s, int fd, void *buf, size_t len, int flags, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_recv(sqe, fd, buf, len, flags);
+    sqe->user_data = user_data;
+}
+
+void cogen_prep_send(cogen_sqe *s, int fd, const void *buf, size_t len, int flags, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_send(sqe, fd, buf, len, flags | MSG_NOSIGNAL);
+    sqe->user_data = user_data;
+}
+
+void cogen_prep_shutdown(cogen_sqe *s, int fd, int how, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_shutdown(sqe, fd, how);
+    sqe->user_data = user_data;
+}
+
+void cogen_prep_close(cogen_sqe *s, int fd, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_close(sqe, fd);
+    sqe->user_data = user_data;
+}
+
 // ---------------------------------------------------------------------------------------
 // Probing. Flags and registrations are not listed by IORING_REGISTER_PROBE: each is tried
 // once on a throw-away ring. Probe rings never use SINGLE_ISSUER except to test it, so the

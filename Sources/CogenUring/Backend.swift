@@ -121,6 +121,8 @@ struct InFlightTable {
 /// Why an operation's cancellation was requested.
 enum CancelReason {
     case timeout, cancelled, shutdown
+    /// The socket was closed while the operation was pending.
+    case closed
 }
 
 /// Non-generic face of a kernel operation, for the backends and the in-flight table.

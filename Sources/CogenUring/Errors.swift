@@ -36,7 +36,19 @@ public struct RingSetupError: Error, Sendable, CustomStringConvertible {
 public struct TimeoutError: Error, Sendable, CustomStringConvertible {
     /// What timed out, e.g. "wait for signal", "join", "poll".
     public let operation: String
-    public var description: String { "\(operation) timed out" }
+    /// Bytes that had already moved when a multi-step socket operation timed out (sent by
+    /// a send-all, received by an exact or line read: those stay readable); 0 otherwise.
+    public let bytesTransferred: Int
+
+    init(operation: String, bytesTransferred: Int = 0) {
+        self.operation = operation
+        self.bytesTransferred = bytesTransferred
+    }
+
+    public var description: String {
+        bytesTransferred > 0
+            ? "\(operation) timed out after \(bytesTransferred) bytes" : "\(operation) timed out"
+    }
 }
 
 /// The scheduler is being shut down; thrown into every coroutine still parked, and into any
@@ -54,5 +66,28 @@ public struct IOError: Error, Sendable, CustomStringConvertible {
 
     public var description: String {
         "\(operation) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// A socket operation failed.
+///
+/// End of stream is not an error: a receive returns an empty result. A peer that reset
+/// the connection or is gone when sending (`ECONNRESET`, `EPIPE`) is
+/// ``isConnectionClosed``; refused and unreachable connects and every other errno carry
+/// the errno and the operation.
+public struct SocketError: Error, Sendable, CustomStringConvertible {
+    /// The errno (`-cqe.res`, or from the syscall).
+    public let errno: Int32
+    /// What was being done, e.g. "connect to 127.0.0.1:80".
+    public let operation: String
+
+    /// The peer is gone: `ECONNRESET`, `EPIPE`, `ECONNABORTED`.
+    public var isConnectionClosed: Bool {
+        errno == ECONNRESET || errno == EPIPE || errno == ECONNABORTED
+    }
+
+    public var description: String {
+        let reason = isConnectionClosed ? "connection closed" : String(cString: strerror(errno))
+        return "\(operation) failed: \(reason) (errno \(errno))"
     }
 }

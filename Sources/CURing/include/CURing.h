@@ -124,6 +124,16 @@ void cogen_prep_poll_add(cogen_sqe *sqe, int fd, uint32_t mask, uint64_t user_da
 void cogen_prep_read(cogen_sqe *sqe, int fd, void *buf, unsigned len, uint64_t offset,
                      uint64_t user_data);
 void cogen_prep_cancel(cogen_sqe *sqe, uint64_t target, int flags, uint64_t user_data);
+/// IORING_OP_ASYNC_CANCEL of every request on a descriptor (IORING_ASYNC_CANCEL_FD|ALL, 5.19).
+void cogen_prep_cancel_fd(cogen_sqe *sqe, int fd, uint64_t user_data);
+/// IORING_OP_ACCEPT; the new descriptor is created SOCK_CLOEXEC.
+void cogen_prep_accept(cogen_sqe *sqe, int fd, void *addr, unsigned *addrlen, uint64_t user_data);
+void cogen_prep_connect(cogen_sqe *sqe, int fd, const void *addr, unsigned addrlen, uint64_t user_data);
+void cogen_prep_recv(cogen_sqe *sqe, int fd, void *buf, size_t len, int flags, uint64_t user_data);
+/// IORING_OP_SEND with MSG_NOSIGNAL added: a closed peer is an error, never SIGPIPE.
+void cogen_prep_send(cogen_sqe *sqe, int fd, const void *buf, size_t len, int flags, uint64_t user_data);
+void cogen_prep_shutdown(cogen_sqe *sqe, int fd, int how, uint64_t user_data);
+void cogen_prep_close(cogen_sqe *sqe, int fd, uint64_t user_data);
 
 /// The scheduler running on the calling thread (a thread-local), or NULL.
 void *cogen_current_scheduler(void);

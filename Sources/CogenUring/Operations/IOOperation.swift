@@ -33,8 +33,12 @@ class IOOperation: KernelOperation {
         case .timeout: return TimeoutError(operation: "\(label)")
         case .cancelled: return CancellationError()
         case .shutdown: return SchedulerShutdownError()
+        case .closed: return SocketError(errno: EBADF, operation: "\(label) (the socket was closed)")
         }
     }
+
+    /// The error a failed completion (`-errno`) means; socket operations give ``SocketError``.
+    func error(errno: Int32) -> any Error { IOError(errno: errno, operation: "\(label)") }
 
     /// Resumes the coroutine with the outcome of a final completion: the error of our own
     /// cancellation, an ``IOError`` for a negative result, or `value(result)`.
@@ -43,7 +47,7 @@ class IOOperation: KernelOperation {
         if let error = cancellationError(for: result) {
             finish(parked, .failure(error))
         } else if result < 0 {
-            finish(parked, .failure(IOError(errno: -result, operation: "\(label)")))
+            finish(parked, .failure(error(errno: -result)))
         } else {
             finish(parked, .success(value(result)))
         }

@@ -1,0 +1,149 @@
+import CURing
+import Glibc
+
+/// A kernel operation on a ``Socket``: keeps the socket (and with it the descriptor and
+/// the socket's receive buffer) alive until the final completion, and reports failures as
+/// ``SocketError``.
+class SocketOperation: IOOperation {
+    let socket: Socket
+
+    init(socket: Socket, label: StaticString) {
+        self.socket = socket
+        super.init(scheduler: socket.scheduler, label: label)
+    }
+
+    override func error(errno: Int32) -> any Error { SocketError(errno: errno, operation: "\(label)") }
+}
+
+/// `IORING_OP_ACCEPT` (5.5): one connection; the new descriptor is `SOCK_CLOEXEC`.
+final class AcceptOperation: SocketOperation {
+    var parked: Parked<Int32>?
+    // The kernel writes the peer's address here: owned by the operation until its CQE.
+    let address = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+    let addressLength = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+
+    init(socket: Socket) {
+        addressLength.pointee = UInt32(MemoryLayout<sockaddr_storage>.size)
+        super.init(socket: socket, label: "accept")
+    }
+
+    deinit {
+        address.deallocate()
+        addressLength.deallocate()
+    }
+
+    override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
+        cogen_prep_accept(sqe, socket.descriptor, address, addressLength, userData)
+    }
+
+    override func complete(result: Int32, flags: UInt32) {
+        finish(parked, result: result) { $0 }
+    }
+}
+
+/// `IORING_OP_CONNECT` (5.5).
+final class ConnectOperation: SocketOperation {
+    var parked: Parked<Void>?
+    // Read by the kernel until the CQE: owned by the operation.
+    let address = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+    let addressLength: UInt32
+
+    init(socket: Socket, to target: SocketAddress) {
+        address.initialize(to: target.storage)
+        addressLength = UInt32(target.length)
+        super.init(socket: socket, label: "connect")
+    }
+
+    deinit { address.deallocate() }
+
+    override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
+        cogen_prep_connect(sqe, socket.descriptor, address, addressLength, userData)
+    }
+
+    override func complete(result: Int32, flags: UInt32) {
+        finish(parked, result: result) { _ in () }
+    }
+}
+
+/// `IORING_OP_RECV` (5.6) into the socket's own receive buffer.
+final class ReceiveOperation: SocketOperation {
+    var parked: Parked<Int>?
+    let length: Int
+
+    init(socket: Socket, length: Int) {
+        self.length = length
+        super.init(socket: socket, label: "receive")
+    }
+
+    override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
+        cogen_prep_recv(sqe, socket.descriptor, socket.receiveBuffer, length, 0, userData)
+    }
+
+    override func complete(result: Int32, flags: UInt32) {
+        finish(parked, result: result) { Int($0) }
+    }
+}
+
+/// `IORING_OP_SEND` (5.6) with `MSG_NOSIGNAL`, from bytes the operation holds.
+final class SendOperation: SocketOperation {
+    var parked: Parked<Int>?
+    // Held until the CQE: the kernel reads from this array's storage. A Swift array's
+    // contiguous storage does not move while a reference to it is held and nobody
+    // mutates through it (a mutation elsewhere copies first).
+    let bytes: [UInt8]
+    let offset: Int
+
+    init(socket: Socket, bytes: [UInt8], offset: Int) {
+        self.bytes = bytes
+        self.offset = offset
+        super.init(socket: socket, label: "send")
+    }
+
+    override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
+        bytes.withUnsafeBytes { raw in
+            cogen_prep_send(sqe, socket.descriptor, raw.baseAddress! + offset, raw.count - offset, 0, userData)
+        }
+    }
+
+    override func complete(result: Int32, flags: UInt32) {
+        finish(parked, result: result) { Int($0) }
+    }
+}
+
+/// `IORING_OP_SHUTDOWN` (5.11).
+final class ShutdownOperation: SocketOperation {
+    var parked: Parked<Void>?
+    let how: Int32
+
+    init(socket: Socket, how: Int32) {
+        self.how = how
+        super.init(socket: socket, label: "shutdown")
+    }
+
+    override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
+        cogen_prep_shutdown(sqe, socket.descriptor, how, userData)
+    }
+
+    override func complete(result: Int32, flags: UInt32) {
+        finish(parked, result: result) { _ in () }
+    }
+}
+
+/// `IORING_OP_CLOSE` (5.6).
+final class CloseOperation: SocketOperation {
+    var parked: Parked<Void>?
+    let descriptor: Int32
+
+    init(socket: Socket, descriptor: Int32) {
+        self.descriptor = descriptor
+        super.init(socket: socket, label: "close")
+    }
+
+    override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
+        cogen_prep_close(sqe, descriptor, userData)
+    }
+
+    override func complete(result: Int32, flags: UInt32) {
+        finish(parked, result: result) { _ in () }
+    }
+}

@@ -1,0 +1,425 @@
+import Glibc
+
+/// How long a socket operation may take.
+public enum SocketTimeout: Sendable, Hashable {
+    /// A fixed deadline for the whole operation (cogen's strong timeout).
+    case strong(Duration)
+    /// An inactivity timeout: each bit of progress of a multi-step operation (bytes sent
+    /// by a send-all, received by an exact read) moves the deadline to now + this
+    /// (cogen's weak timeout, its default).
+    case weak(Duration)
+}
+
+/// The socket options a server sets.
+public enum SocketOption: Sendable, Hashable {
+    /// `TCP_NODELAY`: send small segments at once.
+    case noDelay(Bool)
+    /// `SO_REUSEADDR`: bind a port with connections still in `TIME_WAIT`.
+    case reuseAddress(Bool)
+    /// `SO_REUSEPORT`: several listeners on one port, the kernel spreading connections.
+    case reusePort(Bool)
+    /// `SO_KEEPALIVE`: probe idle connections.
+    case keepAlive(Bool)
+}
+
+/// Which directions ``Socket/shutdown(_:placement:)`` closes.
+public enum ShutdownDirection: Sendable, Hashable {
+    /// No more receives (`SHUT_RD`).
+    case read
+    /// No more sends: the peer reads end of stream (`SHUT_WR`).
+    case write
+    /// Both (`SHUT_RDWR`).
+    case both
+}
+
+/// The peer closed the connection before an exact-length read was complete. The bytes
+/// that did arrive stay readable.
+public struct EndOfStreamError: Error, Sendable, CustomStringConvertible {
+    /// Bytes that arrived, still buffered in the socket.
+    public let bytesAvailable: Int
+    /// Bytes the read wanted.
+    public let bytesWanted: Int
+    public var description: String {
+        "end of stream after \(bytesAvailable) of \(bytesWanted) bytes"
+    }
+}
+
+/// A TCP (IPv4, IPv6) or Unix stream socket whose operations are io_uring SQEs.
+///
+/// A socket belongs to one scheduler and is used from its coroutines. One receive and one
+/// send may be pending at the same time; a second concurrent receive (or send) is refused
+/// with `EBUSY`. Every descriptor is `O_CLOEXEC`; sends use `MSG_NOSIGNAL`, so a closed
+/// peer is an error, never `SIGPIPE`. Buffers the kernel writes into belong to the socket
+/// and stay alive until the operation's final completion, whatever happens to the
+/// coroutine that asked.
+public final class Socket: @unchecked Sendable {
+    // @unchecked Sendable: confined to its scheduler's thread (asserted in debug builds).
+
+    /// The scheduler whose ring runs this socket's operations.
+    public let scheduler: Scheduler
+    /// The address family.
+    public let family: SocketAddress.Family
+    /// The descriptor, or -1 once closed.
+    public private(set) var descriptor: Int32
+    /// Where receives land: the kernel writes here until the receive's final CQE (the
+    /// operation holds the socket, so this outlives it).
+    private(set) var receiveBuffer: UnsafeMutableRawPointer
+    private var receiveCapacity: Int
+    /// Bytes received and not yet consumed (partial exact reads, timeouts).
+    private var readBuffer: [UInt8] = []
+    private var receiving = false
+    private var sending = false
+    private var pending: [SocketOperation] = []
+    private var closeWaiters: [Parked<Void>] = []
+
+    init(descriptor: Int32, family: SocketAddress.Family, scheduler: Scheduler) {
+        self.descriptor = descriptor
+        self.family = family
+        self.scheduler = scheduler
+        receiveCapacity = 0
+        receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 16)
+    }
+
+    deinit {
+        // No operation can be pending (each holds the socket); a socket dropped without
+        // `close()` does not leak its descriptor.
+        if descriptor >= 0 { Glibc.close(descriptor) }
+        receiveBuffer.deallocate()
+    }
+
+    /// Creates an unconnected stream socket.
+    /// - Parameters:
+    ///   - family: IPv4, IPv6 or Unix.
+    ///   - scheduler: Whose ring runs its operations; the current scheduler by default.
+    /// - Throws: ``SocketError`` from `socket(2)` (`EMFILE`, `ENFILE`…).
+    ///
+    /// A plain `socket(2)` call, `SOCK_CLOEXEC`: it never blocks.
+    public convenience init(family: SocketAddress.Family, on scheduler: Scheduler? = nil) throws(SocketError) {
+        guard let scheduler = scheduler ?? Scheduler.current else {
+            preconditionFailure("Socket: no scheduler given and none running on this thread")
+        }
+        let domain: Int32 = switch family {
+        case .ipv4: AF_INET
+        case .ipv6: AF_INET6
+        case .unix: AF_UNIX
+        }
+        // Blocking mode on purpose: io_uring never blocks the thread (it polls internally,
+        // FEAT_FAST_POLL), and returns EAGAIN instead of waiting on an O_NONBLOCK socket.
+        let descriptor = Glibc.socket(domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { throw SocketError(errno: Glibc.errno, operation: "socket") }
+        self.init(descriptor: descriptor, family: family, scheduler: scheduler)
+    }
+
+    /// A socket bound to `address` and listening.
+    /// - Parameters:
+    ///   - address: Where to listen; port 0 picks a free port (see ``localAddress``).
+    ///   - backlog: The `listen(2)` backlog.
+    ///   - options: Set before `bind`; `SO_REUSEADDR` is on by default.
+    ///   - scheduler: Whose ring runs its operations; the current scheduler by default.
+    /// - Returns: The listening socket.
+    /// - Throws: ``SocketError`` (`EADDRINUSE`…).
+    ///
+    /// Plain `bind(2)` and `listen(2)` calls (`IORING_OP_BIND`/`LISTEN` need Linux 6.11).
+    public static func listening(
+        on address: SocketAddress, backlog: Int32 = 1024,
+        options: [SocketOption] = [.reuseAddress(true)], on scheduler: Scheduler? = nil
+    ) throws(SocketError) -> Socket {
+        let socket = try Socket(family: address.family, on: scheduler)
+        for option in options { try socket.setOption(option) }
+        try socket.bind(to: address)
+        try socket.listen(backlog: backlog)
+        return socket
+    }
+
+    /// Binds the socket to an address.
+    /// - Parameter address: The local address; port 0 picks a free port.
+    /// - Throws: ``SocketError``.
+    public func bind(to address: SocketAddress) throws(SocketError) {
+        var storage = address.storage
+        let status = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(descriptor, $0, address.length) }
+        }
+        guard status == 0 else { throw SocketError(errno: Glibc.errno, operation: "bind to \(address)") }
+    }
+
+    /// Starts listening for connections.
+    /// - Parameter backlog: The `listen(2)` backlog.
+    /// - Throws: ``SocketError``.
+    public func listen(backlog: Int32 = 1024) throws(SocketError) {
+        guard Glibc.listen(descriptor, backlog) == 0 else {
+            throw SocketError(errno: Glibc.errno, operation: "listen")
+        }
+    }
+
+    /// Sets a socket option.
+    /// - Parameter option: The option and its value.
+    /// - Throws: ``SocketError``.
+    public func setOption(_ option: SocketOption) throws(SocketError) {
+        let (level, name, on): (Int32, Int32, Bool) = switch option {
+        case .noDelay(let on): (Int32(IPPROTO_TCP), TCP_NODELAY, on)
+        case .reuseAddress(let on): (SOL_SOCKET, SO_REUSEADDR, on)
+        case .reusePort(let on): (SOL_SOCKET, SO_REUSEPORT, on)
+        case .keepAlive(let on): (SOL_SOCKET, SO_KEEPALIVE, on)
+        }
+        var value: Int32 = on ? 1 : 0
+        guard setsockopt(descriptor, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            throw SocketError(errno: Glibc.errno, operation: "setsockopt \(option)")
+        }
+    }
+
+    /// The local address (after `bind`, the port it got).
+    public var localAddress: SocketAddress {
+        get throws(SocketError) { try address(getsockname, "getsockname") }
+    }
+
+    /// The peer's address.
+    public var remoteAddress: SocketAddress {
+        get throws(SocketError) { try address(getpeername, "getpeername") }
+    }
+
+    private func address(
+        _ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32, _ name: String
+    ) throws(SocketError) -> SocketAddress {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let status = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(descriptor, $0, &length) }
+        }
+        guard status == 0 else { throw SocketError(errno: Glibc.errno, operation: name) }
+        return SocketAddress(storage: storage, length: length)
+    }
+
+    // MARK: Operations
+
+    /// Runs a socket operation, tracking it so `close()` can cancel it and wait for it.
+    private func run<Value: Sendable, Operation: SocketOperation>(
+        _ operation: Operation, deadline: Deadline?, placement: Placement,
+        bind: (Operation, Parked<Value>) -> Void
+    ) async throws -> Value {
+        scheduler.assertOnLoop()
+        guard descriptor >= 0 else {
+            throw SocketError(errno: EBADF, operation: "\(operation.label) (the socket is closed)")
+        }
+        pending.append(operation)
+        defer { ended(operation) }
+        return try await scheduler.perform(operation, deadline: deadline, placement: placement, bind: bind)
+    }
+
+    private func ended(_ operation: SocketOperation) {
+        if let index = pending.firstIndex(where: { $0 === operation }) { pending.remove(at: index) }
+        if pending.isEmpty && !closeWaiters.isEmpty {
+            let waiters = closeWaiters
+            closeWaiters = []
+            for waiter in waiters { scheduler.resume(waiter, returning: ()) }
+        }
+    }
+
+    /// Accepts one connection.
+    /// - Parameters:
+    ///   - deadline: When to give up (the accept is cancelled in the kernel).
+    ///   - placement: Where the coroutine goes when the connection arrives.
+    /// - Returns: The connected socket, `O_CLOEXEC`.
+    /// - Throws: ``SocketError`` (`EMFILE`, `ENFILE`…), ``TimeoutError``, `CancellationError`.
+    ///
+    /// Uses `IORING_OP_ACCEPT` (Linux 5.5).
+    public func accept(deadline: Deadline? = nil, placement: Placement = .back) async throws -> Socket {
+        let descriptor: Int32 = try await run(AcceptOperation(socket: self), deadline: deadline, placement: placement) {
+            $0.parked = $1
+        }
+        return Socket(descriptor: descriptor, family: family, scheduler: scheduler)
+    }
+
+    /// Connects to an address.
+    /// - Parameters:
+    ///   - address: The peer.
+    ///   - deadline: When to give up (the connect is cancelled in the kernel).
+    ///   - placement: Where the coroutine goes when the connection is made.
+    ///   - scheduler: Whose ring runs the socket; the current scheduler by default.
+    /// - Returns: The connected socket.
+    /// - Throws: ``SocketError`` (`ECONNREFUSED`, `ENETUNREACH`…), ``TimeoutError``.
+    ///
+    /// Uses `IORING_OP_CONNECT` (Linux 5.5).
+    public static func connect(
+        to address: SocketAddress, deadline: Deadline? = nil, placement: Placement = .back,
+        on scheduler: Scheduler? = nil
+    ) async throws -> Socket {
+        let socket = try Socket(family: address.family, on: scheduler)
+        do {
+            let _: Void = try await socket.run(
+                ConnectOperation(socket: socket, to: address), deadline: deadline, placement: placement
+            ) { $0.parked = $1 }
+        } catch let error as SocketError {
+            try? await socket.close()
+            throw SocketError(errno: error.errno, operation: "connect to \(address)")
+        } catch {
+            try? await socket.close()
+            throw error
+        }
+        return socket
+    }
+
+    /// Receives what is available, up to `maxLength` bytes.
+    /// - Parameters:
+    ///   - maxLength: The most bytes to return.
+    ///   - deadline: When to give up (the receive is cancelled in the kernel).
+    ///   - placement: Where the coroutine goes when data arrives.
+    /// - Returns: The bytes; empty at end of stream.
+    /// - Throws: ``SocketError`` (``SocketError/isConnectionClosed`` on a reset),
+    ///   ``TimeoutError``, `CancellationError`.
+    ///
+    /// Uses `IORING_OP_RECV` (Linux 5.6).
+    public func receive(
+        maxLength: Int = 65536, deadline: Deadline? = nil, placement: Placement = .back
+    ) async throws -> [UInt8] {
+        precondition(maxLength > 0, "receive needs room for at least one byte")
+        if !readBuffer.isEmpty {
+            let count = min(maxLength, readBuffer.count)
+            defer { readBuffer.removeFirst(count) }
+            return Array(readBuffer.prefix(count))
+        }
+        let count = try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement)
+        return Array(UnsafeRawBufferPointer(start: receiveBuffer, count: count))
+    }
+
+    private func receiveIntoBuffer(maxLength: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
+        guard !receiving else {
+            throw SocketError(errno: EBUSY, operation: "receive (another receive is pending on this socket)")
+        }
+        receiving = true
+        defer { receiving = false }
+        if receiveCapacity < maxLength {
+            receiveBuffer.deallocate()
+            receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: maxLength, alignment: 16)
+            receiveCapacity = maxLength
+        }
+        return try await run(ReceiveOperation(socket: self, length: maxLength), deadline: deadline, placement: placement) {
+            $0.parked = $1
+        }
+    }
+
+    /// Receives exactly `count` bytes.
+    /// - Parameters:
+    ///   - count: How many bytes.
+    ///   - timeout: Strong (whole read) or weak (inactivity), or none.
+    ///   - placement: Where the coroutine goes when data arrives.
+    /// - Returns: `count` bytes.
+    /// - Throws: ``EndOfStreamError`` if the peer closes first, ``TimeoutError`` (with the
+    ///   bytes received so far), ``SocketError``. Bytes received before an error stay
+    ///   readable.
+    ///
+    /// Uses `IORING_OP_RECV` (Linux 5.6), as often as needed.
+    public func receive(
+        exactly count: Int, timeout: SocketTimeout? = nil, placement: Placement = .back
+    ) async throws -> [UInt8] {
+        var deadline = timeout.map { Self.deadline(for: $0) }
+        while readBuffer.count < count {
+            let received: Int
+            do {
+                received = try await receiveIntoBuffer(
+                    maxLength: max(count - readBuffer.count, 4096), deadline: deadline, placement: placement)
+            } catch is TimeoutError {
+                throw TimeoutError(operation: "receive exactly \(count) bytes", bytesTransferred: readBuffer.count)
+            }
+            if received == 0 { throw EndOfStreamError(bytesAvailable: readBuffer.count, bytesWanted: count) }
+            readBuffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: received))
+            if case .weak(let duration) = timeout { deadline = .after(duration) }
+        }
+        defer { readBuffer.removeFirst(count) }
+        return Array(readBuffer.prefix(count))
+    }
+
+    /// Sends some of `bytes`.
+    /// - Parameters:
+    ///   - bytes: What to send; held by the operation until its completion.
+    ///   - deadline: When to give up (the send is cancelled in the kernel).
+    ///   - placement: Where the coroutine goes when the send completes.
+    /// - Returns: How many bytes the kernel took.
+    /// - Throws: ``SocketError`` (``SocketError/isConnectionClosed`` for `EPIPE` and
+    ///   `ECONNRESET`), ``TimeoutError``, `CancellationError`.
+    ///
+    /// Uses `IORING_OP_SEND` (Linux 5.6) with `MSG_NOSIGNAL`.
+    public func send(_ bytes: [UInt8], deadline: Deadline? = nil, placement: Placement = .back) async throws -> Int {
+        try await send(bytes, from: 0, deadline: deadline, placement: placement)
+    }
+
+    private func send(_ bytes: [UInt8], from offset: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
+        guard offset < bytes.count else { return 0 }
+        guard !sending else {
+            throw SocketError(errno: EBUSY, operation: "send (another send is pending on this socket)")
+        }
+        sending = true
+        defer { sending = false }
+        return try await run(
+            SendOperation(socket: self, bytes: bytes, offset: offset), deadline: deadline, placement: placement
+        ) { $0.parked = $1 }
+    }
+
+    /// Sends all of `bytes`, in as many sends as the kernel needs.
+    /// - Parameters:
+    ///   - bytes: What to send.
+    ///   - timeout: Strong (whole send) or weak (inactivity), or none.
+    ///   - placement: Where the coroutine goes when the last send completes.
+    /// - Throws: ``TimeoutError`` (with the bytes sent so far), ``SocketError``.
+    ///
+    /// Uses `IORING_OP_SEND` (Linux 5.6) with `MSG_NOSIGNAL`, as often as needed.
+    public func sendAll(_ bytes: [UInt8], timeout: SocketTimeout? = nil, placement: Placement = .back) async throws {
+        var deadline = timeout.map { Self.deadline(for: $0) }
+        var sent = 0
+        while sent < bytes.count {
+            do {
+                sent += try await send(bytes, from: sent, deadline: deadline, placement: placement)
+            } catch is TimeoutError {
+                throw TimeoutError(operation: "send all \(bytes.count) bytes", bytesTransferred: sent)
+            }
+            if case .weak(let duration) = timeout { deadline = .after(duration) }
+        }
+    }
+
+    private static func deadline(for timeout: SocketTimeout) -> Deadline {
+        switch timeout {
+        case .strong(let duration), .weak(let duration): .after(duration)
+        }
+    }
+
+    /// Shuts down one or both directions; after `.write` the peer reads end of stream.
+    /// - Parameters:
+    ///   - direction: Which directions.
+    ///   - placement: Where the coroutine goes when done.
+    /// - Throws: ``SocketError``.
+    ///
+    /// Uses `IORING_OP_SHUTDOWN` (Linux 5.11).
+    public func shutdown(_ direction: ShutdownDirection, placement: Placement = .back) async throws {
+        let how = switch direction {
+        case .read: Int32(SHUT_RD)
+        case .write: Int32(SHUT_WR)
+        case .both: Int32(SHUT_RDWR)
+        }
+        let _: Void = try await run(ShutdownOperation(socket: self, how: how), deadline: nil, placement: placement) {
+            $0.parked = $1
+        }
+    }
+
+    /// Closes the socket: operations still pending on it are cancelled in the kernel and
+    /// their coroutines resume with a ``SocketError`` (`EBADF`, "the socket was closed")
+    /// once their final completions have arrived; then the descriptor is closed. A second
+    /// close does nothing.
+    /// - Parameter placement: Where the coroutine goes when done.
+    /// - Throws: ``SocketError`` from `close`.
+    ///
+    /// Uses `IORING_OP_ASYNC_CANCEL` (5.5) per pending operation, then `IORING_OP_CLOSE` (5.6).
+    public func close(placement: Placement = .back) async throws {
+        scheduler.assertOnLoop()
+        guard descriptor >= 0 else { return }
+        let descriptor = self.descriptor
+        for operation in pending { operation.requestCancel(.closed) }
+        if !pending.isEmpty {
+            // Not cancellable: the descriptor must not be closed under a pending operation.
+            let _: Void = try await scheduler.park { (parked: Parked<Void>) in closeWaiters.append(parked) }
+        }
+        guard self.descriptor >= 0 else { return }
+        self.descriptor = -1
+        readBuffer = []
+        let operation = CloseOperation(socket: self, descriptor: descriptor)
+        let _: Void = try await scheduler.perform(operation, deadline: nil, placement: placement) { $0.parked = $1 }
+    }
+}
