@@ -184,6 +184,10 @@ const void *cogen_current_task(void) { return swift_task_getCurrent(); }
 extern void swift_task_cancel(void *task) __attribute__((swiftcall));
 void cogen_task_cancel(const void *task) { swift_task_cancel((void *)task); }
 
+int cogen_accept4(int fd, void *addr, unsigned *addrlen) {
+    return accept4(fd, (struct sockaddr *)addr, (socklen_t *)addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
 int cogen_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
 
 int cogen_set_thread_name(unsigned long thread, const char *name) {

@@ -259,3 +259,27 @@ struct SocketTests {
         #expect(log.value.last == "closed")
     }
 }
+
+/// The readiness half of the operation descriptions (what the epoll backend will run):
+/// the same objects, tried without blocking.
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
+struct OperationDescriptionTests {
+    @Test func receiveAndSendTryWithoutBlocking() throws {
+        let scheduler = try Scheduler()
+        defer { scheduler.shutdown() }
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
+        let a = Socket(descriptor: fds[0], family: .unix, scheduler: scheduler)
+        let b = Socket(descriptor: fds[1], family: .unix, scheduler: scheduler)
+        let receive = ReceiveOperation(socket: a, length: 1)
+        #expect(receive.interest == .readable)
+        #expect(receive.attempt() == -EAGAIN)
+        let send = SendOperation(socket: b, bytes: [1, 2, 3], offset: 1)
+        #expect(send.interest == .writable)
+        #expect(send.attempt() == 2)
+        #expect(receive.attempt() == 1)
+        #expect(ShutdownOperation(socket: b, how: Int32(SHUT_WR)).attempt() == 0)
+        #expect(receive.attempt() == 1)
+        #expect(receive.attempt() == 0)  // end of stream
+    }
+}

@@ -146,6 +146,10 @@ const void *cogen_current_task(void);
 /// `swift_task_cancel` on a task known to be alive (a running coroutine's own task).
 void cogen_task_cancel(const void *task);
 
+/// accept4(fd, addr, addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK) (accept4 is not visible to
+/// Swift through Glibc).
+int cogen_accept4(int fd, void *addr, unsigned *addrlen);
+
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): the loop's cross-thread wake-up.
 int cogen_eventfd(void);
 

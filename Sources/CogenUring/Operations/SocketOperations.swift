@@ -13,6 +13,27 @@ class SocketOperation: IOOperation {
     }
 
     override func error(errno: Int32) -> any Error { SocketError(errno: errno, operation: "\(label)") }
+
+    // The same operation for a readiness backend (epoll, issue 4): which readiness to wait
+    // for, and the non-blocking system call to try, whose result reads like a CQE's
+    // (`>= 0`, or `-errno`; `-EAGAIN`: wait for `interest`, then try again).
+
+    /// The readiness the operation waits for.
+    var interest: Readiness { .readable }
+
+    /// Tries the operation once without blocking.
+    func attempt() -> Int32 { -ENOSYS }
+}
+
+/// What a readiness backend waits for before retrying an operation.
+enum Readiness {
+    case readable, writable
+}
+
+/// `-errno` of the last failed call, in a CQE's convention.
+@inline(__always)
+private func negativeErrno(_ status: Int) -> Int32 {
+    status >= 0 ? Int32(truncatingIfNeeded: status) : -Glibc.errno
 }
 
 /// `IORING_OP_ACCEPT` (5.5): one connection; the new descriptor is `SOCK_CLOEXEC`.
@@ -39,6 +60,14 @@ final class AcceptOperation: SocketOperation {
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { $0 }
     }
+
+    override func attempt() -> Int32 {
+        addressLength.pointee = UInt32(MemoryLayout<sockaddr_storage>.size)
+        let status = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            cogen_accept4(socket.descriptor, $0, addressLength)
+        }
+        return negativeErrno(Int(status))
+    }
 }
 
 /// `IORING_OP_CONNECT` (5.5).
@@ -63,6 +92,27 @@ final class ConnectOperation: SocketOperation {
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { _ in () }
     }
+
+    override var interest: Readiness { .writable }
+
+    /// The first try starts the connection (`EINPROGRESS` reads as "wait"); once the
+    /// socket is writable, `SO_ERROR` holds the outcome.
+    private var started = false
+
+    override func attempt() -> Int32 {
+        if !started {
+            started = true
+            let status = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(socket.descriptor, $0, addressLength)
+            }
+            if status == 0 { return 0 }
+            return Glibc.errno == EINPROGRESS ? -EAGAIN : -Glibc.errno
+        }
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(socket.descriptor, SOL_SOCKET, SO_ERROR, &error, &length) == 0 else { return -Glibc.errno }
+        return -error
+    }
 }
 
 /// `IORING_OP_RECV` (5.6) into the socket's own receive buffer.
@@ -81,6 +131,10 @@ final class ReceiveOperation: SocketOperation {
 
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { Int($0) }
+    }
+
+    override func attempt() -> Int32 {
+        negativeErrno(recv(socket.descriptor, socket.receiveBuffer, length, Int32(MSG_DONTWAIT)))
     }
 }
 
@@ -108,6 +162,16 @@ final class SendOperation: SocketOperation {
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { Int($0) }
     }
+
+    override var interest: Readiness { .writable }
+
+    override func attempt() -> Int32 {
+        bytes.withUnsafeBytes { raw in
+            negativeErrno(
+                Glibc.send(socket.descriptor, raw.baseAddress! + offset, raw.count - offset,
+                           Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)))
+        }
+    }
 }
 
 /// `IORING_OP_SHUTDOWN` (5.11).
@@ -123,6 +187,8 @@ final class ShutdownOperation: SocketOperation {
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
         cogen_prep_shutdown(sqe, socket.descriptor, how, userData)
     }
+
+    override func attempt() -> Int32 { negativeErrno(Int(Glibc.shutdown(socket.descriptor, how))) }
 
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { _ in () }
@@ -142,6 +208,8 @@ final class CloseOperation: SocketOperation {
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
         cogen_prep_close(sqe, descriptor, userData)
     }
+
+    override func attempt() -> Int32 { negativeErrno(Int(Glibc.close(descriptor))) }
 
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { _ in () }
