@@ -165,6 +165,41 @@ struct SocketTests {
     }
 
     @Test(arguments: allBackends)
+    func linesAtAndOverTheLimit(_ backend: Backend) async throws {
+        let log = Log([])
+        try await runScheduler(backend) { scheduler in
+            let listener = try Socket.listening(on: .loopback(), on: scheduler)
+            let address = try listener.localAddress
+            scheduler.spawn {
+                let server = try await listener.accept()
+                func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+                log.value.append(text(try await server.receiveLine(limit: 6)))  // "hello\n": 6 bytes
+                do {
+                    _ = try await server.receiveLine(limit: 6)
+                    log.value.append("no error")
+                } catch let error as LineTooLongError {
+                    log.value.append("too long at \(error.limit)")
+                }
+                // Nothing was lost: the long line is still readable, in full.
+                log.value.append(text(try await server.receiveLine(limit: 100)))
+                log.value.append(text(try await server.receiveLine()))  // end of stream: the rest
+                log.value.append("[\(text(try await server.receiveLine()))]")  // then nothing
+                try await server.close()
+                try await listener.close()
+            }
+            scheduler.spawn {
+                let client = try await Socket.connect(to: address)
+                for piece in ["hel", "lo\nsevenchars\n", "tail"] {
+                    try await client.sendAll(Array(piece.utf8))
+                    try await scheduler.sleep(for: .milliseconds(5))
+                }
+                try await client.close()
+            }
+        }
+        #expect(log.value == ["hello\n", "too long at 6", "sevenchars\n", "tail", "[]"])
+    }
+
+    @Test(arguments: allBackends)
     func largeTransfersInBothDirections(_ backend: Backend) async throws {
         let size = 16 << 20
         let ok = Box(0)

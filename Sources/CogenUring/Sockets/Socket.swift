@@ -44,6 +44,13 @@ public struct EndOfStreamError: Error, Sendable, CustomStringConvertible {
     }
 }
 
+/// No newline came within the limit of a line read. The bytes stay readable.
+public struct LineTooLongError: Error, Sendable, CustomStringConvertible {
+    /// The limit that was reached.
+    public let limit: Int
+    public var description: String { "line too long: no newline within \(limit) bytes" }
+}
+
 /// A TCP (IPv4, IPv6) or Unix stream socket whose operations are io_uring SQEs.
 ///
 /// A socket belongs to one scheduler and is used from its coroutines. One receive and one
@@ -326,6 +333,49 @@ public final class Socket: @unchecked Sendable {
         }
         defer { readBuffer.removeFirst(count) }
         return Array(readBuffer.prefix(count))
+    }
+
+    /// Receives one line, up to and including its `\n`.
+    /// - Parameters:
+    ///   - limit: The longest line accepted, newline included.
+    ///   - timeout: Strong (whole read) or weak (inactivity), or none.
+    ///   - placement: Where the coroutine goes when data arrives.
+    /// - Returns: The line with its newline; at end of stream the bytes before it (no
+    ///   newline), or empty when none are left.
+    /// - Throws: ``LineTooLongError`` when `limit` bytes hold no newline,
+    ///   ``TimeoutError`` (with the bytes received so far), ``SocketError``. In each case
+    ///   the bytes received stay readable.
+    ///
+    /// Uses `IORING_OP_RECV` (Linux 5.6), as often as needed.
+    public func receiveLine(
+        limit: Int = 65536, timeout: SocketTimeout? = nil, placement: Placement = .back
+    ) async throws -> [UInt8] {
+        precondition(limit > 0, "a line needs room for its newline")
+        var deadline = timeout.map { Self.deadline(for: $0) }
+        var searched = 0
+        while true {
+            if let newline = readBuffer[searched...].prefix(limit - searched).firstIndex(of: UInt8(ascii: "\n")) {
+                let line = Array(readBuffer[...newline])
+                readBuffer.removeFirst(line.count)
+                return line
+            }
+            searched = readBuffer.count
+            if searched >= limit { throw LineTooLongError(limit: limit) }
+            let received: Int
+            do {
+                received = try await receiveIntoBuffer(
+                    maxLength: min(max(limit - searched, 1), 65536), deadline: deadline, placement: placement)
+            } catch is TimeoutError {
+                throw TimeoutError(operation: "receive a line", bytesTransferred: readBuffer.count)
+            }
+            if received == 0 {
+                let rest = readBuffer
+                readBuffer = []
+                return rest
+            }
+            readBuffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: received))
+            if case .weak(let duration) = timeout { deadline = .after(duration) }
+        }
     }
 
     /// Sends some of `bytes`.
