@@ -200,6 +200,38 @@ struct SocketTests {
     }
 
     @Test(arguments: allBackends)
+    func sendsAFileRegion(_ backend: Backend) async throws {
+        let path = NSTemporaryDirectory() + "cogen-sendfile-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let content = pattern(300_000, seed: 9)
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(content)))
+        defer { unlink(path) }
+        let file = open(path, O_RDONLY | O_CLOEXEC)
+        defer { close(file) }
+        let results = Box<[Int]>([])
+        let received = Box<[UInt8]>([])
+        try await runScheduler(backend) { scheduler in
+            let listener = try Socket.listening(on: .loopback(), on: scheduler)
+            let address = try listener.localAddress
+            scheduler.spawn {
+                let server = try await listener.accept()
+                results.value.append(try await server.sendFile(file, offset: 1000, count: 200_000, chunkSize: 50_000))
+                // Past the end of the file: what there is.
+                results.value.append(try await server.sendFile(file, offset: 299_000, count: 5_000, timeout: .weak(.seconds(5))))
+                try await server.close()
+                try await listener.close()
+            }
+            scheduler.spawn {
+                let client = try await Socket.connect(to: address)
+                received.value = try await client.receive(exactly: 201_000)
+                #expect(try await client.receive().isEmpty)
+                try await client.close()
+            }
+        }
+        #expect(results.value == [200_000, 1_000])
+        #expect(received.value == Array(content[1000..<201_000]) + Array(content[299_000...]))
+    }
+
+    @Test(arguments: allBackends)
     func largeTransfersInBothDirections(_ backend: Backend) async throws {
         let size = 16 << 20
         let ok = Box(0)
