@@ -25,9 +25,16 @@ let package = Package(
             dependencies: ["CURing"],
             swiftSettings: swiftSettings
         ),
+        // Scenarios the tests run in a child process (process-wide state: descriptor
+        // counts, resource limits).
+        .executableTarget(
+            name: "cogen-test-helper",
+            dependencies: ["CogenUring"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "CogenUringTests",
-            dependencies: ["CogenUring"],
+            dependencies: ["CogenUring", "cogen-test-helper"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,13 +1,27 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// The benchmark executable of cogen-swift. Run it in a release build, from the root:
+// The benchmark executables of cogen-swift. Run them in a release build, from the root:
 //   swift run -c release --package-path Benchmarks cogen-bench [--quick] [--reps N]
 //       [--filter SUBSTRING] [--json PATH]
+//   swift build -c release --package-path Benchmarks && Benchmarks/.build/release/echo-matrix [--full]
+//
+// The echo benchmark: four echo servers over loopback, measured by one load generator.
+//   cogen-echo    CogenUring, one coroutine per connection
+//   c-uring-echo  liburing by hand: multishot accept and recv, a provided-buffer ring
+//   c-epoll-echo  level-triggered epoll, non-blocking sockets
+//   nio-echo      SwiftNIO, one event loop
+//   echo-load     the load generator (checks every echoed byte, records latency)
+//   echo-matrix   runs each server pinned to CPU 0 and echo-load pinned to CPU 1
+let cSettings: [CSetting] = [.define("_GNU_SOURCE")]
+
 let package = Package(
     name: "cogen-swift-benchmarks",
     dependencies: [
-        .package(name: "cogen-swift", path: "../")
+        .package(name: "cogen-swift", path: "../"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
     ],
     targets: [
         .executableTarget(
@@ -18,7 +32,57 @@ let package = Package(
             swiftSettings: [
                 .enableUpcomingFeature("NonisolatedNonsendingByDefault")
             ]
-        )
+        ),
+
+        // MARK: Echo servers
+        .executableTarget(
+            name: "cogen-echo",
+            dependencies: [
+                .product(name: "CogenUring", package: "cogen-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: [
+                .enableUpcomingFeature("NonisolatedNonsendingByDefault")
+            ]
+        ),
+        .target(name: "CEchoCommon", cSettings: cSettings),
+        .executableTarget(
+            name: "c-uring-echo",
+            dependencies: ["CEchoCommon"],
+            cSettings: cSettings,
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .executableTarget(
+            name: "c-epoll-echo",
+            dependencies: ["CEchoCommon"],
+            cSettings: cSettings
+        ),
+        .executableTarget(
+            name: "nio-echo",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // MARK: Load and driver
+        .target(name: "EchoBenchSupport"),
+        .executableTarget(
+            name: "echo-load",
+            dependencies: [
+                "EchoBenchSupport",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "echo-matrix",
+            dependencies: [
+                "EchoBenchSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

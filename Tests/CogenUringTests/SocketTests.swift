@@ -350,3 +350,13 @@ struct OperationDescriptionTests {
         #expect(receive.attempt() == 0)  // end of stream
     }
 }
+
+/// Scenarios that count descriptors or change limits run in a child process.
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
+struct ProcessWideTests {
+    @Test func cancelledOperationsLeakNoDescriptor() throws {
+        let (status, output) = try runHelper("cancelled-operations-leak-nothing")
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("accept cancelled, receive cancelled, send timed out after some bytes"), "\(output)")
+    }
+}

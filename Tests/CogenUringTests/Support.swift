@@ -109,3 +109,26 @@ func makePipe() -> (read: Int32, write: Int32) {
     }
     return (fds[0], fds[1])
 }
+
+/// Runs a scenario of `cogen-test-helper` (built beside the test binary) in a child
+/// process, for tests that touch process-wide state. Returns its exit status and output.
+func runHelper(_ scenario: String, timeout: Duration = .seconds(60)) throws -> (status: Int32, output: String) {
+    let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        .deletingLastPathComponent().appendingPathComponent("cogen-test-helper")
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = [scenario]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
+    if process.isRunning {
+        process.terminate()
+        process.waitUntilExit()
+        return (-1, "timed out after \(timeout)")
+    }
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    return (process.terminationStatus, output)
+}

@@ -1,0 +1,1 @@
+int echo_common_stub(void){return 0;}

@@ -1,0 +1,1 @@
+public let stub = 1
