@@ -211,6 +211,12 @@ void cogen_prep_accept(cogen_sqe *s, int fd, void *addr, unsigned *addrlen, uint
     sqe->user_data = user_data;
 }
 
+void cogen_prep_multishot_accept(cogen_sqe *s, int fd, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+    sqe->user_data = user_data;
+}
+
 void cogen_prep_connect(cogen_sqe *s, int fd, const void *addr, unsigned addrlen, uint64_t user_data) {
     struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
     io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, addrlen);

@@ -123,6 +123,8 @@ enum CancelReason {
     case timeout, cancelled, shutdown
     /// The socket was closed while the operation was pending.
     case closed
+    /// A multishot operation stopped for backpressure; it is armed again later.
+    case paused
 }
 
 /// Non-generic face of a kernel operation, for the backends and the in-flight table.

@@ -36,6 +36,9 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         public var useDeferTaskrun = true
         /// Use `IORING_SETUP_COOP_TASKRUN` when `DEFER_TASKRUN` is not used (5.19).
         public var useCoopTaskrun = true
+        /// Accept with one multishot `IORING_OP_ACCEPT` per listener (5.19) when the kernel
+        /// has it; `false` uses one accept SQE per connection (the 5.5 path).
+        public var useMultishotAccept = true
         /// A name for the thread ``start()`` creates and for error reports.
         public var name = "cogen"
         /// How late a deadline may fire so that deadlines close together share one
@@ -99,6 +102,8 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     private var ownerThread: pthread_t?
     private let completionBuffer: UnsafeMutableBufferPointer<Completion>
     private let timerSlack: UInt64
+    /// Multishot accept: asked for and offered by the kernel.
+    let multishotAccept: Bool
 
     // MARK: Cross-thread state
     private enum InboxItem {
@@ -144,6 +149,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         }
         completionBuffer = .allocate(capacity: max(configuration.completionBatch, 1))
         timerSlack = configuration.timerSlack.clampedNanoseconds
+        multishotAccept = configuration.useMultishotAccept && KernelFeatures.current.multishotAccept
     }
 
     deinit {
@@ -381,8 +387,12 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             if completion.userData != UserData.ignored { statistics.stale.increment() }
             return
         }
-        inFlight.remove(completion.userData)
-        statistics.completed.increment()
+        // A multishot operation posts CQEs with IORING_CQE_F_MORE and stays in flight;
+        // only its final CQE (without the flag) releases the slot.
+        if completion.flags & UInt32(COGEN_CQE_F_MORE) == 0 {
+            inFlight.remove(completion.userData)
+            statistics.completed.increment()
+        }
         operation.complete(result: completion.result, flags: completion.flags)
     }
 

@@ -5,7 +5,7 @@ import Testing
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct OperationTests {
     @Test(arguments: allBackends)
-    func deadlineCancelsInTheKernelAndResumesAfterTheFinalCompletion(_ backend: Backend) async throws {
+    func deadlineCancelsInTheKernelAndResumesAfterTheFinalCompletion(_ backend: Engine) async throws {
         let log = Log([])
         let pipe = makePipe()
         defer { close(pipe.read); close(pipe.write) }
@@ -30,7 +30,7 @@ struct OperationTests {
     }
 
     @Test(arguments: allBackends)
-    func operationThatCompletedDespiteItsCancelReportsItsResult(_ backend: Backend) async throws {
+    func operationThatCompletedDespiteItsCancelReportsItsResult(_ backend: Engine) async throws {
         let log = Log([])
         let pipe = makePipe()
         defer { close(pipe.read); close(pipe.write) }
@@ -57,7 +57,7 @@ struct OperationTests {
     }
 
     @Test(arguments: allBackends, [Placement.front, .back])
-    func deadlineExpiryResumesAtItsPlacement(_ backend: Backend, placement: Placement) async throws {
+    func deadlineExpiryResumesAtItsPlacement(_ backend: Engine, placement: Placement) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -74,7 +74,7 @@ struct OperationTests {
     }
 
     @Test(arguments: allBackends)
-    func completionStormDoesNotStarveJobs(_ backend: Backend) async throws {
+    func completionStormDoesNotStarveJobs(_ backend: Engine) async throws {
         let progress = Box<[Int]>([])
         let completed = Box(0)
         try await runScheduler(backend, configure: { $0.completionBatch = 8 }) { scheduler in
@@ -101,7 +101,7 @@ struct OperationTests {
     }
 
     @Test(arguments: allBackends)
-    func nopsFromManyCoroutines(_ backend: Backend) async throws {
+    func nopsFromManyCoroutines(_ backend: Engine) async throws {
         let count = Box(0)
         let counters = Box<SchedulerStatistics?>(nil)
         try await runScheduler(backend, afterRun: { s, _ in counters.value = s.counters }) { scheduler in

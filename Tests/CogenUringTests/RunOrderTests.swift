@@ -7,7 +7,7 @@ import Testing
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct RunOrderTests {
     @Test(arguments: allBackends)
-    func spawnPlacesNewCoroutinesAtFrontOrBack(_ backend: Backend) async throws {
+    func spawnPlacesNewCoroutinesAtFrontOrBack(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn("root") {
@@ -22,7 +22,7 @@ struct RunOrderTests {
     }
 
     @Test(arguments: allBackends)
-    func yieldToBackInterleaves(_ backend: Backend) async throws {
+    func yieldToBackInterleaves(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             for name in ["a", "b", "c"] {
@@ -38,7 +38,7 @@ struct RunOrderTests {
     }
 
     @Test(arguments: allBackends)
-    func yieldToFrontContinuesBeforeTheQueue(_ backend: Backend) async throws {
+    func yieldToFrontContinuesBeforeTheQueue(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -52,7 +52,7 @@ struct RunOrderTests {
     }
 
     @Test(arguments: allBackends)
-    func resumeHonoursPlacement(_ backend: Backend) async throws {
+    func resumeHonoursPlacement(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             let parked = Box<[Parked<String>]>([])
@@ -77,7 +77,7 @@ struct RunOrderTests {
     }
 
     @Test(arguments: allBackends, [Placement.front, .back])
-    func signalWakesInOrderOrReversed(_ backend: Backend, placement: Placement) async throws {
+    func signalWakesInOrderOrReversed(_ backend: Engine, placement: Placement) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             let signal = Signal<Int>()
@@ -101,7 +101,7 @@ struct RunOrderTests {
     }
 
     @Test(arguments: allBackends, [Placement.front, .back])
-    func timerWakeHonoursPlacementAgainstQueuedWork(_ backend: Backend, placement: Placement) async throws {
+    func timerWakeHonoursPlacementAgainstQueuedWork(_ backend: Engine, placement: Placement) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -121,7 +121,7 @@ struct RunOrderTests {
     }
 
     @Test(arguments: allBackends, [Placement.front, .back])
-    func joinWakesJoinerAtPlacement(_ backend: Backend, placement: Placement) async throws {
+    func joinWakesJoinerAtPlacement(_ backend: Engine, placement: Placement) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             let target = scheduler.spawn { () -> Int in
@@ -142,7 +142,7 @@ struct RunOrderTests {
     }
 
     @Test(arguments: allBackends, [Placement.front, .back])
-    func completionResumesAtPlacement(_ backend: Backend, placement: Placement) async throws {
+    func completionResumesAtPlacement(_ backend: Engine, placement: Placement) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -170,7 +170,7 @@ struct RunOrderTests {
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct SpawnAndJoinTests {
     @Test(arguments: allBackends, [Placement.front, .back])
-    func childAndCallerFollowTheirPlacements(_ backend: Backend, resume: Placement) async throws {
+    func childAndCallerFollowTheirPlacements(_ backend: Engine, resume: Placement) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -192,7 +192,7 @@ struct SpawnAndJoinTests {
     }
 
     @Test(arguments: allBackends)
-    func cancellingTheCallerCancelsTheChild(_ backend: Backend) async throws {
+    func cancellingTheCallerCancelsTheChild(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             let caller = scheduler.spawn {

@@ -6,7 +6,7 @@ import Testing
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct TimerTests {
     @Test(arguments: allBackends)
-    func timersFireInDeadlineOrder(_ backend: Backend) async throws {
+    func timersFireInDeadlineOrder(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             for (name, ms) in [("c", 30), ("a", 10), ("b", 20), ("a2", 10), ("zero", 0)] {
@@ -21,7 +21,7 @@ struct TimerTests {
     }
 
     @Test(arguments: allBackends)
-    func hundredThousandConcurrentSleepers(_ backend: Backend) async throws {
+    func hundredThousandConcurrentSleepers(_ backend: Engine) async throws {
         let woken = Box<[UInt64]>([])
         let report = try await runScheduler(backend, bound: .seconds(60)) { scheduler in
             var seed: UInt64 = 42
@@ -42,7 +42,7 @@ struct TimerTests {
     }
 
     @Test(arguments: allBackends, [Duration.zero, .microseconds(500)])
-    func sleepsNeverWakeEarly(_ backend: Backend, slack: Duration) async throws {
+    func sleepsNeverWakeEarly(_ backend: Engine, slack: Duration) async throws {
         let early = Box(0)
         try await runScheduler(backend, configure: { $0.timerSlack = slack }) { scheduler in
             for i in 0..<50 {
@@ -58,7 +58,7 @@ struct TimerTests {
     }
 
     @Test(arguments: allBackends)
-    func sleepingOnlyWaitsInTheKernel(_ backend: Backend) async throws {
+    func sleepingOnlyWaitsInTheKernel(_ backend: Engine) async throws {
         // With only a timer pending the loop blocks until the deadline: a handful of
         // passes, not a busy wait.
         let passes = Box(0)
@@ -72,7 +72,7 @@ struct TimerTests {
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct SignalTests {
     @Test(arguments: allBackends)
-    func signalWithNoWaitersWakesNobody(_ backend: Backend) async throws {
+    func signalWithNoWaitersWakesNobody(_ backend: Engine) async throws {
         let counts = Box<[Int]>([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -84,7 +84,7 @@ struct SignalTests {
     }
 
     @Test(arguments: allBackends)
-    func signalWithOneAndManyWaiters(_ backend: Backend) async throws {
+    func signalWithOneAndManyWaiters(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -111,7 +111,7 @@ struct SignalTests {
     }
 
     @Test(arguments: allBackends)
-    func waitForSignalTimesOut(_ backend: Backend) async throws {
+    func waitForSignalTimesOut(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -128,18 +128,20 @@ struct SignalTests {
     }
 
     @Test(arguments: allBackends)
-    func abandonedWaitsLeaveNothingBehind(_ backend: Backend) async throws {
+    func abandonedWaitsLeaveNothingBehind(_ backend: Engine) async throws {
         let leftover = Box(-1)
         try await runScheduler(backend, afterRun: { s, _ in leftover.value = s.namedSignals.count }) { scheduler in
             let signal = Signal<Int>()
+            let done = Box(0)
             for i in 0..<200 {
                 scheduler.spawn {
                     _ = try? await scheduler.wait(forSignal: "unique-\(i)", deadline: .after(.milliseconds(1)))
                     _ = try? await signal.wait(deadline: .after(.milliseconds(1)))
+                    done.value += 1
                 }
             }
             scheduler.spawn {
-                try await scheduler.sleep(for: .milliseconds(20))
+                while done.value < 200 { try await scheduler.sleep(for: .milliseconds(1)) }
                 #expect(!signal.hasWaiters)
             }
         }
@@ -147,7 +149,7 @@ struct SignalTests {
     }
 
     @Test(arguments: allBackends)
-    func runReportsParkedCoroutines(_ backend: Backend) async throws {
+    func runReportsParkedCoroutines(_ backend: Engine) async throws {
         let errors = Box(0)
         let (report, final) = try await runSchedulerWithShutdown(backend) { scheduler in
             for _ in 0..<3 {
@@ -167,7 +169,7 @@ struct SignalTests {
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct JoinTests {
     @Test(arguments: allBackends)
-    func joinBeforeAndAfterTheTargetFinishes(_ backend: Backend) async throws {
+    func joinBeforeAndAfterTheTargetFinishes(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             let target = scheduler.spawn("target") { () -> Int in
@@ -185,7 +187,7 @@ struct JoinTests {
     }
 
     @Test(arguments: allBackends)
-    func joinWithDeadline(_ backend: Backend) async throws {
+    func joinWithDeadline(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             let slow = scheduler.spawn { () -> Int in
@@ -208,7 +210,7 @@ struct JoinTests {
     }
 
     @Test(arguments: allBackends)
-    func joinOnAFailedCoroutineRethrows(_ backend: Backend) async throws {
+    func joinOnAFailedCoroutineRethrows(_ backend: Engine) async throws {
         struct Boom: Error {}
         let log = Log([])
         try await runScheduler(backend, configure: { _ in }) { scheduler in
@@ -233,7 +235,7 @@ struct ErrorTests {
     static func failingCallee(_ code: Int) async throws -> Int { throw Failure(code: code) }
 
     @Test(arguments: allBackends)
-    func errorsPropagateThroughDirectCallsAndSpawnAndJoin(_ backend: Backend) async throws {
+    func errorsPropagateThroughDirectCallsAndSpawnAndJoin(_ backend: Engine) async throws {
         let log = Log([])
         let reported = Box<[String]>([])
         try await runScheduler(backend) { scheduler in
@@ -256,7 +258,7 @@ struct ErrorTests {
     }
 
     @Test(arguments: allBackends)
-    func topLevelErrorGoesToTheHandlerAndOthersKeepRunning(_ backend: Backend) async throws {
+    func topLevelErrorGoesToTheHandlerAndOthersKeepRunning(_ backend: Engine) async throws {
         let log = Log([])
         let reported = Box<[String]>([])
         try await runScheduler(backend) { scheduler in
@@ -280,9 +282,9 @@ struct ErrorTests {
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct ThreadTests {
     @Test(arguments: allBackends)
-    func spawnsAndStopFromOtherThreads(_ backend: Backend) async throws {
+    func spawnsAndStopFromOtherThreads(_ backend: Engine) async throws {
         var configuration = Scheduler.Configuration()
-        configuration.backend = backend
+        backend.configure(&configuration)
         let scheduler = try Scheduler(configuration: configuration)
         let count = Box(0)
         let done = Signal<Int>()
@@ -322,7 +324,7 @@ struct ThreadTests {
     }
 
     @Test(arguments: allBackends)
-    func runStaysAliveForACoroutineAwaitingAnOutsideTask(_ backend: Backend) async throws {
+    func runStaysAliveForACoroutineAwaitingAnOutsideTask(_ backend: Engine) async throws {
         let log = Log([])
         let report = try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -340,7 +342,7 @@ struct ThreadTests {
     }
 
     @Test(arguments: allBackends)
-    func childTasksRunOnTheSchedulerThread(_ backend: Backend) async throws {
+    func childTasksRunOnTheSchedulerThread(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
@@ -359,7 +361,7 @@ struct ThreadTests {
     }
 
     @Test(arguments: allBackends)
-    func yieldingCoroutineDoesNotStarveTimersOrIO(_ backend: Backend) async throws {
+    func yieldingCoroutineDoesNotStarveTimersOrIO(_ backend: Engine) async throws {
         let log = Log([])
         let pipe = makePipe()
         defer { close(pipe.read); close(pipe.write) }
@@ -391,7 +393,7 @@ struct ThreadTests {
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct LifecycleTests {
     @Test(arguments: allBackends)
-    func shutdownResumesEveryParkedCoroutine(_ backend: Backend) async throws {
+    func shutdownResumesEveryParkedCoroutine(_ backend: Engine) async throws {
         let outcomes = Box<[String]>([])
         let pipe = makePipe()
         defer { close(pipe.read); close(pipe.write) }
@@ -424,7 +426,7 @@ struct LifecycleTests {
     }
 
     @Test(arguments: allBackends)
-    func cancellingACoroutineResumesItsWait(_ backend: Backend) async throws {
+    func cancellingACoroutineResumesItsWait(_ backend: Engine) async throws {
         let log = Log([])
         let pipe = makePipe()
         defer { close(pipe.read); close(pipe.write) }
@@ -457,7 +459,7 @@ struct LifecycleTests {
     }
 
     @Test(arguments: allBackends)
-    func cancelFromAnotherThreadBeforeTheCoroutineParks(_ backend: Backend) async throws {
+    func cancelFromAnotherThreadBeforeTheCoroutineParks(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
             let target = scheduler.spawn {
@@ -512,7 +514,7 @@ struct RingTests {
     func survivesCompletionQueueOverflow(_ modern: Bool) async throws {
         let done = Box(0)
         let overflows = Box(0)
-        try await runScheduler(.ioUring, configure: {
+        try await runScheduler(allBackends[0], configure: {
             $0.ringEntries = 4
             $0.completionEntries = 8
             $0.useSingleIssuer = modern
@@ -534,7 +536,7 @@ struct RingTests {
         let stale = Box(0)
         let pipe = makePipe()
         defer { close(pipe.read); close(pipe.write) }
-        try await runScheduler(.ioUring, configure: { $0.useSingleIssuer = modern },
+        try await runScheduler(allBackends[0], configure: { $0.useSingleIssuer = modern },
                                afterRun: { s, _ in stale.value = s.counters.staleCompletions }) { scheduler in
             scheduler.spawn {
                 // First operation of this scheduler: slot 0, generation 1.

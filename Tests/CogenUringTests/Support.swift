@@ -10,8 +10,24 @@ final class Flag: Sendable {
     var isSet: Bool { state.load(ordering: .sequentiallyConsistent) }
 }
 
-/// The backends every scheduler and I/O test runs on (issue 4 adds epoll).
-let allBackends: [Backend] = [.ioUring]
+/// An engine a test runs on: a backend, with the kernel's newer paths (multishot accept,
+/// provided-buffer receive) on, or switched off to run the 5.x paths on this kernel.
+struct Engine: Sendable, CustomTestStringConvertible {
+    let backend: Backend
+    let modern: Bool
+
+    func configure(_ configuration: inout Scheduler.Configuration) {
+        configuration.backend = backend
+        if !modern {
+            configuration.useMultishotAccept = false
+        }
+    }
+
+    var testDescription: String { modern ? "\(backend)" : "\(backend), 5.x paths" }
+}
+
+/// The engines every scheduler and I/O test runs on (issue 4 adds epoll).
+let allBackends: [Engine] = [Engine(backend: .ioUring, modern: true), Engine(backend: .ioUring, modern: false)]
 
 /// io_uring tests run wherever the kernel allows it, and always on CI, where a refusal
 /// must fail loudly instead of skipping.
@@ -39,7 +55,7 @@ struct SchedulerTimedOut: Error, CustomStringConvertible {
 /// thread waiting in the kernel.
 @discardableResult
 func runScheduler(
-    _ backend: Backend,
+    _ backend: Engine,
     bound: Duration = .seconds(30),
     configure: @escaping @Sendable (inout Scheduler.Configuration) -> Void = { _ in },
     untilStopped: Bool = false,
@@ -55,7 +71,7 @@ func runScheduler(
 
 /// `runScheduler`, also giving the report of the final `shutdown()`.
 func runSchedulerWithShutdown(
-    _ backend: Backend,
+    _ backend: Engine,
     bound: Duration = .seconds(30),
     configure: @escaping @Sendable (inout Scheduler.Configuration) -> Void = { _ in },
     untilStopped: Bool = false,
@@ -67,7 +83,7 @@ func runSchedulerWithShutdown(
         let thread = Thread {
             do {
                 var configuration = Scheduler.Configuration()
-                configuration.backend = backend
+                backend.configure(&configuration)
                 configure(&configuration)
                 let scheduler = try Scheduler(configuration: configuration)
                 let timedOut = Flag()

@@ -128,6 +128,8 @@ void cogen_prep_cancel(cogen_sqe *sqe, uint64_t target, int flags, uint64_t user
 void cogen_prep_cancel_fd(cogen_sqe *sqe, int fd, uint64_t user_data);
 /// IORING_OP_ACCEPT; the new descriptor is created SOCK_CLOEXEC.
 void cogen_prep_accept(cogen_sqe *sqe, int fd, void *addr, unsigned *addrlen, uint64_t user_data);
+/// IORING_OP_ACCEPT with IORING_ACCEPT_MULTISHOT (5.19): one CQE per connection.
+void cogen_prep_multishot_accept(cogen_sqe *sqe, int fd, uint64_t user_data);
 void cogen_prep_connect(cogen_sqe *sqe, int fd, const void *addr, unsigned addrlen, uint64_t user_data);
 void cogen_prep_recv(cogen_sqe *sqe, int fd, void *buf, size_t len, int flags, uint64_t user_data);
 /// IORING_OP_SEND with MSG_NOSIGNAL added: a closed peer is an error, never SIGPIPE.

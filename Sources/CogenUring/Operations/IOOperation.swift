@@ -34,6 +34,7 @@ class IOOperation: KernelOperation {
         case .cancelled: return CancellationError()
         case .shutdown: return SchedulerShutdownError()
         case .closed: return SocketError(errno: EBADF, operation: "\(label) (the socket was closed)")
+        case .paused: return nil
         }
     }
 
@@ -84,6 +85,15 @@ extension Scheduler {
             backend.submit(operation, userData: userData)
             statistics.submitted.increment()
         }
+    }
+
+    /// Starts an operation no coroutine waits on (a multishot stream owned by a socket);
+    /// its completions go to the operation itself.
+    func start(_ operation: IOOperation) {
+        let userData = inFlight.insert(operation)
+        operation.userData = userData
+        backend.submit(operation, userData: userData)
+        statistics.submitted.increment()
     }
 
     func cancelInKernel(userData: UInt64) {

@@ -70,6 +70,21 @@ final class AcceptOperation: SocketOperation {
     }
 }
 
+/// `IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT` (5.19): armed once per listener,
+/// one CQE per connection (`IORING_CQE_F_MORE` while it stays armed). No coroutine waits
+/// on it: the listener queues the connections and wakes its acceptors.
+final class MultishotAcceptOperation: SocketOperation {
+    init(listener: Socket) { super.init(socket: listener, label: "accept") }
+
+    override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
+        cogen_prep_multishot_accept(sqe, socket.descriptor, userData)
+    }
+
+    override func complete(result: Int32, flags: UInt32) {
+        socket.multishotAcceptCompleted(self, result: result, final: flags & UInt32(COGEN_CQE_F_MORE) == 0)
+    }
+}
+
 /// `IORING_OP_CONNECT` (5.5).
 final class ConnectOperation: SocketOperation {
     var parked: Parked<Void>?

@@ -75,9 +75,21 @@ public final class Socket: @unchecked Sendable {
     /// Bytes received and not yet consumed (partial exact reads, timeouts).
     private var readBuffer: [UInt8] = []
     private var receiving = false
+    /// `close()` has begun: no new operation, nothing more queued.
+    private var closing = false
     private var sending = false
     private var pending: [SocketOperation] = []
     private var closeWaiters: [Parked<Void>] = []
+    // Multishot accept: connections the kernel accepted and no coroutine took yet, the
+    // error to hand to the next acceptor, and the acceptors waiting.
+    private var multishotAccept: MultishotAcceptOperation?
+    private var accepted: [Int32] = []
+    private var acceptedHead = 0
+    private var acceptError: SocketError?
+    private var acceptors: [(Parked<Void>, Placement)] = []
+    /// Connections queued beyond this pause the multishot accept (backpressure: the
+    /// kernel's backlog holds the rest).
+    static let acceptQueueLimit = 256
 
     init(descriptor: Int32, family: SocketAddress.Family, scheduler: Scheduler) {
         self.descriptor = descriptor
@@ -89,8 +101,9 @@ public final class Socket: @unchecked Sendable {
 
     deinit {
         // No operation can be pending (each holds the socket); a socket dropped without
-        // `close()` does not leak its descriptor.
+        // `close()` does not leak its descriptor, nor the connections it queued.
         if descriptor >= 0 { Glibc.close(descriptor) }
+        for fd in accepted[acceptedHead...] { Glibc.close(fd) }
         receiveBuffer.deallocate()
     }
 
@@ -204,7 +217,7 @@ public final class Socket: @unchecked Sendable {
         bind: (Operation, Parked<Value>) -> Void
     ) async throws -> Value {
         scheduler.assertOnLoop()
-        guard descriptor >= 0 else {
+        guard descriptor >= 0 && !closing else {
             throw SocketError(errno: EBADF, operation: "\(operation.label) (the socket is closed)")
         }
         pending.append(operation)
@@ -223,17 +236,72 @@ public final class Socket: @unchecked Sendable {
 
     /// Accepts one connection.
     /// - Parameters:
-    ///   - deadline: When to give up (the accept is cancelled in the kernel).
+    ///   - deadline: When to give up.
     ///   - placement: Where the coroutine goes when the connection arrives.
     /// - Returns: The connected socket, `O_CLOEXEC`.
     /// - Throws: ``SocketError`` (`EMFILE`, `ENFILE`…), ``TimeoutError``, `CancellationError`.
     ///
-    /// Uses `IORING_OP_ACCEPT` (Linux 5.5).
+    /// Uses one multishot `IORING_OP_ACCEPT` per listener (`IORING_ACCEPT_MULTISHOT`,
+    /// Linux 5.19) that stays armed and queues connections, when the kernel has it and
+    /// ``Scheduler/Configuration/useMultishotAccept`` is on; otherwise one
+    /// `IORING_OP_ACCEPT` (5.5) per call, cancelled in the kernel at the deadline.
     public func accept(deadline: Deadline? = nil, placement: Placement = .back) async throws -> Socket {
-        let descriptor: Int32 = try await run(AcceptOperation(socket: self), deadline: deadline, placement: placement) {
-            $0.parked = $1
+        guard scheduler.multishotAccept else {
+            let descriptor: Int32 = try await run(AcceptOperation(socket: self), deadline: deadline, placement: placement) {
+                $0.parked = $1
+            }
+            return Socket(descriptor: descriptor, family: family, scheduler: scheduler)
         }
-        return Socket(descriptor: descriptor, family: family, scheduler: scheduler)
+        scheduler.assertOnLoop()
+        while true {
+            if acceptedHead < accepted.count {
+                let descriptor = accepted[acceptedHead]
+                acceptedHead += 1
+                if acceptedHead == accepted.count {
+                    accepted.removeAll(keepingCapacity: true)
+                    acceptedHead = 0
+                }
+                return Socket(descriptor: descriptor, family: family, scheduler: scheduler)
+            }
+            if let error = acceptError {
+                acceptError = nil
+                throw error
+            }
+            guard descriptor >= 0 && !closing else {
+                throw SocketError(errno: EBADF, operation: "accept (the socket is closed)")
+            }
+            if multishotAccept == nil {
+                let operation = MultishotAcceptOperation(listener: self)
+                multishotAccept = operation
+                pending.append(operation)
+                scheduler.start(operation)
+            }
+            let settings = ParkSettings(label: "accept", deadline: deadline)
+            let _: Void = try await scheduler.suspend(settings) { acceptors.append(($0, placement)) }
+        }
+    }
+
+    /// A CQE of the listener's multishot accept.
+    func multishotAcceptCompleted(_ operation: MultishotAcceptOperation, result: Int32, final: Bool) {
+        if result >= 0 {
+            if descriptor < 0 || closing {
+                Glibc.close(result)  // accepted as the listener was closing: nobody will take it
+            } else {
+                accepted.append(result)
+                if accepted.count - acceptedHead >= Self.acceptQueueLimit { operation.requestCancel(.paused) }
+            }
+        } else if result != -ECANCELED {
+            acceptError = SocketError(errno: -result, operation: "accept")
+        }
+        if final {
+            multishotAccept = nil
+            ended(operation)
+        }
+        // One event, one acceptor: the first still waiting.
+        while let (parked, placement) = acceptors.first {
+            acceptors.removeFirst()
+            if scheduler.resume(parked, returning: (), placement: placement) { break }
+        }
     }
 
     /// Connects to an address.
@@ -459,9 +527,20 @@ public final class Socket: @unchecked Sendable {
     /// Uses `IORING_OP_ASYNC_CANCEL` (5.5) per pending operation, then `IORING_OP_CLOSE` (5.6).
     public func close(placement: Placement = .back) async throws {
         scheduler.assertOnLoop()
-        guard descriptor >= 0 else { return }
+        guard descriptor >= 0 && !closing else { return }
+        closing = true
         let descriptor = self.descriptor
         for operation in pending { operation.requestCancel(.closed) }
+        // Acceptors learn the listener is gone; queued connections are closed.
+        let waiting = acceptors
+        acceptors = []
+        for (parked, placement) in waiting {
+            scheduler.resume(parked, throwing: SocketError(errno: EBADF, operation: "accept (the socket was closed)"),
+                             placement: placement)
+        }
+        for fd in accepted[acceptedHead...] { Glibc.close(fd) }
+        accepted = []
+        acceptedHead = 0
         if !pending.isEmpty {
             // Not cancellable: the descriptor must not be closed under a pending operation.
             let _: Void = try await scheduler.park { (parked: Parked<Void>) in closeWaiters.append(parked) }
