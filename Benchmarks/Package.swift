@@ -68,10 +68,12 @@ let package = Package(
 
         // MARK: Load and driver
         .target(name: "EchoBenchSupport"),
+        .target(name: "CEchoLinux", cSettings: cSettings),
         .executableTarget(
             name: "echo-load",
             dependencies: [
                 "EchoBenchSupport",
+                "CEchoLinux",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -80,6 +82,7 @@ let package = Package(
             name: "echo-matrix",
             dependencies: [
                 "EchoBenchSupport",
+                "CEchoLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -195,6 +195,43 @@ int cogen_set_thread_name(unsigned long thread, const char *name) {
 }
 
 // initial-exec: a plain %fs-relative load instead of a __tls_get_addr call.
+// Provided-buffer rings. liburing 2.3 has no io_uring_setup_buf_ring (2.4): map the ring
+// memory here and register it.
+int cogen_buf_ring_create(cogen_ring *ring, unsigned entries, uint16_t group, cogen_buf_ring **out) {
+    size_t size = (size_t)entries * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return -errno;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)mem;
+    reg.ring_entries = entries;
+    reg.bgid = group;
+    struct io_uring_buf_ring *br = mem;
+    io_uring_buf_ring_init(br);
+    int ret = io_uring_register_buf_ring(&ring->ring, &reg, 0);
+    if (ret != 0) {
+        munmap(mem, size);
+        return ret;
+    }
+    *out = (cogen_buf_ring *)br;
+    return 0;
+}
+
+void cogen_buf_ring_destroy(cogen_ring *ring, cogen_buf_ring *br, unsigned entries, uint16_t group) {
+    io_uring_unregister_buf_ring(&ring->ring, group);
+    munmap(br, (size_t)entries * sizeof(struct io_uring_buf));
+}
+
+void cogen_buf_ring_add(cogen_buf_ring *br, void *addr, unsigned len, uint16_t bid, unsigned entries,
+                        unsigned offset) {
+    io_uring_buf_ring_add((struct io_uring_buf_ring *)br, addr, len, bid, io_uring_buf_ring_mask(entries),
+                          (int)offset);
+}
+
+void cogen_buf_ring_advance(cogen_buf_ring *br, unsigned count) {
+    io_uring_buf_ring_advance((struct io_uring_buf_ring *)br, (int)count);
+}
+
 static __thread void *current_scheduler __attribute__((tls_model("initial-exec")));
 void *cogen_current_scheduler(void) { return current_scheduler; }
 void cogen_set_current_scheduler(void *scheduler) { current_scheduler = scheduler; }
@@ -214,6 +251,14 @@ void cogen_prep_accept(cogen_sqe *s, int fd, void *addr, unsigned *addrlen, uint
 void cogen_prep_multishot_accept(cogen_sqe *s, int fd, uint64_t user_data) {
     struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
     io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+    sqe->user_data = user_data;
+}
+
+void cogen_prep_recv_multishot(cogen_sqe *s, int fd, uint16_t group, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = group;
     sqe->user_data = user_data;
 }
 

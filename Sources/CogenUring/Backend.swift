@@ -44,6 +44,9 @@ protocol IOBackend: AnyObject {
     func wake()
     /// Releases the kernel resources; the loop thread, after the last completion.
     func close()
+    /// A shared receive-buffer pool the kernel fills (io_uring provided buffers), or nil
+    /// when the engine has none.
+    func makeBufferPool(count: Int, size: Int, maxPerConnection: Int) -> BufferPool?
     /// A description of the setup for logs and `--stats`.
     var setupDescription: String { get }
 }
@@ -103,6 +106,11 @@ struct InFlightTable {
             return nil
         }
         return slots[index]
+    }
+
+    /// Calls `body` with every operation in flight.
+    func forEach(_ body: (any KernelOperation) -> Void) {
+        for case let operation? in slots { body(operation) }
     }
 
     /// Releases the slot of a finished operation; its user_data is stale from now on.

@@ -89,6 +89,10 @@ final class IOUringBackend: IOBackend {
 
     var setupDescription: String { "io_uring (\(setup))" }
 
+    func makeBufferPool(count: Int, size: Int, maxPerConnection: Int) -> BufferPool? {
+        BufferPool(ring: ring, count: count, size: size, maxPerConnection: maxPerConnection)
+    }
+
     func activate() {
         if needsEnable {
             let status = cogen_ring_enable(ring)

@@ -39,6 +39,16 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         /// Accept with one multishot `IORING_OP_ACCEPT` per listener (5.19) when the kernel
         /// has it; `false` uses one accept SQE per connection (the 5.5 path).
         public var useMultishotAccept = true
+        /// Receive with one multishot `IORING_OP_RECV` per connection into a shared ring
+        /// of provided buffers (6.0) when the kernel has it; `false` uses one receive SQE
+        /// per call into the socket's own buffer (the 5.x path).
+        public var useProvidedBuffers = true
+        /// Buffers in the shared receive ring (a power of two).
+        public var receiveBufferCount = 2048
+        /// Bytes per buffer of the shared receive ring.
+        public var receiveBufferSize = 4096
+        /// The most ring buffers one connection holds before its receive pauses.
+        public var maxBuffersPerConnection = 16
         /// A name for the thread ``start()`` creates and for error reports.
         public var name = "cogen"
         /// How late a deadline may fire so that deadlines close together share one
@@ -104,6 +114,8 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     private let timerSlack: UInt64
     /// Multishot accept: asked for and offered by the kernel.
     let multishotAccept: Bool
+    /// The shared receive buffers (multishot receive), made when the loop first runs.
+    var bufferPool: BufferPool?
 
     // MARK: Cross-thread state
     private enum InboxItem {
@@ -156,7 +168,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         // Not a teardown (coroutines are never resumed from here; `shutdown()` is): only
         // the kernel resources of a scheduler dropped without one. Nothing can be in
         // flight: every task and operation keeps its scheduler alive.
-        if !closed.load(ordering: .acquiring) { backend.close() }
+        if !closed.load(ordering: .acquiring) {
+            bufferPool?.unregister()
+            backend.close()
+        }
         coroutinesByTask.deallocate()
         completionBuffer.deallocate()
     }
@@ -287,6 +302,12 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         if !activated {
             backend.activate()
             activated = true
+            let kernel = KernelFeatures.current
+            if configuration.useProvidedBuffers && kernel.bufferRings && kernel.multishotReceive {
+                bufferPool = backend.makeBufferPool(
+                    count: configuration.receiveBufferCount, size: configuration.receiveBufferSize,
+                    maxPerConnection: configuration.maxBuffersPerConnection)
+            }
         }
     }
 
@@ -473,8 +494,11 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         if entered { enterLoop() }
         shuttingDown = true
         for waiter in allWaiters where waiter.isParked { waiter.abortForShutdown() }
+        // Operations no coroutine waits on (multishot streams owned by sockets) too.
+        inFlight.forEach { ($0 as? IOOperation)?.requestCancel(.shutdown) }
         let report = loop(untilStopped: false, shutdown: true)
         closed.store(true, ordering: .releasing)
+        bufferPool?.unregister()
         backend.close()
         if entered { leaveLoop() }
         shutdownReport.withLock { $0 = report }

@@ -20,6 +20,7 @@ struct Engine: Sendable, CustomTestStringConvertible {
         configuration.backend = backend
         if !modern {
             configuration.useMultishotAccept = false
+            configuration.useProvidedBuffers = false
         }
     }
 

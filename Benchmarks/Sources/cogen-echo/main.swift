@@ -60,7 +60,7 @@ struct CogenEcho: ParsableCommand {
         }
         for scheduler in schedulers { scheduler.start() }
         print("listening on 127.0.0.1:\(boundPort)")
-        fflush(stdout)
+        fflush(nil)  // all streams: `stdout` is a global var Swift 6 refuses
 
         var received: Int32 = 0
         sigwait(&signals, &received)
@@ -72,7 +72,7 @@ struct CogenEcho: ParsableCommand {
                 print("scheduler \(index): \(scheduler.counters)")
             }
         }
-        fflush(stdout)
+        fflush(nil)  // all streams: `stdout` is a global var Swift 6 refuses
     }
 }
 

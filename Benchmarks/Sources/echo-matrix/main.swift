@@ -1,1 +1,382 @@
-print("stub")
+// echo-matrix: runs every echo server against echo-load over a matrix of loads.
+//
+//   echo-matrix [--full] [--servers a,b] [--json PATH] [--duration S] [--warmup S]
+//               [--load-threads N]
+//
+// The servers and echo-load are found next to this executable (the build directory).
+// Each server starts on a free port pinned to CPU 0; echo-load runs pinned to CPU 1 with
+// --json once per configuration, against the same server process; then the server gets
+// SIGTERM. The pinning keeps the two from competing for a CPU; on this two-CPU machine it
+// also means the load generator has one CPU, and its TCP work per message is about the
+// server's (loopback send and receive cost the same on both sides), so its CPU use is
+// printed beside every result: near 100% it paces the run as much as the server does,
+// and server CPU per message is the figure to compare.
+import ArgumentParser
+import CEchoLinux
+import EchoBenchSupport
+import Foundation  // JSONEncoder/JSONDecoder, String(format:)
+import Glibc
+
+struct LoadConfiguration: Codable, Sendable {
+    var connections: Int
+    var inflight: Int
+    var size: Int
+    var name: String { "\(connections)c×\(inflight)×\(size)B" }
+}
+
+struct RunRecord: Codable {
+    var server: String
+    var configuration: String
+    var connections: Int
+    var inflight: Int
+    var size: Int
+    var result: LoadResult?
+    var error: String?
+}
+
+struct RatioRecord: Codable {
+    var configuration: String
+    var cogenOverCUringThroughput: Double?
+    var cogenOverNIOThroughput: Double?
+    var cogenOverCUringP99: Double?
+    var cogenOverCUringServerCPU: Double?
+}
+
+struct Report: Codable {
+    var date: String
+    var kernel: String
+    var usableCPUs: Int
+    var durationSeconds: Double
+    var warmupSeconds: Double
+    var loadThreads: Int
+    var runs: [RunRecord]
+    var ratios: [RatioRecord]
+    /// What each server printed after its "listening on" line (cogen-echo: --stats).
+    var serverOutput: [String: String]
+}
+
+struct EchoMatrix: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "echo-matrix", abstract: "Runs the echo servers against echo-load and compares them.")
+
+    static let allServers = ["cogen-echo", "c-uring-echo", "c-epoll-echo", "nio-echo"]
+
+    @Flag(help: "The full matrix: connections {1,16,256,1000} × sizes {64,4096} × in flight {1,16}.")
+    var full = false
+    @Option(help: "Comma-separated servers to run (default: all four).")
+    var servers: String = allServers.joined(separator: ",")
+    @Option(help: "Where to write the JSON results.")
+    var json: String = "echo-results.json"
+    @Option(help: "Measured seconds per configuration.")
+    var duration: Double = 3
+    @Option(help: "Warm-up seconds per configuration.")
+    var warmup: Double = 1
+    @Option(name: .customLong("load-threads"), help: "echo-load --threads.")
+    var loadThreads: Int = 1
+
+    func validate() throws {
+        for server in serverList where !Self.allServers.contains(server) {
+            throw ValidationError("unknown server '\(server)'; known: \(Self.allServers.joined(separator: ", "))")
+        }
+        guard !serverList.isEmpty else { throw ValidationError("--servers names no server") }
+    }
+
+    var serverList: [String] { servers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+
+    var configurations: [LoadConfiguration] {
+        guard full else {
+            return [
+                LoadConfiguration(connections: 16, inflight: 16, size: 64),
+                LoadConfiguration(connections: 256, inflight: 1, size: 64),
+                LoadConfiguration(connections: 1, inflight: 1, size: 64),
+            ]
+        }
+        var all: [LoadConfiguration] = []
+        for connections in [1, 16, 256, 1000] {
+            for size in [64, 4096] {
+                for inflight in [1, 16] {
+                    all.append(LoadConfiguration(connections: connections, inflight: inflight, size: size))
+                }
+            }
+        }
+        return all
+    }
+
+    func run() throws {
+        let directory = executableDirectory()
+        let cpus = Int(echo_usable_cpus())
+        // Server on CPU 0, load on CPU 1; with a single CPU there is nothing to separate.
+        let (serverCPU, loadCPU): (Int32, Int32) = cpus >= 2 ? (0, 1) : (-1, -1)
+        if cpus < 2 { warn("only \(cpus) usable CPU: server and load generator share it (no pinning)") }
+
+        var runs: [RunRecord] = []
+        var serverOutput: [String: String] = [:]
+        for server in serverList {
+            let arguments = ["--port", "0"] + (server == "cogen-echo" ? ["--stats"] : [])
+            let process: ServerProcess
+            do {
+                process = try ServerProcess.start(path: "\(directory)/\(server)", arguments: arguments, cpu: serverCPU)
+            } catch {
+                warn("\(server): \(error)")
+                for configuration in configurations {
+                    runs.append(record(server, configuration, nil, "\(error)"))
+                }
+                continue
+            }
+            warn("\(server): pid \(process.pid), 127.0.0.1:\(process.port)")
+            for configuration in configurations {
+                guard process.isRunning else {
+                    runs.append(record(server, configuration, nil, "the server exited"))
+                    continue
+                }
+                let load = [
+                    "--port", "\(process.port)", "--connections", "\(configuration.connections)",
+                    "--size", "\(configuration.size)", "--inflight", "\(configuration.inflight)",
+                    "--duration", "\(duration)", "--warmup", "\(warmup)", "--threads", "\(loadThreads)",
+                    "--server-pid", "\(process.pid)", "--json",
+                ]
+                let (status, output) = runToCompletion(path: "\(directory)/echo-load", arguments: load, cpu: loadCPU)
+                if let data = output.data(using: .utf8), let result = try? JSONDecoder().decode(LoadResult.self, from: data) {
+                    runs.append(record(server, configuration, result, status == 0 ? nil : "echo-load exit status \(status)"))
+                    warn("  \(configuration.name): \(Int(result.messagesPerSecond)) msg/s")
+                } else {
+                    runs.append(record(server, configuration, nil, "echo-load exit status \(status), no result"))
+                    warn("  \(configuration.name): failed (echo-load exit status \(status))")
+                }
+            }
+            let (status, rest) = process.stop()
+            serverOutput[server] = rest
+            if status != 0 { warn("\(server): exit status \(status) after SIGTERM") }
+        }
+
+        let ratios = configurations.map { ratio(for: $0, in: runs) }
+        printTable(runs, ratios: ratios)
+
+        let report = Report(
+            date: ISO8601DateFormatter().string(from: Date()), kernel: kernelRelease(), usableCPUs: cpus,
+            durationSeconds: duration, warmupSeconds: warmup, loadThreads: loadThreads, runs: runs,
+            ratios: ratios, serverOutput: serverOutput)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(report).write(to: URL(fileURLWithPath: json))
+        print("JSON written to \(json)")
+    }
+
+    private func record(_ server: String, _ c: LoadConfiguration, _ result: LoadResult?, _ error: String?) -> RunRecord {
+        RunRecord(server: server, configuration: c.name, connections: c.connections, inflight: c.inflight,
+                  size: c.size, result: result, error: error)
+    }
+
+    private func ratio(for configuration: LoadConfiguration, in runs: [RunRecord]) -> RatioRecord {
+        func result(_ server: String) -> LoadResult? {
+            runs.first { $0.server == server && $0.configuration == configuration.name }?.result
+        }
+        func divide(_ a: Double?, _ b: Double?) -> Double? {
+            guard let a, let b, b > 0 else { return nil }
+            return a / b
+        }
+        let cogen = result("cogen-echo"), uring = result("c-uring-echo"), nio = result("nio-echo")
+        return RatioRecord(
+            configuration: configuration.name,
+            cogenOverCUringThroughput: divide(cogen?.messagesPerSecond, uring?.messagesPerSecond),
+            cogenOverNIOThroughput: divide(cogen?.messagesPerSecond, nio?.messagesPerSecond),
+            cogenOverCUringP99: divide(cogen?.p99Micros, uring?.p99Micros),
+            cogenOverCUringServerCPU: divide(cogen?.serverCPUNanosPerMessage, uring?.serverCPUNanosPerMessage))
+    }
+
+    private func printTable(_ runs: [RunRecord], ratios: [RatioRecord]) {
+        func f(_ value: Double?, _ digits: Int = 1) -> String {
+            guard let value else { return "-" }
+            return String(format: "%.\(digits)f", value)
+        }
+        func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
+            let padding = String(repeating: " ", count: max(0, width - text.count))
+            return left ? text + padding : padding + text
+        }
+        print("")
+        print("echo servers on CPU 0, echo-load on CPU 1; \(f(duration)) s measured after \(f(warmup)) s warm-up; "
+            + "latency per message, send to full echo; \(kernelRelease())")
+        let header = [pad("server", 13, left: true), pad("config", 15, left: true), pad("msg/s", 10),
+                      pad("p50 µs", 8), pad("p99 µs", 8), pad("p999 µs", 8), pad("srv ns/msg", 10),
+                      pad("srv CPU%", 8), pad("LG CPU%", 8), pad("errors", 6)]
+        print(header.joined(separator: "  "))
+        var saturated = false
+        for run in runs {
+            var cells = [pad(run.server, 13, left: true), pad(run.configuration, 15, left: true)]
+            if let r = run.result {
+                let loadBound = r.loadgenBusiestThreadPercent >= 90
+                saturated = saturated || loadBound
+                cells += [pad(f(r.messagesPerSecond, 0), 10), pad(f(r.p50Micros), 8), pad(f(r.p99Micros), 8),
+                          pad(f(r.p999Micros), 8), pad(f(r.serverCPUNanosPerMessage, 0), 10),
+                          pad(f(r.serverCPUPercent, 0), 8),
+                          pad(f(r.loadgenBusiestThreadPercent, 0) + (loadBound ? "*" : " "), 8),
+                          pad("\(r.byteErrors + r.connectionErrors)", 6)]
+                if let error = run.error { cells.append(error) }
+            } else {
+                cells.append("failed: \(run.error ?? "?")")
+            }
+            print(cells.joined(separator: "  "))
+        }
+        if saturated {
+            print("* the load generator's thread was ≥ 90% busy: it paced that run as much as the server did;")
+            print("  compare servers there by srv ns/msg (CPU per message), not by msg/s.")
+        }
+        print("errors: byte errors + connection errors seen by echo-load.")
+        print("")
+        print([pad("config", 15, left: true), pad("cogen/c-uring msg/s", 19), pad("cogen/nio msg/s", 15),
+               pad("p99 cogen/c-uring", 17), pad("srv ns/msg cogen/c-uring", 24)].joined(separator: "  "))
+        for r in ratios {
+            print([pad(r.configuration, 15, left: true), pad(f(r.cogenOverCUringThroughput, 2), 19),
+                   pad(f(r.cogenOverNIOThroughput, 2), 15), pad(f(r.cogenOverCUringP99, 2), 17),
+                   pad(f(r.cogenOverCUringServerCPU, 2), 24)].joined(separator: "  "))
+        }
+        print("")
+    }
+}
+
+// MARK: Processes
+
+enum ProcessError: Error, CustomStringConvertible {
+    case spawn(String, Int32)
+    case noListeningLine(String)
+    var description: String {
+        switch self {
+        case .spawn(let path, let errno): "cannot start \(path): \(String(cString: strerror(errno)))"
+        case .noListeningLine(let output): "no 'listening on' line within 10 s; it printed: \(output)"
+        }
+    }
+}
+
+/// A server started with its stdout on a pipe.
+final class ServerProcess {
+    let pid: pid_t
+    let port: Int
+    private let stdoutFD: Int32
+
+    private init(pid: pid_t, port: Int, stdoutFD: Int32) {
+        self.pid = pid
+        self.port = port
+        self.stdoutFD = stdoutFD
+    }
+
+    /// Starts the server and waits (10 s at most) for its "listening on 127.0.0.1:PORT".
+    static func start(path: String, arguments: [String], cpu: Int32) throws -> ServerProcess {
+        let (pid, fd) = try spawn(path: path, arguments: arguments, cpu: cpu)
+        var text = ""
+        let deadline = monotonicNanoseconds() + 10_000_000_000
+        while monotonicNanoseconds() < deadline {
+            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("listening on ") }),
+               let port = line.split(separator: ":").last.flatMap({ Int($0) })
+            {
+                return ServerProcess(pid: pid, port: port, stdoutFD: fd)
+            }
+            guard let chunk = readChunk(fd, timeoutMilliseconds: 100) else { break }  // EOF
+            text += chunk
+        }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        close(fd)
+        throw ProcessError.noListeningLine(text)
+    }
+
+    var isRunning: Bool {
+        var status: Int32 = 0
+        return waitpid(pid, &status, WNOHANG) == 0
+    }
+
+    /// SIGTERM, then up to 10 s for it to exit (SIGKILL after). Returns the exit status
+    /// (-1 if it did not exit by itself or died of a signal) and what it printed since.
+    func stop() -> (Int32, String) {
+        kill(pid, SIGTERM)
+        var output = ""
+        let deadline = monotonicNanoseconds() + 10_000_000_000
+        while monotonicNanoseconds() < deadline, let chunk = readChunk(stdoutFD, timeoutMilliseconds: 100) {
+            output += chunk
+        }
+        close(stdoutFD)
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == 0 {
+            kill(pid, SIGKILL)
+            waitpid(pid, &status, 0)
+            return (-1, output)
+        }
+        // WIFEXITED / WEXITSTATUS, which do not import.
+        return ((status & 0x7F) == 0 ? (status >> 8) & 0xFF : -1, output)
+    }
+}
+
+/// Runs a program to its end; returns its exit status and its stdout.
+func runToCompletion(path: String, arguments: [String], cpu: Int32) -> (Int32, String) {
+    guard let (pid, fd) = try? spawn(path: path, arguments: arguments, cpu: cpu) else { return (-1, "") }
+    var output = ""
+    while let chunk = readChunk(fd, timeoutMilliseconds: -1) { output += chunk }
+    close(fd)
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return ((status & 0x7F) == 0 ? (status >> 8) & 0xFF : -1, output)
+}
+
+/// posix_spawn with stdout on a pipe (stderr inherited), pinned to `cpu` (< 0: any): the
+/// child inherits the affinity this thread has at the moment of the spawn.
+func spawn(path: String, arguments: [String], cpu: Int32) throws -> (pid_t, Int32) {
+    var pipeFDs: [Int32] = [0, 0]
+    guard pipe(&pipeFDs) == 0 else { throw ProcessError.spawn(path, errno) }
+    // Both ends close-on-exec (no other child inherits them); the dup2 below clears it
+    // on the child's copy that becomes its stdout. Single-threaded: no spawn in between.
+    for fd in pipeFDs { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)  // dup2 clears CLOEXEC
+
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    echo_pin_thread(cpu)
+    var pid: pid_t = 0
+    let status = posix_spawn(&pid, path, &actions, nil, argv, environ)
+    echo_pin_thread(-1)
+    close(pipeFDs[1])
+    guard status == 0 else {
+        close(pipeFDs[0])
+        throw ProcessError.spawn(path, status)
+    }
+    return (pid, pipeFDs[0])
+}
+
+/// Reads what is there within the timeout: "" on timeout, nil at end of file.
+func readChunk(_ fd: Int32, timeoutMilliseconds: Int32) -> String? {
+    var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    let ready = poll(&poller, 1, timeoutMilliseconds)
+    if ready == 0 { return "" }
+    if ready < 0 { return errno == EINTR ? "" : nil }
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    let n = read(fd, &buffer, buffer.count)
+    if n < 0 && errno == EINTR { return "" }
+    guard n > 0 else { return nil }
+    return String(decoding: buffer[..<n], as: UTF8.self)
+}
+
+/// The directory of this executable: the build directory, where its siblings are.
+func executableDirectory() -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    guard n > 0 else { return "." }
+    let path = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+}
+
+func kernelRelease() -> String {
+    var names = utsname()
+    guard uname(&names) == 0 else { return "unknown" }
+    return withUnsafeBytes(of: &names.release) { raw in
+        "Linux " + String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+    }
+}
+
+func warn(_ message: String) {
+    let line = "echo-matrix: \(message)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+EchoMatrix.main()

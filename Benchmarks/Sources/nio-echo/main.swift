@@ -55,7 +55,7 @@ struct NIOEcho: ParsableCommand {
             }
         let channel = try bootstrap.bind(host: "127.0.0.1", port: port).wait()
         print("listening on 127.0.0.1:\(channel.localAddress?.port ?? port)")
-        fflush(stdout)
+        fflush(nil)  // all streams: `stdout` is a global var Swift 6 refuses
 
         var received: Int32 = 0
         sigwait(&signals, &received)

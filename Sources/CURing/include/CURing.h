@@ -130,12 +130,29 @@ void cogen_prep_cancel_fd(cogen_sqe *sqe, int fd, uint64_t user_data);
 void cogen_prep_accept(cogen_sqe *sqe, int fd, void *addr, unsigned *addrlen, uint64_t user_data);
 /// IORING_OP_ACCEPT with IORING_ACCEPT_MULTISHOT (5.19): one CQE per connection.
 void cogen_prep_multishot_accept(cogen_sqe *sqe, int fd, uint64_t user_data);
+/// IORING_OP_RECV with IORING_RECV_MULTISHOT and IOSQE_BUFFER_SELECT (6.0): one CQE per
+/// chunk received, each into a buffer of group `group`.
+void cogen_prep_recv_multishot(cogen_sqe *sqe, int fd, uint16_t group, uint64_t user_data);
 void cogen_prep_connect(cogen_sqe *sqe, int fd, const void *addr, unsigned addrlen, uint64_t user_data);
 void cogen_prep_recv(cogen_sqe *sqe, int fd, void *buf, size_t len, int flags, uint64_t user_data);
 /// IORING_OP_SEND with MSG_NOSIGNAL added: a closed peer is an error, never SIGPIPE.
 void cogen_prep_send(cogen_sqe *sqe, int fd, const void *buf, size_t len, int flags, uint64_t user_data);
 void cogen_prep_shutdown(cogen_sqe *sqe, int fd, int how, uint64_t user_data);
 void cogen_prep_close(cogen_sqe *sqe, int fd, uint64_t user_data);
+
+/// Opaque: a provided-buffer ring (`struct io_uring_buf_ring`).
+typedef struct cogen_buf_ring cogen_buf_ring;
+
+/// Maps a ring of `entries` (a power of two) buffer slots and registers it as buffer group
+/// `group` (IORING_REGISTER_PBUF_RING, 5.19). Returns 0 or -errno.
+int cogen_buf_ring_create(cogen_ring *ring, unsigned entries, uint16_t group, cogen_buf_ring **out);
+/// Unregisters and unmaps the ring.
+void cogen_buf_ring_destroy(cogen_ring *ring, cogen_buf_ring *br, unsigned entries, uint16_t group);
+/// Stages buffer `bid` at `addr` (`len` bytes) `offset` slots past the ring's tail.
+void cogen_buf_ring_add(cogen_buf_ring *br, void *addr, unsigned len, uint16_t bid, unsigned entries,
+                        unsigned offset);
+/// Publishes `count` staged buffers to the kernel.
+void cogen_buf_ring_advance(cogen_buf_ring *br, unsigned count);
 
 /// The scheduler running on the calling thread (a thread-local), or NULL.
 void *cogen_current_scheduler(void);

@@ -85,6 +85,27 @@ final class MultishotAcceptOperation: SocketOperation {
     }
 }
 
+/// `IORING_OP_RECV` with `IORING_RECV_MULTISHOT` from the scheduler's provided-buffer
+/// ring (6.0): armed while the socket wants data, one CQE per chunk, naming the buffer the
+/// kernel filled. No coroutine waits on it: the socket queues the chunks and wakes its
+/// receiver.
+final class MultishotReceiveOperation: SocketOperation {
+    let pool: BufferPool
+
+    init(socket: Socket, pool: BufferPool) {
+        self.pool = pool
+        super.init(socket: socket, label: "receive")
+    }
+
+    override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
+        cogen_prep_recv_multishot(sqe, socket.descriptor, pool.group, userData)
+    }
+
+    override func complete(result: Int32, flags: UInt32) {
+        socket.multishotReceiveCompleted(self, result: result, flags: flags)
+    }
+}
+
 /// `IORING_OP_CONNECT` (5.5).
 final class ConnectOperation: SocketOperation {
     var parked: Parked<Void>?

@@ -1,3 +1,4 @@
+import CURing
 import Glibc
 
 /// How long a socket operation may take.
@@ -87,6 +88,24 @@ public final class Socket: @unchecked Sendable {
     private var acceptedHead = 0
     private var acceptError: SocketError?
     private var acceptors: [(Parked<Void>, Placement)] = []
+    // Multishot receive: chunks the kernel put in ring buffers, not yet copied out; the end
+    // of stream or the error that follows them; the coroutine waiting for them.
+    private struct Chunk {
+        var buffer: UInt16
+        var length: Int
+        var offset: Int
+    }
+    private var multishotReceive: MultishotReceiveOperation?
+    /// Chunks copied out of the ring for a lagging reader (see `spillChunks`): they come
+    /// after `readBuffer` and before `chunks`.
+    private var spilled: [UInt8] = []
+    private var chunks: [Chunk] = []
+    private var chunksHead = 0
+    private var receivedEnd = false
+    private var receiveFailure: SocketError?
+    private var starvedForBuffers = false
+    private var receiver: (Parked<Void>, Placement)?
+
     /// Connections queued beyond this pause the multishot accept (backpressure: the
     /// kernel's backlog holds the rest).
     static let acceptQueueLimit = 256
@@ -352,8 +371,144 @@ public final class Socket: @unchecked Sendable {
             defer { readBuffer.removeFirst(count) }
             return Array(readBuffer.prefix(count))
         }
+        if scheduler.bufferPool != nil {
+            var bytes: [UInt8] = []
+            try await receiveChunks(maxLength: maxLength, deadline: deadline, placement: placement) {
+                bytes.append(contentsOf: $0)
+            }
+            return bytes
+        }
         let count = try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement)
         return Array(UnsafeRawBufferPointer(start: receiveBuffer, count: count))
+    }
+
+    /// Appends up to `maxLength` newly received bytes to `readBuffer`; 0 at end of stream.
+    private func fill(maxLength: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
+        if scheduler.bufferPool != nil {
+            var count = 0
+            try await receiveChunks(maxLength: maxLength, deadline: deadline, placement: placement) {
+                readBuffer.append(contentsOf: $0)
+                count += $0.count
+            }
+            return count
+        }
+        let count = try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement)
+        readBuffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: count))
+        return count
+    }
+
+    /// The provided-buffer path: waits for chunks, then copies out up to `maxLength`
+    /// bytes, giving each buffer back once emptied. Nothing copied: end of stream.
+    private func receiveChunks(
+        maxLength: Int, deadline: Deadline?, placement: Placement, _ take: (UnsafeRawBufferPointer) -> Void
+    ) async throws {
+        guard !receiving else {
+            throw SocketError(errno: EBUSY, operation: "receive (another receive is pending on this socket)")
+        }
+        receiving = true
+        defer { receiving = false }
+        guard let pool = scheduler.bufferPool else { return }
+        while chunksHead == chunks.count && spilled.isEmpty && !receivedEnd && receiveFailure == nil {
+            guard descriptor >= 0 && !closing else {
+                throw SocketError(errno: EBADF, operation: "receive (the socket is closed)")
+            }
+            if multishotReceive == nil && !starvedForBuffers { armReceive(pool) }
+            let settings = ParkSettings(label: "receive", deadline: deadline)
+            let _: Void = try await scheduler.suspend(settings) { receiver = ($0, placement) }
+        }
+        var remaining = maxLength
+        if !spilled.isEmpty {
+            // Spilled bytes come first: they arrived before any chunk still held.
+            let count = min(remaining, spilled.count)
+            spilled.withUnsafeBytes { take(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+            spilled.removeFirst(count)
+            remaining -= count
+        }
+        while remaining > 0 && chunksHead < chunks.count {
+            let chunk = chunks[chunksHead]
+            let count = min(remaining, chunk.length - chunk.offset)
+            take(UnsafeRawBufferPointer(rebasing: pool.bytes(chunk.buffer, count: chunk.length)[chunk.offset..<(chunk.offset + count)]))
+            remaining -= count
+            if chunk.offset + count == chunk.length {
+                chunksHead += 1
+                pool.giveBack(chunk.buffer)
+            } else {
+                chunks[chunksHead].offset += count
+            }
+        }
+        if chunksHead == chunks.count {
+            chunks.removeAll(keepingCapacity: true)
+            chunksHead = 0
+        }
+        if remaining == maxLength, let failure = receiveFailure {
+            receiveFailure = nil
+            throw failure
+        }
+    }
+
+    private func armReceive(_ pool: BufferPool) {
+        let operation = MultishotReceiveOperation(socket: self, pool: pool)
+        multishotReceive = operation
+        pending.append(operation)
+        scheduler.start(operation)
+    }
+
+    /// A CQE of the socket's multishot receive.
+    func multishotReceiveCompleted(_ operation: MultishotReceiveOperation, result: Int32, flags: UInt32) {
+        let pool = operation.pool
+        if result > 0 && flags & UInt32(COGEN_CQE_F_BUFFER) != 0 {
+            let buffer = UInt16(truncatingIfNeeded: flags >> 16)
+            pool.taken()
+            if closing {
+                pool.giveBack(buffer)
+            } else {
+                chunks.append(Chunk(buffer: buffer, length: Int(result), offset: 0))
+                if chunks.count - chunksHead >= pool.maxPerConnection { spillChunks(operation, pool) }
+            }
+        } else if result == 0 {
+            receivedEnd = true
+        } else if result == -ENOBUFS {
+            // The ring was empty: nothing lost (the bytes wait in the socket). Armed again
+            // at the next wait if buffers came back meanwhile, else when one comes back.
+            if pool.available == 0 {
+                starvedForBuffers = true
+                pool.starving(self)
+            }
+        } else if result < 0 && result != -ECANCELED {
+            receiveFailure = SocketError(errno: -result, operation: "receive")
+        }
+        if flags & UInt32(COGEN_CQE_F_MORE) == 0 {
+            multishotReceive = nil
+            ended(operation)
+        }
+        if let (parked, placement) = receiver {
+            receiver = nil
+            scheduler.resume(parked, returning: (), placement: placement)
+        }
+    }
+
+    /// A connection whose reader lags must not keep the shared ring: the kernel may fill
+    /// dozens of buffers for one connection before its CQEs are seen (multishot receive
+    /// retries inline while data is there), so pausing alone cannot bound its share. Its
+    /// chunks are copied, in order, to the connection's own read buffer (bounded by what
+    /// arrives before the pause takes effect), the ring buffers go back at once, and the
+    /// receive pauses until the reader catches up.
+    private func spillChunks(_ operation: MultishotReceiveOperation, _ pool: BufferPool) {
+        for chunk in chunks[chunksHead...] {
+            spilled.append(contentsOf: pool.bytes(chunk.buffer, count: chunk.length)[chunk.offset...])
+            pool.giveBack(chunk.buffer)
+        }
+        chunks.removeAll(keepingCapacity: true)
+        chunksHead = 0
+        operation.requestCancel(.paused)
+    }
+
+    /// The buffer pool has buffers again after this socket's receive found none.
+    func buffersReturned() {
+        starvedForBuffers = false
+        if receiver != nil, multishotReceive == nil, !closing, let pool = scheduler.bufferPool {
+            armReceive(pool)
+        }
     }
 
     private func receiveIntoBuffer(maxLength: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
@@ -390,13 +545,12 @@ public final class Socket: @unchecked Sendable {
         while readBuffer.count < count {
             let received: Int
             do {
-                received = try await receiveIntoBuffer(
+                received = try await fill(
                     maxLength: max(count - readBuffer.count, 4096), deadline: deadline, placement: placement)
             } catch is TimeoutError {
                 throw TimeoutError(operation: "receive exactly \(count) bytes", bytesTransferred: readBuffer.count)
             }
             if received == 0 { throw EndOfStreamError(bytesAvailable: readBuffer.count, bytesWanted: count) }
-            readBuffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: received))
             if case .weak(let duration) = timeout { deadline = .after(duration) }
         }
         defer { readBuffer.removeFirst(count) }
@@ -431,7 +585,7 @@ public final class Socket: @unchecked Sendable {
             if searched >= limit { throw LineTooLongError(limit: limit) }
             let received: Int
             do {
-                received = try await receiveIntoBuffer(
+                received = try await fill(
                     maxLength: min(max(limit - searched, 1), 65536), deadline: deadline, placement: placement)
             } catch is TimeoutError {
                 throw TimeoutError(operation: "receive a line", bytesTransferred: readBuffer.count)
@@ -441,7 +595,6 @@ public final class Socket: @unchecked Sendable {
                 readBuffer = []
                 return rest
             }
-            readBuffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: received))
             if case .weak(let duration) = timeout { deadline = .after(duration) }
         }
     }
@@ -541,6 +694,19 @@ public final class Socket: @unchecked Sendable {
         for fd in accepted[acceptedHead...] { Glibc.close(fd) }
         accepted = []
         acceptedHead = 0
+        // A receiver waiting for chunks learns the socket is gone; held buffers go back.
+        if let (parked, placement) = receiver {
+            receiver = nil
+            scheduler.resume(parked, throwing: SocketError(errno: EBADF, operation: "receive (the socket was closed)"),
+                             placement: placement)
+        }
+        if let pool = scheduler.bufferPool {
+            for chunk in chunks[chunksHead...] { pool.giveBack(chunk.buffer) }
+            pool.forget(self)
+        }
+        chunks = []
+        chunksHead = 0
+        spilled = []
         if !pending.isEmpty {
             // Not cancellable: the descriptor must not be closed under a pending operation.
             let _: Void = try await scheduler.park { (parked: Parked<Void>) in closeWaiters.append(parked) }

@@ -1,1 +1,0 @@
-public let stub = 1

@@ -1,0 +1,139 @@
+// What echo-load and echo-matrix share: the result echo-load prints with --json (and
+// echo-matrix reads back), and a few clocks.
+import Glibc
+
+/// One echo-load run, as `echo-load --json` prints it: one JSON object.
+public struct LoadResult: Codable, Sendable {
+    // The configuration.
+    public var port: Int
+    public var connections: Int
+    public var idleConnections: Int
+    public var size: Int
+    public var inflight: Int
+    public var threads: Int
+    public var warmupSeconds: Double
+    /// The measured window as it really was (wall time).
+    public var durationSeconds: Double
+
+    // Connections.
+    public var connectionsEstablished: Int
+    public var idleConnectionsEstablished: Int
+    /// Connections that failed to connect or failed during the run (EOF, reset).
+    public var connectionErrors: Int
+
+    // Throughput and latency of the measured window. Latency is per message, from the
+    // write that sent it to the read that completed its echo.
+    public var messages: Int
+    public var messagesPerSecond: Double
+    public var p50Micros: Double
+    public var p99Micros: Double
+    public var p999Micros: Double
+    public var maxMicros: Double
+    public var meanMicros: Double
+
+    // CPU over the measured window.
+    /// Server utime+stime (/proc/PID/stat, clock-tick resolution) per message; nil
+    /// without --server-pid.
+    public var serverCPUNanosPerMessage: Double?
+    /// Server CPU time over wall time, in percent of one CPU.
+    public var serverCPUPercent: Double?
+    /// The load generator's own CPU per message (all its threads).
+    public var loadgenCPUNanosPerMessage: Double
+    /// The load generator's CPU over wall time, in percent of one CPU (all threads).
+    public var loadgenCPUPercent: Double
+    /// The busiest load thread's CPU over wall time: near 100 means the load generator,
+    /// not the server, set the pace.
+    public var loadgenBusiestThreadPercent: Double
+
+    // Correctness.
+    /// Echoed bytes that differed from what was sent (the run exits 2 if any).
+    public var byteErrors: Int
+    public var bytesVerified: Int
+
+    public init(
+        port: Int, connections: Int, idleConnections: Int, size: Int, inflight: Int, threads: Int,
+        warmupSeconds: Double, durationSeconds: Double, connectionsEstablished: Int,
+        idleConnectionsEstablished: Int, connectionErrors: Int, messages: Int, messagesPerSecond: Double,
+        p50Micros: Double, p99Micros: Double, p999Micros: Double, maxMicros: Double, meanMicros: Double,
+        serverCPUNanosPerMessage: Double?, serverCPUPercent: Double?, loadgenCPUNanosPerMessage: Double,
+        loadgenCPUPercent: Double, loadgenBusiestThreadPercent: Double, byteErrors: Int, bytesVerified: Int
+    ) {
+        self.port = port
+        self.connections = connections
+        self.idleConnections = idleConnections
+        self.size = size
+        self.inflight = inflight
+        self.threads = threads
+        self.warmupSeconds = warmupSeconds
+        self.durationSeconds = durationSeconds
+        self.connectionsEstablished = connectionsEstablished
+        self.idleConnectionsEstablished = idleConnectionsEstablished
+        self.connectionErrors = connectionErrors
+        self.messages = messages
+        self.messagesPerSecond = messagesPerSecond
+        self.p50Micros = p50Micros
+        self.p99Micros = p99Micros
+        self.p999Micros = p999Micros
+        self.maxMicros = maxMicros
+        self.meanMicros = meanMicros
+        self.serverCPUNanosPerMessage = serverCPUNanosPerMessage
+        self.serverCPUPercent = serverCPUPercent
+        self.loadgenCPUNanosPerMessage = loadgenCPUNanosPerMessage
+        self.loadgenCPUPercent = loadgenCPUPercent
+        self.loadgenBusiestThreadPercent = loadgenBusiestThreadPercent
+        self.byteErrors = byteErrors
+        self.bytesVerified = bytesVerified
+    }
+}
+
+// MARK: Clocks
+
+/// CLOCK_MONOTONIC in nanoseconds.
+@inline(__always)
+public func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// CPU time of a clock (CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID) in nanoseconds.
+public func cpuNanoseconds(_ clock: clockid_t) -> UInt64 {
+    var ts = timespec()
+    clock_gettime(clock, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// Sleeps until a CLOCK_MONOTONIC time.
+public func sleep(untilMonotonic nanoseconds: UInt64) {
+    var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nil) == EINTR {}
+}
+
+/// utime+stime of a process (all its threads, live and exited) from /proc/PID/stat, in
+/// nanoseconds; nil if the process is gone. Resolution: one clock tick (10 ms at USER_HZ
+/// 100), so measure over seconds.
+public func processCPUNanoseconds(pid: Int32) -> UInt64? {
+    guard let file = fopen("/proc/\(pid)/stat", "r") else { return nil }
+    defer { fclose(file) }
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let count = fread(&buffer, 1, buffer.count - 1, file)
+    guard count > 0 else { return nil }
+    let text = String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    // Field 2, the command name, is in parentheses and may hold spaces: count from the
+    // last ')'. After it: state (field 3) … utime (14), stime (15).
+    guard let close = text.lastIndex(of: ")") else { return nil }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let utime = UInt64(fields[11]), let stime = UInt64(fields[12]) else { return nil }
+    let ticksPerSecond = UInt64(sysconf(Int32(_SC_CLK_TCK)))
+    return (utime + stime) * 1_000_000_000 / ticksPerSecond
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to the hard limit.
+public func raiseDescriptorLimit() {
+    var limit = rlimit()
+    let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    if getrlimit(resource, &limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(resource, &limit)
+    }
+}
