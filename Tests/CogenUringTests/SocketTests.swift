@@ -158,7 +158,7 @@ struct SocketTests {
             scheduler.spawn {
                 let server = try await listener.accept()
                 do {
-                    _ = try await server.receive(deadline: .after(.milliseconds(20)))
+                    _ = try await server.receive(deadline: .after(.milliseconds(50)))
                 } catch let error as TimeoutError {
                     log.value.append("timeout: \(error.operation)")
                 }
@@ -169,7 +169,7 @@ struct SocketTests {
             }
             scheduler.spawn {
                 let client = try await Socket.connect(to: address)
-                try await scheduler.sleep(for: .milliseconds(60))
+                try await scheduler.sleep(for: .milliseconds(300))
                 try await client.sendAll(Array("late".utf8))
                 _ = try await client.receive()
                 try await client.close()

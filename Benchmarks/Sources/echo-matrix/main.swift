@@ -295,11 +295,16 @@ final class ServerProcess {
             output += chunk
         }
         close(stdoutFD)
+        // Its stdout reaches end of file a moment before the exiting process can be
+        // reaped: poll for the exit until the deadline.
         var status: Int32 = 0
-        if waitpid(pid, &status, WNOHANG) == 0 {
-            kill(pid, SIGKILL)
-            waitpid(pid, &status, 0)
-            return (-1, output)
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            guard monotonicNanoseconds() < deadline else {
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                return (-1, output)
+            }
+            usleep(10_000)
         }
         // WIFEXITED / WEXITSTATUS, which do not import.
         return ((status & 0x7F) == 0 ? (status >> 8) & 0xFF : -1, output)
