@@ -143,6 +143,9 @@ enum CancelReason {
 protocol KernelOperation: AnyObject {
     /// io_uring: fills the SQE (opcode, descriptor, buffers) and stamps `userData`.
     func prepare(_ sqe: OpaquePointer, userData: UInt64)
-    /// The kernel's final completion arrived; the operation has left the in-flight table.
+    /// A completion arrived; after the final one (no `IORING_CQE_F_MORE`) the operation
+    /// has left the in-flight table.
     func complete(result: Int32, flags: UInt32)
+    /// A multishot stream no coroutine waits on (it does not keep `run()` alive by itself).
+    var isStream: Bool { get }
 }

@@ -95,6 +95,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     @exclusivity(unchecked) var timers = TimerHeap()
     @exclusivity(unchecked) var inFlight = InFlightTable()
     @exclusivity(unchecked) var parkedCount = 0
+    /// Multishot streams in flight, and coroutines parked on a socket waiting for what a
+    /// stream delivers: an armed stream keeps `run()` alive only while someone waits.
+    @exclusivity(unchecked) var streams = 0
+    @exclusivity(unchecked) var streamWaiters = 0
     @usableFromInline @exclusivity(unchecked) var liveCoroutines = 0
     @exclusivity(unchecked) var shuttingDown = false
     /// Live coroutines by their task, for parks to recognise them.
@@ -382,8 +386,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     }
 
     private func isIdle(shutdown: Bool) -> Bool {
-        guard inFlight.count == 0, timers.isEmpty, !inboxPending.load(ordering: .sequentiallyConsistent)
+        guard inFlight.count == streams, streamWaiters == 0 || shutdown, timers.isEmpty,
+              !inboxPending.load(ordering: .sequentiallyConsistent)
         else { return false }
+        if shutdown && inFlight.count > 0 { return false }
         // A live coroutine that is not parked here is suspended on something outside the
         // scheduler (a task, a thread, `Task.sleep`) that will enqueue it through the inbox.
         return shutdown || liveCoroutines <= parkedCount
@@ -413,6 +419,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         if completion.flags & UInt32(COGEN_CQE_F_MORE) == 0 {
             inFlight.remove(completion.userData)
             statistics.completed.increment()
+            if operation.isStream { streams -= 1 }
         }
         operation.complete(result: completion.result, flags: completion.flags)
     }

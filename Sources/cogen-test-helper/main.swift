@@ -70,10 +70,76 @@ func cancelledOperationsLeakNothing() -> Int32 {
     return before == after ? 0 : 1
 }
 
+/// A server under a descriptor limit: the accepts that fail with EMFILE are counted, and
+/// accepting resumes when connections end, without spinning, until every client is served.
+func acceptUnderDescriptorLimit() -> Int32 {
+    do {
+        let server = try Server(configuration: Server.Configuration(address: .loopback())) { connection in
+            let bytes = try await connection.receive(exactly: 4)
+            try await connection.sendAll(bytes)
+        }
+        let port = server.address.port
+        // Thirty client sockets first, then the limit drops to just above what is open,
+        // then they connect: the server can hold only a few connections at once.
+        var clients: [Int32] = []
+        for _ in 0..<30 {
+            clients.append(socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0))
+        }
+        // The limit bounds descriptor numbers, not their count: fill the holes below the
+        // highest open descriptor first, so that exactly four numbers stay free.
+        var highest: Int32 = 0
+        for fd in clients { highest = max(highest, fd) }
+        var fillers: [Int32] = []
+        while true {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            if fd > highest { close(fd); break }
+            fillers.append(fd)
+        }
+        defer { for fd in fillers { close(fd) } }
+        var limit = rlimit(rlim_cur: rlim_t(highest + 1 + 4), rlim_max: rlim_t(20000))
+        guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { print("setrlimit failed"); return 1 }
+        for fd in clients {
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+            let status = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard status == 0 else { print("connect failed: \(errno)"); return 1 }
+        }
+        // Each client in turn: send 4 bytes, read them back, close (which frees a slot).
+        var echoed = 0
+        for fd in clients {
+            var message: [UInt8] = [1, 2, 3, 4]
+            guard write(fd, &message, 4) == 4 else { continue }
+            var reply = [UInt8](repeating: 0, count: 4)
+            var got = 0
+            while got < 4 {
+                let n = reply.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, 4 - got) }
+                if n <= 0 { break }
+                got += n
+            }
+            if got == 4 && reply == message { echoed += 1 }
+            close(fd)
+        }
+        let report = server.shutdown(gracePeriod: .seconds(5))
+        print("echoed \(echoed) of 30; \(report)")
+        // Exhaustion happened and was survived; a spin would count many thousands.
+        return echoed == 30 && report.served == 30 && report.descriptorExhaustions > 0
+            && report.descriptorExhaustions < 2000 ? 0 : 1
+    } catch {
+        print("error: \(error)")
+        return 1
+    }
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 switch arguments.first {
 case "cancelled-operations-leak-nothing":
     exit(cancelledOperationsLeakNothing())
+case "accept-under-descriptor-limit":
+    exit(acceptUnderDescriptorLimit())
 default:
     print("usage: cogen-test-helper cancelled-operations-leak-nothing")
     exit(2)

@@ -178,7 +178,7 @@ struct SocketTests {
         #expect(log.value == ["timeout: receive", "then late"])
     }
 
-    @Test(arguments: allBackends, [SocketTimeout.weak(.milliseconds(500)), .strong(.milliseconds(300))])
+    @Test(arguments: allBackends, [SocketTimeout.weak(.milliseconds(800)), .strong(.milliseconds(450))])
     func exactReadTimeoutsKeepThePartialData(_ backend: Engine, timeout: SocketTimeout) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
@@ -200,14 +200,14 @@ struct SocketTests {
             }
             scheduler.spawn {
                 let client = try await Socket.connect(to: address)
-                // Progress every 200 ms: a weak timeout of 500 ms keeps moving and expires
-                // 500 ms after the last piece; a strong one of 300 ms expires between the
+                // Progress every 300 ms: a weak timeout of 800 ms keeps moving and expires
+                // 800 ms after the last piece; a strong one of 450 ms expires between the
                 // second and the third piece. Wide margins: CI machines are loaded.
                 for piece in ["ab", "cd", "ef"] {
                     try await client.sendAll(Array(piece.utf8))
-                    try await scheduler.sleep(for: .milliseconds(200))
+                    try await scheduler.sleep(for: .milliseconds(300))
                 }
-                try await scheduler.sleep(for: .milliseconds(600))
+                try await scheduler.sleep(for: .milliseconds(900))
                 try await client.close()
             }
         }

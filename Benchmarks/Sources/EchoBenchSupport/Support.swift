@@ -44,6 +44,14 @@ public struct LoadResult: Codable, Sendable {
     /// The busiest load thread's CPU over wall time: near 100 means the load generator,
     /// not the server, set the pace.
     public var loadgenBusiestThreadPercent: Double
+    /// CPU used on the whole machine (/proc/stat: everything but idle and iowait), in
+    /// percent of one CPU (200 = both of two CPUs busy).
+    public var machineCPUPercent: Double
+    /// Machine CPU that neither the server nor the load generator used: other processes
+    /// (a build, a test run) disturbing the measurement. Nil without --server-pid.
+    public var otherCPUPercent: Double?
+    /// Time the hypervisor ran something else while a CPU of ours wanted to run.
+    public var stealPercent: Double
 
     // Correctness.
     /// Echoed bytes that differed from what was sent (the run exits 2 if any).
@@ -56,7 +64,8 @@ public struct LoadResult: Codable, Sendable {
         idleConnectionsEstablished: Int, connectionErrors: Int, messages: Int, messagesPerSecond: Double,
         p50Micros: Double, p99Micros: Double, p999Micros: Double, maxMicros: Double, meanMicros: Double,
         serverCPUNanosPerMessage: Double?, serverCPUPercent: Double?, loadgenCPUNanosPerMessage: Double,
-        loadgenCPUPercent: Double, loadgenBusiestThreadPercent: Double, byteErrors: Int, bytesVerified: Int
+        loadgenCPUPercent: Double, loadgenBusiestThreadPercent: Double, machineCPUPercent: Double,
+        otherCPUPercent: Double?, stealPercent: Double, byteErrors: Int, bytesVerified: Int
     ) {
         self.port = port
         self.connections = connections
@@ -81,6 +90,9 @@ public struct LoadResult: Codable, Sendable {
         self.loadgenCPUNanosPerMessage = loadgenCPUNanosPerMessage
         self.loadgenCPUPercent = loadgenCPUPercent
         self.loadgenBusiestThreadPercent = loadgenBusiestThreadPercent
+        self.machineCPUPercent = machineCPUPercent
+        self.otherCPUPercent = otherCPUPercent
+        self.stealPercent = stealPercent
         self.byteErrors = byteErrors
         self.bytesVerified = bytesVerified
     }
@@ -126,6 +138,23 @@ public func processCPUNanoseconds(pid: Int32) -> UInt64? {
     guard fields.count > 12, let utime = UInt64(fields[11]), let stime = UInt64(fields[12]) else { return nil }
     let ticksPerSecond = UInt64(sysconf(Int32(_SC_CLK_TCK)))
     return (utime + stime) * 1_000_000_000 / ticksPerSecond
+}
+
+/// The machine's CPU time from /proc/stat's first line, in nanoseconds: busy (user, nice,
+/// system, irq, softirq) and steal, summed over all CPUs.
+public func machineCPUNanoseconds() -> (busy: UInt64, steal: UInt64) {
+    guard let file = fopen("/proc/stat", "r") else { return (0, 0) }
+    defer { fclose(file) }
+    var buffer = [CChar](repeating: 0, count: 512)
+    guard fgets(&buffer, Int32(buffer.count), file) != nil else { return (0, 0) }
+    let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    // "cpu  user nice system idle iowait irq softirq steal guest guest_nice" (guest time
+    // is already counted in user).
+    let ticks = line.split(separator: " ").dropFirst().compactMap { UInt64($0) }
+    guard ticks.count >= 8 else { return (0, 0) }
+    let toNanoseconds = 1_000_000_000 / UInt64(sysconf(Int32(_SC_CLK_TCK)))
+    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]
+    return (busy * toNanoseconds, ticks[7] * toNanoseconds)
 }
 
 /// Raises RLIMIT_NOFILE's soft limit to the hard limit.

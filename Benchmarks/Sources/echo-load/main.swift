@@ -103,10 +103,12 @@ struct EchoLoad: ParsableCommand {
         sleep(untilMonotonic: measureStart)
         let server0 = serverPID.flatMap { processCPUNanoseconds(pid: $0) }
         let self0 = cpuNanoseconds(CLOCK_PROCESS_CPUTIME_ID)
+        let machine0 = machineCPUNanoseconds()
         let wall0 = monotonicNanoseconds()
         sleep(untilMonotonic: measureEnd)
         let server1 = serverPID.flatMap { processCPUNanoseconds(pid: $0) }
         let self1 = cpuNanoseconds(CLOCK_PROCESS_CPUTIME_ID)
+        let machine1 = machineCPUNanoseconds()
         let wall1 = monotonicNanoseconds()
         for handle in handles { pthread_join(handle, nil) }
         for fd in idleSockets { close(fd) }
@@ -126,10 +128,14 @@ struct EchoLoad: ParsableCommand {
         let wall = Double(wall1 - wall0)
         let perMessage = { (nanoseconds: UInt64) in messages > 0 ? Double(nanoseconds) / Double(messages) : 0 }
         let micros = { (nanoseconds: UInt64) in Double(nanoseconds) / 1000 }
-        var serverPerMessage: Double?, serverPercent: Double?
+        let loadgenPercent = Double(self1 - self0) / wall * 100
+        let machinePercent = Double(machine1.busy &- machine0.busy) / wall * 100
+        var serverPerMessage: Double?, serverPercent: Double?, otherPercent: Double?
         if let server0, let server1 {
             serverPerMessage = perMessage(server1 - server0)
             serverPercent = Double(server1 - server0) / wall * 100
+            // Tick-resolution counters on both sides: a few percent of noise either way.
+            otherPercent = max(0, machinePercent - serverPercent! - loadgenPercent)
         }
         let result = LoadResult(
             port: port, connections: connections, idleConnections: idle, size: size, inflight: inflight,
@@ -143,8 +149,10 @@ struct EchoLoad: ParsableCommand {
             maxMicros: micros(histogram.max), meanMicros: histogram.mean / 1000,
             serverCPUNanosPerMessage: serverPerMessage, serverCPUPercent: serverPercent,
             loadgenCPUNanosPerMessage: perMessage(self1 - self0),
-            loadgenCPUPercent: Double(self1 - self0) / wall * 100,
-            loadgenBusiestThreadPercent: busiest, byteErrors: byteErrors, bytesVerified: bytesVerified)
+            loadgenCPUPercent: loadgenPercent, loadgenBusiestThreadPercent: busiest,
+            machineCPUPercent: machinePercent, otherCPUPercent: otherPercent,
+            stealPercent: Double(machine1.steal &- machine0.steal) / wall * 100,
+            byteErrors: byteErrors, bytesVerified: bytesVerified)
 
         if json {
             let encoder = JSONEncoder()
@@ -171,6 +179,8 @@ struct EchoLoad: ParsableCommand {
         }
         print("  loadgen CPU  \(f(r.loadgenCPUNanosPerMessage, 0)) ns/msg (\(f(r.loadgenCPUPercent))% of a CPU; "
             + "busiest thread \(f(r.loadgenBusiestThreadPercent))%)")
+        print("  machine CPU  \(f(r.machineCPUPercent))% of a CPU; others \(r.otherCPUPercent.map { f($0) + "%" } ?? "?"), "
+            + "steal \(f(r.stealPercent))%")
         print("  byte errors  \(r.byteErrors) (\(r.bytesVerified) bytes checked)")
     }
 }

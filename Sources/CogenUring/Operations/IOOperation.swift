@@ -17,6 +17,8 @@ class IOOperation: KernelOperation {
     var cancelReason: CancelReason?
     var placement: Placement = .back
     let label: StaticString
+    /// Started with `Scheduler.start`: a multishot stream no coroutine waits on.
+    var isStream = false
 
     init(scheduler: Scheduler, label: StaticString) {
         self.scheduler = scheduler
@@ -65,6 +67,12 @@ class IOOperation: KernelOperation {
     final func requestCancel(_ reason: CancelReason) {
         guard cancelReason == nil else { return }
         cancelReason = reason
+        // A stream being cancelled is awaited (by a close, a pause, the shutdown): from
+        // now on it keeps `run()` alive like any operation until its final CQE.
+        if isStream {
+            isStream = false
+            scheduler.streams -= 1
+        }
         scheduler.cancelInKernel(userData: userData)
     }
 }
@@ -90,6 +98,8 @@ extension Scheduler {
     /// Starts an operation no coroutine waits on (a multishot stream owned by a socket);
     /// its completions go to the operation itself.
     func start(_ operation: IOOperation) {
+        operation.isStream = true
+        streams += 1
         let userData = inFlight.insert(operation)
         operation.userData = userData
         backend.submit(operation, userData: userData)

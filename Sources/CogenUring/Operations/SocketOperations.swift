@@ -73,15 +73,29 @@ final class AcceptOperation: SocketOperation {
 /// `IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT` (5.19): armed once per listener,
 /// one CQE per connection (`IORING_CQE_F_MORE` while it stays armed). No coroutine waits
 /// on it: the listener queues the connections and wakes its acceptors.
-final class MultishotAcceptOperation: SocketOperation {
-    init(listener: Socket) { super.init(socket: listener, label: "accept") }
+final class MultishotAcceptOperation: IOOperation {
+    // Weak: a listener nobody references any more must be able to go (its deinit cancels
+    // this stream), while the operation stays in flight until its final CQE.
+    weak var socket: Socket?
+    let descriptor: Int32
+
+    init(listener: Socket) {
+        socket = listener
+        descriptor = listener.descriptor
+        super.init(scheduler: listener.scheduler, label: "accept")
+    }
 
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
-        cogen_prep_multishot_accept(sqe, socket.descriptor, userData)
+        cogen_prep_multishot_accept(sqe, descriptor, userData)
     }
 
     override func complete(result: Int32, flags: UInt32) {
-        socket.multishotAcceptCompleted(self, result: result, final: flags & UInt32(COGEN_CQE_F_MORE) == 0)
+        let final = flags & UInt32(COGEN_CQE_F_MORE) == 0
+        if let socket {
+            socket.multishotAcceptCompleted(self, result: result, final: final)
+        } else if result >= 0 {
+            Glibc.close(result)  // the listener is gone: nobody will take this connection
+        }
     }
 }
 
@@ -89,20 +103,31 @@ final class MultishotAcceptOperation: SocketOperation {
 /// ring (6.0): armed while the socket wants data, one CQE per chunk, naming the buffer the
 /// kernel filled. No coroutine waits on it: the socket queues the chunks and wakes its
 /// receiver.
-final class MultishotReceiveOperation: SocketOperation {
+final class MultishotReceiveOperation: IOOperation {
+    // Weak, as for the multishot accept: a socket nobody references any more goes, and
+    // its deinit cancels this stream.
+    weak var socket: Socket?
+    let descriptor: Int32
     let pool: BufferPool
 
     init(socket: Socket, pool: BufferPool) {
+        self.socket = socket
+        descriptor = socket.descriptor
         self.pool = pool
-        super.init(socket: socket, label: "receive")
+        super.init(scheduler: socket.scheduler, label: "receive")
     }
 
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
-        cogen_prep_recv_multishot(sqe, socket.descriptor, pool.group, userData)
+        cogen_prep_recv_multishot(sqe, descriptor, pool.group, userData)
     }
 
     override func complete(result: Int32, flags: UInt32) {
-        socket.multishotReceiveCompleted(self, result: result, flags: flags)
+        if let socket {
+            socket.multishotReceiveCompleted(self, result: result, flags: flags)
+        } else if result > 0 && flags & UInt32(COGEN_CQE_F_BUFFER) != 0 {
+            pool.taken()
+            pool.giveBack(UInt16(truncatingIfNeeded: flags >> 16))  // nobody will read it
+        }
     }
 }
 

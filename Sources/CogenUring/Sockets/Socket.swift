@@ -79,7 +79,7 @@ public final class Socket: @unchecked Sendable {
     /// `close()` has begun: no new operation, nothing more queued.
     private var closing = false
     private var sending = false
-    private var pending: [SocketOperation] = []
+    private var pending: [IOOperation] = []
     private var closeWaiters: [Parked<Void>] = []
     // Multishot accept: connections the kernel accepted and no coroutine took yet, the
     // error to hand to the next acceptor, and the acceptors waiting.
@@ -119,10 +119,22 @@ public final class Socket: @unchecked Sendable {
     }
 
     deinit {
-        // No operation can be pending (each holds the socket); a socket dropped without
-        // `close()` does not leak its descriptor, nor the connections it queued.
+        // Only streams can be pending (every other operation holds the socket): cancel
+        // them, on the loop. A socket dropped without `close()` leaks neither its
+        // descriptor, nor the connections it queued, nor ring buffers.
+        for operation in pending {
+            if scheduler.isOnLoop {
+                operation.requestCancel(.closed)
+            } else {
+                nonisolated(unsafe) let operation = operation
+                scheduler.post { operation.requestCancel(.closed) }
+            }
+        }
         if descriptor >= 0 { Glibc.close(descriptor) }
         for fd in accepted[acceptedHead...] { Glibc.close(fd) }
+        if let pool = scheduler.bufferPool {
+            for chunk in chunks[chunksHead...] { pool.giveBack(chunk.buffer) }
+        }
         receiveBuffer.deallocate()
     }
 
@@ -244,7 +256,7 @@ public final class Socket: @unchecked Sendable {
         return try await scheduler.perform(operation, deadline: deadline, placement: placement, bind: bind)
     }
 
-    private func ended(_ operation: SocketOperation) {
+    private func ended(_ operation: IOOperation) {
         if let index = pending.firstIndex(where: { $0 === operation }) { pending.remove(at: index) }
         if pending.isEmpty && !closeWaiters.isEmpty {
             let waiters = closeWaiters
@@ -296,6 +308,8 @@ public final class Socket: @unchecked Sendable {
                 scheduler.start(operation)
             }
             let settings = ParkSettings(label: "accept", deadline: deadline)
+            scheduler.streamWaiters += 1
+            defer { scheduler.streamWaiters -= 1 }
             let _: Void = try await scheduler.suspend(settings) { acceptors.append(($0, placement)) }
         }
     }
@@ -414,6 +428,8 @@ public final class Socket: @unchecked Sendable {
             }
             if multishotReceive == nil && !starvedForBuffers { armReceive(pool) }
             let settings = ParkSettings(label: "receive", deadline: deadline)
+            scheduler.streamWaiters += 1
+            defer { scheduler.streamWaiters -= 1 }
             let _: Void = try await scheduler.suspend(settings) { receiver = ($0, placement) }
         }
         var remaining = maxLength
