@@ -22,6 +22,13 @@ final class Box<T>: @unchecked Sendable {
     init(_ value: T) { self.value = value }
 }
 
+func dropWithoutClosing(_ address: SocketAddress, _ listener: Socket) async throws {
+    let client = try await Socket.connect(to: address)
+    let server = try await listener.accept()
+    try await client.sendAll([1, 2, 3])
+    _ = try await server.receive()  // arms the receive stream on the provided-buffer path
+}
+
 /// Every blocked socket operation cancelled (by task cancellation, by a deadline, by
 /// close): afterwards no descriptor is left open.
 func cancelledOperationsLeakNothing() -> Int32 {
@@ -53,9 +60,15 @@ func cancelledOperationsLeakNothing() -> Int32 {
             } catch let error as TimeoutError {
                 outcomes.value.append("send timed out after \(error.bytesTransferred > 0 ? "some" : "no") bytes")
             }
-            // connect, cancelled (a listener whose backlog is full keeps connects pending)
             try await client.close()
             try await server.close()
+            // Sockets dropped without close(), one with its multishot receive armed: their
+            // deinit closes the descriptors and cancels the stream.
+            let inLoop = openDescriptors()
+            try await dropWithoutClosing(address, listener)
+            try await scheduler.sleep(for: .milliseconds(50))
+            let afterDrop = openDescriptors()
+            outcomes.value.append(afterDrop == inLoop ? "dropped sockets closed" : "dropped sockets leaked \(afterDrop - inLoop)")
             try await listener.close()
         }
         let report = scheduler.run()
