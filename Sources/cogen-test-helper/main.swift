@@ -154,12 +154,91 @@ func acceptUnderDescriptorLimit() -> Int32 {
     }
 }
 
+/// Resident memory of this process, in bytes.
+func residentBytes() -> Int {
+    guard let file = fopen("/proc/self/statm", "r") else { return -1 }
+    defer { fclose(file) }
+    var size = 0, resident = 0
+    guard withUnsafeMutablePointer(to: &size, { s in
+        withUnsafeMutablePointer(to: &resident) { r in cogenScanStatm(file, s, r) }
+    }) else { return -1 }
+    return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+func cogenScanStatm(_ file: UnsafeMutablePointer<FILE>, _ size: UnsafeMutablePointer<Int>, _ resident: UnsafeMutablePointer<Int>) -> Bool {
+    var line = [CChar](repeating: 0, count: 256)
+    guard fgets(&line, 256, file) != nil else { return false }
+    let fields = String(cString: line).split(separator: " ")
+    guard fields.count >= 2, let s = Int(fields[0]), let r = Int(fields[1]) else { return false }
+    size.pointee = s
+    resident.pointee = r
+    return true
+}
+
+/// 100 peers that never read, each sent 4 MiB: the senders wait (the library buffers
+/// nothing on their behalf, so memory stays flat) while another connection's ping-pong
+/// goes on undisturbed.
+func slowReadersKeepMemoryFlat() -> Int32 {
+    let result = Box("")
+    do {
+        let scheduler = try Scheduler()
+        scheduler.spawn {
+            let listener = try Socket.listening(on: .loopback())
+            let address = try listener.localAddress
+            let payload = [UInt8](repeating: 42, count: 4 << 20)  // shared by every send
+            // Warm up one connection first, so that growth measures the slow readers only.
+            let pingClient = try await Socket.connect(to: address)
+            let pingServer = try await listener.accept()
+            try await pingClient.sendAll([1])
+            _ = try await pingServer.receive()
+            let before = residentBytes()
+            var slowClients: [Socket] = []
+            var senders: [Coroutine<Void>] = []
+            for _ in 0..<100 {
+                slowClients.append(try await Socket.connect(to: address))
+                let server = try await listener.accept()
+                senders.append(scheduler.spawn { try await server.sendAll(payload) })
+            }
+            try await scheduler.sleep(for: .milliseconds(300))  // every sender is blocked now
+            let after = residentBytes()
+            // The other connection keeps its latency: 200 round trips, each bounded.
+            var worst = Duration.zero
+            for round in 0..<200 {
+                let started = ContinuousClock.now
+                try await pingClient.sendAll([UInt8(truncatingIfNeeded: round)])
+                let echo = try await pingServer.receive(deadline: .after(.seconds(2)))
+                try await pingServer.sendAll(echo)
+                _ = try await pingClient.receive(deadline: .after(.seconds(2)))
+                worst = max(worst, ContinuousClock.now - started)
+            }
+            let perConnection = (after - before) / 100
+            result.value = "RSS growth per slow reader \(perConnection) B; worst round trip \(worst)"
+            for sender in senders { sender.cancel() }
+            for client in slowClients { try await client.close() }
+            try await pingClient.close()
+            try await pingServer.close()
+            try await listener.close()
+            if perConnection > 64 << 10 { result.value += " (too much)" }
+        }
+        scheduler.errorHandler = { _, _ in }
+        scheduler.run()
+        scheduler.shutdown()
+    } catch {
+        print("error: \(error)")
+        return 1
+    }
+    print(result.value)
+    return result.value.hasPrefix("RSS") && !result.value.hasSuffix("(too much)") ? 0 : 1
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 switch arguments.first {
 case "cancelled-operations-leak-nothing":
     exit(cancelledOperationsLeakNothing())
 case "accept-under-descriptor-limit":
     exit(acceptUnderDescriptorLimit())
+case "slow-readers-keep-memory-flat":
+    exit(slowReadersKeepMemoryFlat())
 default:
     print("usage: cogen-test-helper cancelled-operations-leak-nothing")
     exit(2)

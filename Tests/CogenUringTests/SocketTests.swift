@@ -315,6 +315,42 @@ struct SocketTests {
     }
 
     @Test(arguments: allBackends)
+    func aHalfClosingPeerThatReadsLazilyGetsEveryByte(_ backend: Engine) async throws {
+        let response = pattern(4 << 20, seed: 3)
+        let got = Box<[UInt8]>([])
+        try await runScheduler(backend, bound: .seconds(60)) { scheduler in
+            let listener = try Socket.listening(on: .loopback(), on: scheduler)
+            let address = try listener.localAddress
+            scheduler.spawn {
+                let server = try await listener.accept()
+                var request: [UInt8] = []
+                while true {  // read the request until the peer's end of stream
+                    let bytes = try await server.receive()
+                    if bytes.isEmpty { break }
+                    request += bytes
+                }
+                #expect(request == Array("GET".utf8))
+                try await server.sendAll(response)  // the peer still reads after its half-close
+                try await server.close()
+                try await listener.close()
+            }
+            scheduler.spawn {
+                let client = try await Socket.connect(to: address)
+                try await client.sendAll(Array("GET".utf8))
+                try await client.shutdown(.write)
+                while true {
+                    let bytes = try await client.receive(maxLength: 16384)
+                    if bytes.isEmpty { break }
+                    got.value += bytes
+                    if got.value.count % (256 << 10) < 16384 { try await scheduler.sleep(for: .milliseconds(2)) }
+                }
+                try await client.close()
+            }
+        }
+        #expect(got.value == response)
+    }
+
+    @Test(arguments: allBackends)
     func largeTransfersInBothDirections(_ backend: Engine) async throws {
         let size = 16 << 20
         let ok = Box(0)
@@ -536,5 +572,12 @@ struct ProvidedBufferTests {
         #expect(fastGot.value == 1 << 20)
         // The pause is a cancel, so a few more chunks may land: bounded, far from the ring.
         #expect(heldBySlow.value >= 0 && heldBySlow.value <= 4 + 4)
+    }
+}
+
+extension ProcessWideTests {
+    @Test func slowReadersKeepServerMemoryFlat() throws {
+        let (status, output) = try runHelper("slow-readers-keep-memory-flat")
+        #expect(status == 0, "\(output)")
     }
 }
