@@ -352,7 +352,7 @@ struct SocketTests {
 
     @Test(arguments: allBackends)
     func largeTransfersInBothDirections(_ backend: Engine) async throws {
-        let size = 16 << 20
+        let size = 64 << 20
         let ok = Box(0)
         try await runScheduler(backend, bound: .seconds(60)) { scheduler in
             let listener = try Socket.listening(on: .loopback(), on: scheduler)
