@@ -39,7 +39,7 @@ final class IOUringBackend: IOBackend {
         let entries = max(configuration.ringEntries, 2)
         // CQ at least twice the SQ: a full SQ of operations that each complete, plus the
         // completions of the batch before, must fit without relying on overflow.
-        let cqEntries = max(configuration.completionEntries ?? entries * 4, entries * 2)
+        let cqEntries = max(configuration.completionEntries ?? max(entries * 4, 4096), entries * 2)
         var flags: UInt32 = 0
         let single = configuration.useSingleIssuer && kernel.singleIssuer && kernel.ringDisabled
         let deferred = single && configuration.useDeferTaskrun && kernel.deferTaskrun

@@ -25,7 +25,9 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         public var backend: Backend = .ioUring
         /// Submission queue entries (`io_uring_setup` entries).
         public var ringEntries: UInt32 = 256
-        /// Completion queue entries; default four times `ringEntries`, never less than twice.
+        /// Completion queue entries; default four times `ringEntries` and at least 4096
+        /// (multishot streams post many completions per submission), never less than
+        /// twice `ringEntries`.
         public var completionEntries: UInt32? = nil
         /// Most completions handled per loop pass, so a completion storm cannot starve the
         /// run queue.
@@ -44,9 +46,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         /// per call into the socket's own buffer (the 5.x path).
         public var useProvidedBuffers = true
         /// Buffers in the shared receive ring (a power of two).
-        public var receiveBufferCount = 2048
-        /// Bytes per buffer of the shared receive ring.
-        public var receiveBufferSize = 4096
+        public var receiveBufferCount = 1024
+        /// Bytes per buffer of the shared receive ring (16 KiB: pipelined 4 KiB messages
+        /// fill fewer buffers, and pause less often, than with 4 KiB buffers).
+        public var receiveBufferSize = 16384
         /// The most ring buffers one connection holds before its receive pauses.
         public var maxBuffersPerConnection = 16
         /// A name for the thread ``start()`` creates and for error reports.

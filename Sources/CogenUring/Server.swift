@@ -81,7 +81,7 @@ public final class Server: Sendable {
         self.states = states
         self.address = address
         for state in states {
-            nonisolated(unsafe) let listener = state.listener
+            let listener = state.listener
             let options = configuration.connectionOptions
             let backoff = configuration.acceptBackoff
             state.scheduler.spawn("acceptor") {
@@ -117,7 +117,7 @@ public final class Server: Sendable {
 private final class State: @unchecked Sendable {
     // @unchecked Sendable: everything but `report` is confined to the scheduler's thread.
     let scheduler: Scheduler
-    nonisolated(unsafe) let listener: Socket
+    let listener: Socket
     private var handlers: [Int: AnyCoroutine] = [:]
     private var nextKey = 0
     private var nextAcceptWake = Signal<Void>()
@@ -151,7 +151,7 @@ private final class State: @unchecked Sendable {
                 return  // the listener was closed (shutdown) or the scheduler is going down
             }
             for option in options { try? connection.setOption(option) }
-            nonisolated(unsafe) let socket = connection
+            let socket = connection
             let key = nextKey
             nextKey += 1
             handlers[key] = scheduler.spawn("connection") { [self] in

@@ -69,6 +69,20 @@ func cancelledOperationsLeakNothing() -> Int32 {
             try await scheduler.sleep(for: .milliseconds(50))
             let afterDrop = openDescriptors()
             outcomes.value.append(afterDrop == inLoop ? "dropped sockets closed" : "dropped sockets leaked \(afterDrop - inLoop)")
+            // A cancelled coroutine closing its sockets: close() cannot park any more, and
+            // still closes the descriptors.
+            let cancelled = scheduler.spawn {
+                let socket = try await Socket.connect(to: address)
+                do { _ = try await scheduler.wait(forSignal: "never") } catch {}
+                do { try await socket.close() } catch is CancellationError {
+                    outcomes.value.append("close refused to park")
+                }
+            }
+            let peer = try await listener.accept()
+            await scheduler.yield()
+            cancelled.cancel()
+            _ = try? await cancelled.join()
+            try await peer.close()
             try await listener.close()
         }
         let report = scheduler.run()

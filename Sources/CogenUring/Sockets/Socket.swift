@@ -731,6 +731,13 @@ public final class Socket: @unchecked Sendable {
         self.descriptor = -1
         readBuffer = []
         let operation = CloseOperation(socket: self, descriptor: descriptor)
-        let _: Void = try await scheduler.perform(operation, deadline: nil, placement: placement) { $0.parked = $1 }
+        do {
+            let _: Void = try await scheduler.perform(operation, deadline: nil, placement: placement) { $0.parked = $1 }
+        } catch {
+            // The park was refused (shutdown, a cancelled coroutine) before the close went
+            // to the kernel: close it here rather than leak it.
+            if operation.userData == 0 { Glibc.close(descriptor) }
+            throw error
+        }
     }
 }

@@ -111,17 +111,21 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             case .ipv4:
                 var address = raw.load(as: sockaddr_in.self).sin_addr
                 inet_ntop(AF_INET, &address, &text, socklen_t(text.count))
-                return "\(String(cString: text)):\(port)"
+                return "\(Self.text(text)):\(port)"
             case .ipv6:
                 var address = raw.load(as: sockaddr_in6.self).sin6_addr
                 inet_ntop(AF_INET6, &address, &text, socklen_t(text.count))
-                return "[\(String(cString: text))]:\(port)"
+                return "[\(Self.text(text))]:\(port)"
             case .unix:
                 let pathOffset = MemoryLayout<sa_family_t>.size
                 let bytes = raw[pathOffset..<Int(max(length, socklen_t(pathOffset)))].prefix { $0 != 0 }
                 return "unix:" + String(decoding: bytes, as: UTF8.self)
             }
         }
+    }
+
+    private static func text(_ characters: [CChar]) -> String {
+        String(decoding: characters.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     public static func == (lhs: SocketAddress, rhs: SocketAddress) -> Bool {
