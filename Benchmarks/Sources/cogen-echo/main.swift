@@ -1,6 +1,7 @@
 // cogen-echo: an echo server on CogenUring, one coroutine per connection.
 //
 //   cogen-echo [--port N] [--backend io_uring] [--threads N] [--stats]
+//              [--ring-entries N] [--buffer-count N] [--buffer-size B] [--buffers-per-connection N]
 //
 // Each of the N schedulers runs on its own thread with its own listener on the same port
 // (SO_REUSEPORT: the kernel spreads connections over them). Prints
@@ -26,6 +27,16 @@ struct CogenEcho: ParsableCommand {
     @Flag(help: "On exit, print each scheduler's counters, ring setup and the kernel's features.")
     var stats = false
 
+    // Tuning, for experiments; each defaults to Scheduler.Configuration's own default.
+    @Option(name: .customLong("ring-entries"), help: "SQ entries per ring.")
+    var ringEntries: UInt32?
+    @Option(name: .customLong("buffer-count"), help: "Buffers in the shared receive ring (a power of two).")
+    var bufferCount: Int?
+    @Option(name: .customLong("buffer-size"), help: "Bytes per receive-ring buffer.")
+    var bufferSize: Int?
+    @Option(name: .customLong("buffers-per-connection"), help: "Ring buffers a connection may hold before its receive pauses.")
+    var buffersPerConnection: Int?
+
     func validate() throws {
         guard backend == "io_uring" else {
             throw ValidationError("unsupported backend '\(backend)': only io_uring is available")
@@ -48,6 +59,10 @@ struct CogenEcho: ParsableCommand {
         for index in 0..<threads {
             var configuration = Scheduler.Configuration()
             configuration.name = "echo-\(index)"
+            if let ringEntries { configuration.ringEntries = ringEntries }
+            if let bufferCount { configuration.receiveBufferCount = bufferCount }
+            if let bufferSize { configuration.receiveBufferSize = bufferSize }
+            if let buffersPerConnection { configuration.maxBuffersPerConnection = buffersPerConnection }
             let scheduler = try Scheduler(configuration: configuration)
             // Made here, before start(), so that with --port 0 the first listener's port
             // is known for the others. Plain socket/bind/listen calls: safe off the loop.

@@ -4,10 +4,11 @@
 //             [--warmup S] [--idle N] [--threads T] [--server-pid P] [--json]
 //
 // C connections each keep K messages of B bytes in flight (K = 1: ping-pong). A message
-// is its sequence number (8 bytes, little-endian) followed by a slice of a fixed random
-// pattern whose start depends on the connection and the sequence number, so every echoed
-// byte is checked against what that message must hold; mismatches are counted and make
-// the exit status 2. Latency is per message, from the write that carried it to the read
+// is an 8-byte little-endian header (the connection's sequence number, the connection's
+// index in the top bits) followed by a slice of a fixed random pattern whose start depends
+// on the connection and the sequence number, so every echoed byte is checked against what
+// that message must hold: lost, repeated, reordered or crossed bytes all show. Mismatches
+// are counted and make the exit status 2. Latency is per message, from the write that carried it to the read
 // that completed its echo.
 //
 // The load runs on T threads (default 1), each with its own epoll (level-triggered,
@@ -92,9 +93,10 @@ struct EchoLoad: ParsableCommand {
         let start = monotonicNanoseconds()
         let measureStart = start + UInt64(warmup * 1e9)
         let measureEnd = measureStart + UInt64(duration * 1e9)
-        let workers = (0..<min(threads, active.count)).map { t in
+        let threadCount = min(threads, active.count)
+        let workers = (0..<threadCount).map { t in
             LoadThread(
-                connections: active.enumerated().filter { $0.offset % threads == t }.map(\.element),
+                connections: active.enumerated().filter { $0.offset % threadCount == t }.map(\.element),
                 plan: plan, measureStart: measureStart, measureEnd: measureEnd)
         }
         let handles = workers.map { worker in startThread { worker.run() } }
@@ -189,7 +191,7 @@ struct EchoLoad: ParsableCommand {
 
 /// What every connection shares: the message shape and the pattern messages are cut from.
 final class Plan: @unchecked Sendable {
-    // @unchecked: immutable after init.
+    // @unchecked: immutable after init. The pattern lives as long as the process.
     let size: Int
     let inflight: Int
     /// Random bytes; a message's body is `size - 8` of them from an offset below 256.
@@ -227,7 +229,7 @@ struct ByteQueue {
     mutating func reserve(_ n: Int) -> UnsafeMutablePointer<UInt8> {
         if head + count + n > capacity {
             if head > 0 {
-                (base).update(from: base + head, count: count)
+                memmove(base, base + head, count)  // the regions may overlap
                 head = 0
             }
             if count + n > capacity {
@@ -259,6 +261,9 @@ final class Connection {
     let fd: Int32
     /// Mixed into each message's pattern offset, so connections send different bytes.
     let salt: UInt64
+    /// The connection's index in the header's top 24 bits: bytes echoed on the wrong
+    /// connection never pass the check.
+    let headerTag: UInt64
     let plan: Plan
     var sendSequence: UInt64 = 0
     var receiveSequence: UInt64 = 0
@@ -277,6 +282,7 @@ final class Connection {
         self.fd = fd
         self.plan = plan
         salt = UInt64(index) &* 131
+        headerTag = UInt64(index) << 40
         sendTimes = .allocate(capacity: plan.inflight)
         sendTimes.initialize(repeating: 0, count: plan.inflight)
     }
@@ -292,7 +298,7 @@ final class Connection {
         for _ in 0..<count {
             let sequence = sendSequence
             let destination = output.reserve(size)
-            UnsafeMutableRawPointer(destination).storeBytes(of: sequence.littleEndian, as: UInt64.self)
+            UnsafeMutableRawPointer(destination).storeBytes(of: (sequence ^ headerTag).littleEndian, as: UInt64.self)
             (destination + 8).update(from: plan.pattern + plan.patternOffset(sequence, salt: salt), count: size - 8)
             sendTimes[Int(sequence % UInt64(plan.inflight))] = now
             sendSequence = sequence &+ 1
@@ -307,7 +313,7 @@ final class Connection {
         var i = 0
         var offset = receiveOffset
         if offset < 8 {
-            let header = receiveSequence.littleEndian
+            let header = (receiveSequence ^ headerTag).littleEndian
             withUnsafeBytes(of: header) { expected in
                 while i < count && offset < 8 {
                     if data[i] != expected[offset] { errors += 1 }

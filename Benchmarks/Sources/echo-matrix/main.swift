@@ -1,7 +1,7 @@
 // echo-matrix: runs every echo server against echo-load over a matrix of loads.
 //
 //   echo-matrix [--full] [--servers a,b] [--json PATH] [--duration S] [--warmup S]
-//               [--load-threads N]
+//               [--load-threads N] [--repeat N] [--retries N]
 //
 // The servers and echo-load are found next to this executable (the build directory).
 // Each server starts on a free port pinned to CPU 0; echo-load runs pinned to CPU 1 with
@@ -32,6 +32,8 @@ struct RunRecord: Codable {
     var size: Int
     var result: LoadResult?
     var error: String?
+    /// msg/s of every repetition (--repeat); `result` is the median one.
+    var repetitions: [Double] = []
 }
 
 struct RatioRecord: Codable {
@@ -75,6 +77,8 @@ struct EchoMatrix: ParsableCommand {
     var loadThreads: Int = 1
     @Option(help: "Times to re-run a configuration that other processes disturbed (used ≥ 10% of a CPU).")
     var retries: Int = 2
+    @Option(name: .customLong("repeat"), help: "Runs per configuration; the one with the median msg/s is reported.")
+    var repetitions: Int = 1
 
     /// Other processes' CPU use (percent of one CPU) above which a run counts as disturbed.
     static let disturbedPercent = 10.0
@@ -84,6 +88,7 @@ struct EchoMatrix: ParsableCommand {
             throw ValidationError("unknown server '\(server)'; known: \(Self.allServers.joined(separator: ", "))")
         }
         guard !serverList.isEmpty else { throw ValidationError("--servers names no server") }
+        guard repetitions >= 1, retries >= 0 else { throw ValidationError("--repeat must be ≥ 1, --retries ≥ 0") }
     }
 
     var serverList: [String] { servers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
@@ -140,28 +145,10 @@ struct EchoMatrix: ParsableCommand {
                     "--duration", "\(duration)", "--warmup", "\(warmup)", "--threads", "\(loadThreads)",
                     "--server-pid", "\(process.pid)", "--json",
                 ]
-                // This machine is shared: a run during which other processes took CPU is
-                // repeated, and the least disturbed one kept.
-                var best: RunRecord?
-                for attempt in 0...max(0, retries) {
-                    let (status, output) = runToCompletion(path: "\(directory)/echo-load", arguments: load, cpu: loadCPU)
-                    guard let data = output.data(using: .utf8),
-                          let result = try? JSONDecoder().decode(LoadResult.self, from: data)
-                    else {
-                        best = record(server, configuration, nil, "echo-load exit status \(status), no result")
-                        warn("  \(configuration.name): failed (echo-load exit status \(status))")
-                        break
-                    }
-                    let other = result.otherCPUPercent ?? 0
-                    warn("  \(configuration.name): \(Int(result.messagesPerSecond)) msg/s"
-                        + (other >= Self.disturbedPercent ? " (others used \(Int(other))% of a CPU: disturbed)" : ""))
-                    if best?.result == nil || other < (best?.result?.otherCPUPercent ?? .infinity) {
-                        best = record(server, configuration, result, status == 0 ? nil : "echo-load exit status \(status)")
-                    }
-                    if other < Self.disturbedPercent || attempt == retries { break }
-                    sleep(5)  // give whatever disturbed it a moment to finish
+                let repeated = (0..<repetitions).map { _ in
+                    measure(server, configuration, load: "\(directory)/echo-load", arguments: load, cpu: loadCPU)
                 }
-                runs.append(best!)
+                runs.append(median(of: repeated))
             }
             let (status, rest) = process.stop()
             serverOutput[server] = rest
@@ -179,6 +166,42 @@ struct EchoMatrix: ParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(report).write(to: URL(fileURLWithPath: json))
         print("JSON written to \(json)")
+    }
+
+    /// One echo-load run. This machine is shared: a run during which other processes took
+    /// CPU is repeated (up to --retries times), and the least disturbed one kept.
+    private func measure(
+        _ server: String, _ configuration: LoadConfiguration, load: String, arguments: [String], cpu: Int32
+    ) -> RunRecord {
+        var best: RunRecord?
+        for attempt in 0...retries {
+            let (status, output) = runToCompletion(path: load, arguments: arguments, cpu: cpu)
+            guard let data = output.data(using: .utf8),
+                  let result = try? JSONDecoder().decode(LoadResult.self, from: data)
+            else {
+                warn("  \(configuration.name): failed (echo-load exit status \(status))")
+                return best ?? record(server, configuration, nil, "echo-load exit status \(status), no result")
+            }
+            let other = result.otherCPUPercent ?? 0
+            warn("  \(configuration.name): \(Int(result.messagesPerSecond)) msg/s"
+                + (other >= Self.disturbedPercent ? " (others used \(Int(other))% of a CPU: disturbed)" : ""))
+            if best?.result == nil || other < (best?.result?.otherCPUPercent ?? .infinity) {
+                best = record(server, configuration, result, status == 0 ? nil : "echo-load exit status \(status)")
+            }
+            if other < Self.disturbedPercent || attempt == retries { break }
+            sleep(5)  // give whatever disturbed it a moment to finish
+        }
+        return best!
+    }
+
+    /// The repetition with the median msg/s, carrying every repetition's msg/s.
+    private func median(of repeated: [RunRecord]) -> RunRecord {
+        let measured = repeated.filter { $0.result != nil }
+            .sorted { $0.result!.messagesPerSecond < $1.result!.messagesPerSecond }
+        guard !measured.isEmpty else { return repeated[0] }
+        var chosen = measured[measured.count / 2]
+        chosen.repetitions = measured.map { $0.result!.messagesPerSecond }
+        return chosen
     }
 
     private func record(_ server: String, _ c: LoadConfiguration, _ result: LoadResult?, _ error: String?) -> RunRecord {
@@ -218,6 +241,7 @@ struct EchoMatrix: ParsableCommand {
         let header = [pad("server", 13, left: true), pad("config", 15, left: true), pad("msg/s", 10),
                       pad("p50 µs", 8), pad("p99 µs", 8), pad("p999 µs", 8), pad("srv ns/msg", 10),
                       pad("srv CPU%", 8), pad("LG CPU%", 8), pad("other%", 7), pad("errors", 6)]
+            + (repetitions > 1 ? [pad("msg/s spread", 12)] : [])
         print(header.joined(separator: "  "))
         var saturated = false, disturbed = false
         for run in runs {
@@ -233,6 +257,11 @@ struct EchoMatrix: ParsableCommand {
                           pad(f(r.loadgenBusiestThreadPercent, 0) + (loadBound ? "*" : " "), 8),
                           pad(f(r.otherCPUPercent, 0) + (noisy ? "!" : " "), 7),
                           pad("\(r.byteErrors + r.connectionErrors)", 6)]
+                if repetitions > 1, let low = run.repetitions.first, let high = run.repetitions.last,
+                   r.messagesPerSecond > 0
+                {
+                    cells.append(pad("±" + f((high - low) / 2 / r.messagesPerSecond * 100, 0) + "%", 12))
+                }
                 if let error = run.error { cells.append(error) }
             } else {
                 cells.append("failed: \(run.error ?? "?")")
@@ -248,7 +277,8 @@ struct EchoMatrix: ParsableCommand {
             print("  its figures are disturbed.")
         }
         print("LG CPU%: the load generator's busiest thread. other%: machine CPU used by neither side.")
-        print("errors: byte errors + connection errors seen by echo-load.")
+        print("errors: byte errors + connection errors seen by echo-load."
+            + (repetitions > 1 ? " msg/s spread: half the range of \(repetitions) runs; the median run is shown." : ""))
         print("")
         print([pad("config", 15, left: true), pad("cogen/c-uring msg/s", 19), pad("cogen/nio msg/s", 15),
                pad("p99 cogen/c-uring", 17), pad("srv ns/msg cogen/c-uring", 24)].joined(separator: "  "))
