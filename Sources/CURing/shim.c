@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -230,6 +231,38 @@ void cogen_buf_ring_add(cogen_buf_ring *br, void *addr, unsigned len, uint16_t b
 
 void cogen_buf_ring_advance(cogen_buf_ring *br, unsigned count) {
     io_uring_buf_ring_advance((struct io_uring_buf_ring *)br, (int)count);
+}
+
+int cogen_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int cogen_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event event;
+    event.events = events;
+    event.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &event) == 0 ? 0 : -errno;
+}
+
+int cogen_epoll_wait(int epfd, uint64_t *data, uint32_t *events, int max, int64_t timeout_ns) {
+    struct epoll_event buffer[256];
+    if (max > 256) max = 256;
+    int n;
+    static int no_pwait2;
+    if (timeout_ns >= 0 && !no_pwait2) {
+        struct timespec ts = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+        n = epoll_pwait2(epfd, buffer, max, &ts, NULL);
+        if (n < 0 && errno == ENOSYS) {
+            no_pwait2 = 1;
+            n = epoll_wait(epfd, buffer, max, (int)((timeout_ns + 999999) / 1000000));
+        }
+    } else {
+        n = epoll_wait(epfd, buffer, max, timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000));
+    }
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) {
+        data[i] = buffer[i].data.u64;
+        events[i] = buffer[i].events;
+    }
+    return n;
 }
 
 static __thread void *current_scheduler __attribute__((tls_model("initial-exec")));

@@ -4,10 +4,15 @@ import CURing
 public enum Backend: Sendable, Hashable, CustomStringConvertible {
     /// io_uring: every operation is an SQE and each CQE resumes its coroutine.
     case ioUring
+    /// epoll: each operation's non-blocking system call is tried, and on `EAGAIN` retried
+    /// when epoll reports the descriptor ready. The same operations, placements, errors,
+    /// timeouts and cancellation as io_uring.
+    case epoll
 
     public var description: String {
         switch self {
         case .ioUring: "io_uring"
+        case .epoll: "epoll"
         }
     }
 }
@@ -148,4 +153,10 @@ protocol KernelOperation: AnyObject {
     func complete(result: Int32, flags: UInt32)
     /// A multishot stream no coroutine waits on (it does not keep `run()` alive by itself).
     var isStream: Bool { get }
+    /// epoll: the descriptor whose readiness the operation waits for (-1: never waits).
+    var readinessDescriptor: Int32 { get }
+    /// epoll: the readiness to wait for.
+    var interest: Readiness { get }
+    /// epoll: the non-blocking system call, once; a CQE-like result, `-EAGAIN` to wait.
+    func attempt() -> Int32
 }

@@ -165,10 +165,13 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         switch configuration.backend {
         case .ioUring:
             backend = try IOUringBackend(configuration: configuration, counters: statistics)
+        case .epoll:
+            backend = try EpollBackend()
         }
         completionBuffer = .allocate(capacity: max(configuration.completionBatch, 1))
         timerSlack = configuration.timerSlack.clampedNanoseconds
-        multishotAccept = configuration.useMultishotAccept && KernelFeatures.current.multishotAccept
+        multishotAccept = configuration.useMultishotAccept && configuration.backend == .ioUring
+            && KernelFeatures.current.multishotAccept
     }
 
     deinit {

@@ -24,11 +24,17 @@ struct Engine: Sendable, CustomTestStringConvertible {
         }
     }
 
-    var testDescription: String { modern ? "\(backend)" : "\(backend), 5.x paths" }
+    var testDescription: String {
+        backend == .epoll ? "epoll" : modern ? "\(backend)" : "\(backend), 5.x paths"
+    }
 }
 
 /// The engines every scheduler and I/O test runs on (issue 4 adds epoll).
-let allBackends: [Engine] = [Engine(backend: .ioUring, modern: true), Engine(backend: .ioUring, modern: false)]
+let allBackends: [Engine] = [
+    Engine(backend: .ioUring, modern: true),
+    Engine(backend: .ioUring, modern: false),
+    Engine(backend: .epoll, modern: false),
+]
 
 /// io_uring tests run wherever the kernel allows it, and always on CI, where a refusal
 /// must fail loudly instead of skipping.

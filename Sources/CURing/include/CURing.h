@@ -154,6 +154,25 @@ void cogen_buf_ring_add(cogen_buf_ring *br, void *addr, unsigned len, uint16_t b
 /// Publishes `count` staged buffers to the kernel.
 void cogen_buf_ring_advance(cogen_buf_ring *br, unsigned count);
 
+// epoll, for the readiness backend. `struct epoll_event` is packed on x86-64, which Swift
+// does not import faithfully: these take plain arrays.
+
+enum {
+    COGEN_EPOLLIN = 0x001,
+    COGEN_EPOLLOUT = 0x004,
+    COGEN_EPOLLERR = 0x008,
+    COGEN_EPOLLHUP = 0x010,
+    COGEN_EPOLLRDHUP = 0x2000,
+};
+
+/// epoll_create1(EPOLL_CLOEXEC).
+int cogen_epoll_create(void);
+/// epoll_ctl; `op` 1 add, 2 delete, 3 modify. Returns 0 or -errno.
+int cogen_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/// Waits up to `timeout_ns` (< 0: no limit; nanosecond precision through epoll_pwait2,
+/// Linux 5.11, else rounded up to milliseconds). Returns the number of events or -errno.
+int cogen_epoll_wait(int epfd, uint64_t *data, uint32_t *events, int max, int64_t timeout_ns);
+
 /// The scheduler running on the calling thread (a thread-local), or NULL.
 void *cogen_current_scheduler(void);
 void cogen_set_current_scheduler(void *scheduler);

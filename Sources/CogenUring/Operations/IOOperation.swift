@@ -28,6 +28,19 @@ class IOOperation: KernelOperation {
     func prepare(_ sqe: OpaquePointer, userData: UInt64) { fatalError("abstract") }
     func complete(result: Int32, flags: UInt32) { fatalError("abstract") }
 
+    // The same operation for a readiness backend (epoll): the descriptor and readiness to
+    // wait for, and the non-blocking system call to try, whose result reads like a CQE's
+    // (`>= 0`, or `-errno`; `-EAGAIN`: wait for the readiness, then try again).
+
+    /// The descriptor whose readiness the operation waits for; -1 when it never waits.
+    var readinessDescriptor: Int32 { -1 }
+
+    /// The readiness the operation waits for.
+    var interest: Readiness { .readable }
+
+    /// Tries the operation once without blocking.
+    func attempt() -> Int32 { -ENOSYS }
+
     /// The error a `-ECANCELED` completion means after our own cancel request, if any.
     final func cancellationError(for result: Int32) -> (any Error)? {
         guard result == -ECANCELED, let cancelReason else { return nil }
@@ -75,6 +88,17 @@ class IOOperation: KernelOperation {
         }
         scheduler.cancelInKernel(userData: userData)
     }
+}
+
+/// What a readiness backend waits for before retrying an operation.
+enum Readiness {
+    case readable, writable
+}
+
+/// `-errno` of the last failed call, in a CQE's convention.
+@inline(__always)
+func negativeErrno(_ status: Int) -> Int32 {
+    status >= 0 ? Int32(truncatingIfNeeded: status) : -Glibc.errno
 }
 
 extension Scheduler {

@@ -13,6 +13,8 @@ final class NopOperation: IOOperation {
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { _ in () }
     }
+
+    override func attempt() -> Int32 { 0 }
 }
 
 extension Scheduler {

@@ -1,4 +1,5 @@
 import CURing
+import Glibc
 
 /// `IORING_OP_POLL_ADD`: waits for readiness of a descriptor.
 final class PollOperation: IOOperation {
@@ -18,6 +19,17 @@ final class PollOperation: IOOperation {
 
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { UInt32(bitPattern: $0) }
+    }
+
+    override var readinessDescriptor: Int32 { descriptor }
+
+    override var interest: Readiness { events & UInt32(POLLOUT) != 0 ? .writable : .readable }
+
+    override func attempt() -> Int32 {
+        var entry = pollfd(fd: descriptor, events: Int16(truncatingIfNeeded: events), revents: 0)
+        let status = Glibc.poll(&entry, 1, 0)
+        if status < 0 { return -Glibc.errno }
+        return status == 0 ? -EAGAIN : Int32(UInt16(bitPattern: entry.revents))
     }
 }
 

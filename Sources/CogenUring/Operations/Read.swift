@@ -25,6 +25,11 @@ final class ReadOperation: IOOperation {
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { Int($0) }
     }
+
+    /// Files are always "ready": `pread` does not return `EAGAIN` for them.
+    override func attempt() -> Int32 {
+        negativeErrno(pread(descriptor, buffer.baseAddress, buffer.count, off_t(offset)))
+    }
 }
 
 extension Socket {

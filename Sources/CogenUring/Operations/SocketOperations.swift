@@ -14,27 +14,10 @@ class SocketOperation: IOOperation {
 
     override func error(errno: Int32) -> any Error { SocketError(errno: errno, operation: "\(label)") }
 
-    // The same operation for a readiness backend (epoll, issue 4): which readiness to wait
-    // for, and the non-blocking system call to try, whose result reads like a CQE's
-    // (`>= 0`, or `-errno`; `-EAGAIN`: wait for `interest`, then try again).
-
-    /// The readiness the operation waits for.
-    var interest: Readiness { .readable }
-
-    /// Tries the operation once without blocking.
-    func attempt() -> Int32 { -ENOSYS }
+    override var readinessDescriptor: Int32 { socket.descriptor }
 }
 
-/// What a readiness backend waits for before retrying an operation.
-enum Readiness {
-    case readable, writable
-}
 
-/// `-errno` of the last failed call, in a CQE's convention.
-@inline(__always)
-private func negativeErrno(_ status: Int) -> Int32 {
-    status >= 0 ? Int32(truncatingIfNeeded: status) : -Glibc.errno
-}
 
 /// `IORING_OP_ACCEPT` (5.5): one connection; the new descriptor is `SOCK_CLOEXEC`.
 final class AcceptOperation: SocketOperation {

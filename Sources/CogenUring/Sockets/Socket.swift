@@ -111,6 +111,11 @@ public final class Socket: @unchecked Sendable {
     static let acceptQueueLimit = 256
 
     init(descriptor: Int32, family: SocketAddress.Family, scheduler: Scheduler) {
+        // The readiness engine tries each system call without blocking: O_NONBLOCK. (Not
+        // on io_uring, which returns EAGAIN for a non-blocking socket instead of polling.)
+        if scheduler.backendKind == .epoll {
+            _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+        }
         self.descriptor = descriptor
         self.family = family
         self.scheduler = scheduler

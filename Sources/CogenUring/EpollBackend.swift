@@ -1,0 +1,206 @@
+import CURing
+import Glibc
+
+/// The readiness engine: each operation's non-blocking system call is tried at once, and
+/// on `EAGAIN` again each time epoll reports its descriptor ready. Interest stays
+/// registered (level-triggered; a descriptor with nothing waiting keeps an empty
+/// registration) so a busy connection costs no `epoll_ctl` per operation.
+///
+/// It runs the very operation objects io_uring runs (`attempt()`, `interest`), and hands
+/// the scheduler completions in the io_uring convention, so placement, errors, timeouts
+/// and cancellation are the same on both engines.
+final class EpollBackend: IOBackend {
+    let kind = Backend.epoll
+    private let epoll: Int32
+    private let eventDescriptor: Int32
+    /// An operation waiting for its descriptor.
+    private struct Waiting {
+        var userData: UInt64
+        var operation: any KernelOperation
+    }
+    private struct Registration {
+        var readers: [Waiting] = []
+        var writers: [Waiting] = []
+        /// Events registered with epoll; nil when the descriptor is not registered.
+        var registered: UInt32?
+    }
+    @exclusivity(unchecked) private var registrations: [Int32: Registration] = [:]
+    /// For cancellation: the descriptor each waiting operation waits on.
+    @exclusivity(unchecked) private var waitingOn: [UInt64: Int32] = [:]
+    /// Completions not handed to the scheduler yet.
+    @exclusivity(unchecked) private var ready: [Completion] = []
+    @exclusivity(unchecked) private var readyHead = 0
+    private let eventCapacity = 256
+    private let eventData: UnsafeMutablePointer<UInt64>
+    private let eventFlags: UnsafeMutablePointer<UInt32>
+    private static let wakeTag = UInt64.max
+
+    init() throws(RingSetupError) {
+        let epoll = cogen_epoll_create()
+        guard epoll >= 0 else { throw RingSetupError(errno: Glibc.errno, operation: "epoll_create1") }
+        let descriptor = cogen_eventfd()
+        guard descriptor >= 0 else {
+            let error = Glibc.errno
+            Glibc.close(epoll)
+            throw RingSetupError(errno: error, operation: "eventfd")
+        }
+        let status = cogen_epoll_ctl(epoll, 1, descriptor, UInt32(COGEN_EPOLLIN), Self.wakeTag)
+        guard status == 0 else {
+            Glibc.close(epoll)
+            Glibc.close(descriptor)
+            throw RingSetupError(errno: -status, operation: "epoll_ctl")
+        }
+        self.epoll = epoll
+        eventDescriptor = descriptor
+        eventData = .allocate(capacity: eventCapacity)
+        eventFlags = .allocate(capacity: eventCapacity)
+    }
+
+    var setupDescription: String { "epoll (level-triggered, interest kept registered)" }
+
+    func activate() {}
+
+    func makeBufferPool(count: Int, size: Int, maxPerConnection: Int) -> BufferPool? { nil }
+
+    func submit(_ operation: any KernelOperation, userData: UInt64) {
+        if let close = operation as? CloseOperation {
+            // The descriptor goes away with its registration; nothing waits on it (a
+            // socket cancels its operations before it closes).
+            registrations[close.descriptor] = nil
+        }
+        let result = operation.attempt()
+        let descriptor = operation.readinessDescriptor
+        guard result == -EAGAIN, descriptor >= 0 else {
+            ready.append(Completion(userData: userData, result: result, flags: 0))
+            return
+        }
+        let waiting = Waiting(userData: userData, operation: operation)
+        if operation.interest == .writable {
+            registrations[descriptor, default: Registration()].writers.append(waiting)
+        } else {
+            registrations[descriptor, default: Registration()].readers.append(waiting)
+        }
+        waitingOn[userData] = descriptor
+        updateInterest(descriptor)
+    }
+
+    func cancel(userData: UInt64) {
+        // Still waiting: it never ran, so it ends cancelled. Otherwise it already
+        // completed and its result stands.
+        guard let descriptor = waitingOn.removeValue(forKey: userData) else { return }
+        registrations[descriptor]?.readers.removeAll { $0.userData == userData }
+        registrations[descriptor]?.writers.removeAll { $0.userData == userData }
+        ready.append(Completion(userData: userData, result: -ECANCELED, flags: 0))
+        updateInterest(descriptor)
+    }
+
+    private func updateInterest(_ descriptor: Int32) {
+        guard var registration = registrations[descriptor] else { return }
+        var wanted: UInt32 = 0
+        if !registration.readers.isEmpty { wanted |= UInt32(COGEN_EPOLLIN | COGEN_EPOLLRDHUP) }
+        if !registration.writers.isEmpty { wanted |= UInt32(COGEN_EPOLLOUT) }
+        guard registration.registered != wanted else { return }
+        var status: Int32
+        if registration.registered == nil {
+            status = cogen_epoll_ctl(epoll, 1, descriptor, wanted, UInt64(UInt32(bitPattern: descriptor)))
+            if status == -EEXIST {
+                status = cogen_epoll_ctl(epoll, 3, descriptor, wanted, UInt64(UInt32(bitPattern: descriptor)))
+            }
+        } else {
+            status = cogen_epoll_ctl(epoll, 3, descriptor, wanted, UInt64(UInt32(bitPattern: descriptor)))
+            if status == -ENOENT {  // the descriptor was closed and reused behind our back
+                status = cogen_epoll_ctl(epoll, 1, descriptor, wanted, UInt64(UInt32(bitPattern: descriptor)))
+            }
+        }
+        if status == 0 {
+            registration.registered = wanted
+            registrations[descriptor] = registration
+        } else {
+            // Not pollable (or gone): try each waiting operation once more and hand out
+            // what it says, rather than wait for an event that will not come.
+            registrations[descriptor] = nil
+            for waiting in registration.readers + registration.writers {
+                waitingOn[waiting.userData] = nil
+                let result = waiting.operation.attempt()
+                ready.append(Completion(userData: waiting.userData, result: result == -EAGAIN ? status : result, flags: 0))
+            }
+        }
+    }
+
+    func poll(into completions: UnsafeMutableBufferPointer<Completion>) -> Int {
+        if !waitingOn.isEmpty { gather(timeout: 0) }
+        return handOut(into: completions)
+    }
+
+    func wait(timeout: UInt64?, into completions: UnsafeMutableBufferPointer<Completion>) -> Int {
+        if readyHead < ready.count { return poll(into: completions) }
+        _blockingWaitForEvents(timeout: timeout)
+        return handOut(into: completions)
+    }
+
+    /// The one place the loop thread blocks on this engine. Never inlined, so profiles
+    /// can tell idle time apart.
+    @inline(never)
+    private func _blockingWaitForEvents(timeout: UInt64?) {
+        gather(timeout: timeout.map { Int64(clamping: $0) } ?? -1)
+    }
+
+    private func gather(timeout: Int64) {
+        let count = cogen_epoll_wait(epoll, eventData, eventFlags, Int32(eventCapacity), timeout)
+        guard count > 0 else { return }  // 0: timeout; -EINTR: the loop re-checks
+        for i in 0..<Int(count) {
+            if eventData[i] == Self.wakeTag {
+                var value: UInt64 = 0
+                _ = Glibc.read(eventDescriptor, &value, 8)
+                continue
+            }
+            let descriptor = Int32(truncatingIfNeeded: eventData[i])
+            let events = eventFlags[i]
+            let failed = events & UInt32(COGEN_EPOLLERR | COGEN_EPOLLHUP) != 0
+            if failed || events & UInt32(COGEN_EPOLLIN | COGEN_EPOLLRDHUP) != 0 { retry(descriptor, writers: false) }
+            if failed || events & UInt32(COGEN_EPOLLOUT) != 0 { retry(descriptor, writers: true) }
+            updateInterest(descriptor)
+        }
+    }
+
+    /// Tries the operations waiting on `descriptor`, in order, until one must wait again.
+    private func retry(_ descriptor: Int32, writers: Bool) {
+        guard var registration = registrations[descriptor] else { return }
+        var queue = writers ? registration.writers : registration.readers
+        var done = 0
+        for waiting in queue {
+            let result = waiting.operation.attempt()
+            if result == -EAGAIN { break }
+            waitingOn[waiting.userData] = nil
+            ready.append(Completion(userData: waiting.userData, result: result, flags: 0))
+            done += 1
+        }
+        guard done > 0 else { return }
+        queue.removeFirst(done)
+        if writers { registration.writers = queue } else { registration.readers = queue }
+        registrations[descriptor] = registration
+    }
+
+    private func handOut(into completions: UnsafeMutableBufferPointer<Completion>) -> Int {
+        let count = min(completions.count, ready.count - readyHead)
+        for i in 0..<count { completions[i] = ready[readyHead + i] }
+        readyHead += count
+        if readyHead == ready.count {
+            ready.removeAll(keepingCapacity: true)
+            readyHead = 0
+        }
+        return count
+    }
+
+    func wake() {
+        var one: UInt64 = 1
+        _ = Glibc.write(eventDescriptor, &one, 8)
+    }
+
+    func close() {
+        Glibc.close(epoll)
+        Glibc.close(eventDescriptor)
+        eventData.deallocate()
+        eventFlags.deallocate()
+    }
+}
