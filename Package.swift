@@ -15,6 +15,10 @@ let package = Package(
     products: [
         .library(name: "CogenUring", targets: ["CogenUring"])
     ],
+    dependencies: [
+        // One log line: which backend `.automatic` chose, and why.
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0")
+    ],
     targets: [
         .target(
             name: "CURing",
@@ -22,14 +26,16 @@ let package = Package(
         ),
         .target(
             name: "CogenUring",
-            dependencies: ["CURing"],
+            dependencies: ["CURing", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         // Scenarios the tests run in a child process (process-wide state: descriptor
         // counts, resource limits).
+        // Test-only C helpers (a seccomp filter that refuses io_uring).
+        .target(name: "CTestSupport", path: "Tests/CTestSupport"),
         .executableTarget(
             name: "cogen-test-helper",
-            dependencies: ["CogenUring"],
+            dependencies: ["CogenUring", "CTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

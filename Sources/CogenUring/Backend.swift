@@ -8,11 +8,17 @@ public enum Backend: Sendable, Hashable, CustomStringConvertible {
     /// when epoll reports the descriptor ready. The same operations, placements, errors,
     /// timeouts and cancellation as io_uring.
     case epoll
+    /// io_uring when the kernel allows it (ring setup, `IORING_FEAT_FAST_POLL`, and the
+    /// opcodes the library uses all succeed), epoll otherwise. The environment variable
+    /// `COGEN_BACKEND=io_uring|epoll|auto` overrides this choice (and only this one). One
+    /// log line (swift-log, label "cogen") says which engine was chosen and why.
+    case automatic
 
     public var description: String {
         switch self {
         case .ioUring: "io_uring"
         case .epoll: "epoll"
+        case .automatic: "automatic"
         }
     }
 }

@@ -22,7 +22,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     /// How a scheduler is set up.
     public struct Configuration: Sendable {
         /// The I/O engine.
-        public var backend: Backend = .ioUring
+        public var backend: Backend = .automatic
         /// Submission queue entries (`io_uring_setup` entries).
         public var ringEntries: UInt32 = 256
         /// Completion queue entries; default four times `ringEntries` and at least 4096
@@ -161,16 +161,20 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     /// `IORING_SETUP_DEFER_TASKRUN` (6.1) when present, `IORING_SETUP_COOP_TASKRUN` (5.19)
     /// otherwise, and a CQ at least twice the SQ.
     public init(configuration: Configuration = Configuration()) throws(RingSetupError) {
-        self.configuration = configuration
+        var configuration = configuration
         switch configuration.backend {
         case .ioUring:
             backend = try IOUringBackend(configuration: configuration, counters: statistics)
         case .epoll:
             backend = try EpollBackend()
+        case .automatic:
+            backend = try BackendSelection.make(configuration: configuration, counters: statistics)
         }
+        configuration.backend = backend.kind
+        self.configuration = configuration
         completionBuffer = .allocate(capacity: max(configuration.completionBatch, 1))
         timerSlack = configuration.timerSlack.clampedNanoseconds
-        multishotAccept = configuration.useMultishotAccept && configuration.backend == .ioUring
+        multishotAccept = configuration.useMultishotAccept && backend.kind == .ioUring
             && KernelFeatures.current.multishotAccept
     }
 

@@ -1,6 +1,7 @@
 // Scenarios the tests run in a child process, because they touch process-wide state
 // (counting open descriptors, setrlimit). Each prints one result line and exits 0 when
 // the scenario held, 1 when it did not, 2 on a usage error.
+import CTestSupport
 import CogenUring
 import Glibc
 
@@ -245,6 +246,59 @@ func slowReadersKeepMemoryFlat() -> Int32 {
     return result.value.hasPrefix("RSS") && !result.value.hasSuffix("(too much)") ? 0 : 1
 }
 
+/// Which engine `.automatic` picks here (COGEN_BACKEND comes from the test).
+func backendSelection() -> Int32 {
+    do {
+        let scheduler = try Scheduler()
+        print("backend \(scheduler.backendKind)")
+        scheduler.shutdown()
+        return 0
+    } catch {
+        print("error: \(error)")
+        return 1
+    }
+}
+
+/// With io_uring refused by a seccomp filter (as Docker's default profile does):
+/// `.automatic` serves traffic on epoll, and asking for `.ioUring` fails with the EPERM
+/// explanation.
+func refusedIOUring() -> Int32 {
+    let status = cogen_test_refuse_io_uring()
+    guard status == 0 else { print("seccomp: errno \(-status)"); return 1 }
+    var lines: [String] = []
+    var configuration = Scheduler.Configuration()
+    configuration.backend = .ioUring
+    do {
+        _ = try Scheduler(configuration: configuration)
+        lines.append("io_uring: no error")
+    } catch {
+        lines.append("io_uring: \(error)")
+    }
+    do {
+        let server = try Server(configuration: Server.Configuration(address: .loopback())) { connection in
+            let bytes = try await connection.receive(exactly: 5)
+            try await connection.sendAll(bytes)
+        }
+        let address = server.address
+        let client = try Scheduler()
+        let echoed = Box([UInt8]())
+        client.spawn {
+            let socket = try await Socket.connect(to: address)
+            try await socket.sendAll(Array("hello".utf8))
+            echoed.value = try await socket.receive(exactly: 5)
+            try await socket.close()
+        }
+        client.run()
+        client.shutdown()
+        _ = server.shutdown()
+        lines.append("automatic: \(server.schedulers[0].backendKind) \(client.backendKind), echoed \(String(decoding: echoed.value, as: UTF8.self))")
+    } catch {
+        lines.append("automatic: \(error)")
+    }
+    print(lines.joined(separator: "\n"))
+    return 0
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 switch arguments.first {
 case "cancelled-operations-leak-nothing":
@@ -253,6 +307,10 @@ case "accept-under-descriptor-limit":
     exit(acceptUnderDescriptorLimit())
 case "slow-readers-keep-memory-flat":
     exit(slowReadersKeepMemoryFlat())
+case "backend-selection":
+    exit(backendSelection())
+case "refused-io-uring":
+    exit(refusedIOUring())
 default:
     print("usage: cogen-test-helper cancelled-operations-leak-nothing")
     exit(2)

@@ -488,6 +488,7 @@ struct RingTests {
         #expect(RingSetupError(errno: ENOMEM, operation: "io_uring_setup").description.contains("RLIMIT_MEMLOCK"))
         #expect(RingSetupError(errno: ENOSYS, operation: "io_uring_setup").description.contains("kernel too old"))
         var configuration = Scheduler.Configuration()
+        configuration.backend = .ioUring  // `.automatic` would fall back to epoll instead
         configuration.ringEntries = 1 << 20  // above IORING_MAX_ENTRIES
         #expect {
             _ = try Scheduler(configuration: configuration)

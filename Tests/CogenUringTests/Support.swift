@@ -135,12 +135,18 @@ func makePipe() -> (read: Int32, write: Int32) {
 
 /// Runs a scenario of `cogen-test-helper` (built beside the test binary) in a child
 /// process, for tests that touch process-wide state. Returns its exit status and output.
-func runHelper(_ scenario: String, timeout: Duration = .seconds(60)) throws -> (status: Int32, output: String) {
+func runHelper(
+    _ scenario: String, environment: [String: String] = [:], timeout: Duration = .seconds(60)
+) throws -> (status: Int32, output: String) {
     let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         .deletingLastPathComponent().appendingPathComponent("cogen-test-helper")
     let process = Process()
     process.executableURL = executable
     process.arguments = [scenario]
+    var variables = ProcessInfo.processInfo.environment
+    variables["COGEN_BACKEND"] = nil
+    for (name, value) in environment { variables[name] = value }
+    process.environment = variables
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
