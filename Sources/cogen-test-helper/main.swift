@@ -102,33 +102,43 @@ func cancelledOperationsLeakNothing() -> Int32 {
 /// accepting resumes when connections end, without spinning, until every client is served.
 func acceptUnderDescriptorLimit() -> Int32 {
     do {
-        let server = try Server(configuration: Server.Configuration(address: .loopback())) { connection in
-            let bytes = try await connection.receive(exactly: 4)
-            try await connection.sendAll(bytes)
-        }
-        let port = server.address.port
+        _ = KernelFeatures.current  // probed before descriptors run out
         // A descriptor to free later, thirty client sockets (descriptors the server cannot
-        // have), then the limit.
+        // have), every hole below them filled, and sixteen on top for the server.
         let spare = open("/dev/null", O_RDONLY | O_CLOEXEC)
         var clients: [Int32] = []
         for _ in 0..<30 {
             clients.append(socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0))
         }
-        // The limit bounds descriptor numbers, not their count: fill every hole below the
-        // highest open descriptor, then allow nothing above it. No accept can succeed
-        // until one of the fillers is closed.
         var highest: Int32 = 0
         for fd in clients { highest = max(highest, fd) }
         var fillers: [Int32] = []
         while true {
             let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { print("open /dev/null failed: \(errno)"); return 1 }
-            if fd > highest { close(fd); break }
+            if fd > highest { fillers.append(fd); break }
             fillers.append(fd)
         }
+        var reserve: [Int32] = []
+        for _ in 0..<15 { reserve.append(open("/dev/null", O_RDONLY | O_CLOEXEC)) }
         defer { for fd in fillers { close(fd) } }
-        var limit = rlimit(rlim_cur: rlim_t(highest + 1), rlim_max: rlim_t(20000))
+        // The limit must be in force before the server arms its accept: io_uring takes
+        // the limit when it prepares the accept, not when it accepts.
+        var limit = rlimit(rlim_cur: rlim_t((reserve.last ?? highest) + 1), rlim_max: rlim_t(20000))
         guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { print("setrlimit failed"); return 1 }
+        for fd in reserve { close(fd) }
+        let server = try Server(configuration: Server.Configuration(address: .loopback())) { connection in
+            let bytes = try await connection.receive(exactly: 4)
+            try await connection.sendAll(bytes)
+        }
+        let port = server.address.port
+        // Whatever the server left free is taken now: no accept can succeed until the
+        // spare is closed.
+        while true {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            if fd < 0 { break }
+            fillers.append(fd)
+        }
         for fd in clients {
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
