@@ -1,6 +1,6 @@
 // cogen-echo: an echo server on CogenUring, one coroutine per connection.
 //
-//   cogen-echo [--port N] [--backend io_uring] [--threads N] [--stats]
+//   cogen-echo [--port N] [--backend io_uring|epoll|auto] [--threads N] [--stats]
 //              [--ring-entries N] [--buffer-count N] [--buffer-size B] [--buffers-per-connection N]
 //
 // Each of the N schedulers runs on its own thread with its own listener on the same port
@@ -18,7 +18,7 @@ struct CogenEcho: ParsableCommand {
     @Option(help: "The port on 127.0.0.1 (0 picks a free one and prints it).")
     var port: UInt16 = 7000
 
-    @Option(help: "The I/O engine: io_uring (the only one so far).")
+    @Option(help: "The I/O engine: io_uring, epoll, or auto (io_uring where the kernel allows it).")
     var backend: String = "io_uring"
 
     @Option(help: "Schedulers, each on its own thread with its own SO_REUSEPORT listener.")
@@ -38,8 +38,8 @@ struct CogenEcho: ParsableCommand {
     var buffersPerConnection: Int?
 
     func validate() throws {
-        guard backend == "io_uring" else {
-            throw ValidationError("unsupported backend '\(backend)': only io_uring is available")
+        guard ["io_uring", "epoll", "auto"].contains(backend) else {
+            throw ValidationError("unknown backend '\(backend)': io_uring, epoll or auto")
         }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
     }
@@ -59,11 +59,23 @@ struct CogenEcho: ParsableCommand {
         for index in 0..<threads {
             var configuration = Scheduler.Configuration()
             configuration.name = "echo-\(index)"
+            configuration.backend = switch backend {
+            case "epoll": .epoll
+            case "auto": .automatic
+            default: .ioUring
+            }
             if let ringEntries { configuration.ringEntries = ringEntries }
             if let bufferCount { configuration.receiveBufferCount = bufferCount }
             if let bufferSize { configuration.receiveBufferSize = bufferSize }
             if let buffersPerConnection { configuration.maxBuffersPerConnection = buffersPerConnection }
-            let scheduler = try Scheduler(configuration: configuration)
+            let scheduler: Scheduler
+            do {
+                scheduler = try Scheduler(configuration: configuration)
+            } catch {
+                // `--backend io_uring` where the kernel refuses it: say why, exit non-zero.
+                report("\(error)")
+                throw ExitCode.failure
+            }
             // Made here, before start(), so that with --port 0 the first listener's port
             // is known for the others. Plain socket/bind/listen calls: safe off the loop.
             let listener = try Socket.listening(
