@@ -324,6 +324,26 @@ struct ThreadTests {
     }
 
     @Test(arguments: allBackends)
+    func valueOfACoroutineFromAnotherThread(_ backend: Engine) async throws {
+        var configuration = Scheduler.Configuration()
+        backend.configure(&configuration)
+        let scheduler = try Scheduler(configuration: configuration)
+        scheduler.errorHandler = { _, _ in }  // set before the loop runs
+        scheduler.start()
+        defer { scheduler.shutdown() }
+        let coroutine = scheduler.spawn { () -> Int in
+            try await scheduler.sleep(for: .milliseconds(5))
+            return 99
+        }
+        // Awaited from a task of the cooperative pool: joined on the scheduler's thread.
+        let value = try await coroutine.value
+        #expect(value == 99)
+        struct Boom: Error {}
+        let failing = scheduler.spawn { () -> Int in throw Boom() }
+        await #expect(throws: Boom.self) { try await failing.value }
+    }
+
+    @Test(arguments: allBackends)
     func runStaysAliveForACoroutineAwaitingAnOutsideTask(_ backend: Engine) async throws {
         let log = Log([])
         let report = try await runScheduler(backend) { scheduler in
