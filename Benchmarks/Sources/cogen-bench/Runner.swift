@@ -106,6 +106,10 @@ func allBenchmarks() -> [Benchmark] { [
     Benchmark(name: "spawn + join()", unit: "ns/op") { measureSpawnThenJoin(count: scaled(200_000, $0)) },
     Benchmark(name: "nop x1", unit: "ns/op") { measureNop(total: scaled(150_000, $0), coroutines: 1) },
     Benchmark(name: "nop x64", unit: "ns/op") { measureNop(total: scaled(300_000, $0), coroutines: 64) },
+    // The same on the epoll engine (a NOP completes at once there: the loop's own cost).
+    Benchmark(name: "switch (park/resume), epoll", unit: "ns/switch") { measureParkResume(switches: scaled(300_000, $0), backend: .epoll) },
+    Benchmark(name: "nop x1, epoll", unit: "ns/op") { measureNop(total: scaled(150_000, $0), coroutines: 1, backend: .epoll) },
+    Benchmark(name: "nop x64, epoll", unit: "ns/op") { measureNop(total: scaled(300_000, $0), coroutines: 64, backend: .epoll) },
     Benchmark(name: "100k sleepers", unit: "cpu ns/coro") { measureTimers(count: scaled(100_000, $0), workload: .sleep) },
     Benchmark(name: "100k parked, resumed in deadline order (baseline)", unit: "cpu ns/coro") { measureTimers(count: scaled(100_000, $0), workload: .parkResumedInDeadlineOrder) },
     Benchmark(name: "100k spawn only", unit: "cpu ns/coro") { measureTimers(count: scaled(100_000, $0), workload: .none) },

@@ -2,9 +2,11 @@ import CogenUring
 import Glibc
 
 /// A fresh scheduler for one repetition; the ring is set up before the clock starts.
-func makeScheduler() -> Scheduler {
+func makeScheduler(_ backend: Backend = .ioUring) -> Scheduler {
     do {
-        return try Scheduler()
+        var configuration = Scheduler.Configuration()
+        configuration.backend = backend
+        return try Scheduler(configuration: configuration)
     } catch {
         writeStandardError("cogen-bench: cannot create a scheduler: \(error)\n")
         exit(1)
@@ -13,8 +15,8 @@ func makeScheduler() -> Scheduler {
 
 /// Spawns with `body`, runs the scheduler to idle, shuts it down; wall nanoseconds of
 /// spawn plus run.
-func timedRun(_ body: (Scheduler) -> Void) -> UInt64 {
-    let scheduler = makeScheduler()
+func timedRun(_ backend: Backend = .ioUring, _ body: (Scheduler) -> Void) -> UInt64 {
+    let scheduler = makeScheduler(backend)
     let start = wallNanoseconds()
     body(scheduler)
     let report = scheduler.run()
@@ -32,10 +34,10 @@ final class PingPong: @unchecked Sendable {
 }
 
 /// Two coroutines park and resume each other through the public API.
-func measureParkResume(switches: Int) -> Double {
+func measureParkResume(switches: Int, backend: Backend = .ioUring) -> Double {
     let box = PingPong()
     let rounds = switches / 2
-    let elapsed = timedRun { scheduler in
+    let elapsed = timedRun(backend) { scheduler in
         for _ in 0..<2 {
             scheduler.spawn {
                 for _ in 0..<rounds {
@@ -125,10 +127,10 @@ func measureSpawnThenJoin(count: Int) -> Double {
 
 // MARK: Nop
 
-func measureNop(total: Int, coroutines: Int) -> Double {
+func measureNop(total: Int, coroutines: Int, backend: Backend = .ioUring) -> Double {
     let box = Box(0)
     let each = total / coroutines
-    let elapsed = timedRun { scheduler in
+    let elapsed = timedRun(backend) { scheduler in
         for _ in 0..<coroutines {
             scheduler.spawn {
                 for _ in 0..<each { try await scheduler.nop() }
