@@ -58,6 +58,20 @@ public struct LoadResult: Codable, Sendable {
     public var byteErrors: Int
     public var bytesVerified: Int
 
+    // Added later (absent from older results: nil).
+    /// The load generator's system (kernel) CPU over wall time, in percent of one CPU.
+    public var loadgenSystemCPUPercent: Double?
+    /// Messages per send call and per recv call (that returned data) in the window: how
+    /// well the load generator batched.
+    public var loadgenMessagesPerSend: Double?
+    public var loadgenMessagesPerReceive: Double?
+    /// The server's VmRSS (/proc/PID/status) just before the idle connections were
+    /// opened, and at the end of the measured window (idle connections still held).
+    public var serverRSSBeforeIdleBytes: Int?
+    public var serverRSSBytes: Int?
+    /// The server's open descriptors (/proc/PID/fd) at the end of the measured window.
+    public var serverOpenDescriptors: Int?
+
     public init(
         port: Int, connections: Int, idleConnections: Int, size: Int, inflight: Int, threads: Int,
         warmupSeconds: Double, durationSeconds: Double, connectionsEstablished: Int,
@@ -155,6 +169,35 @@ public func machineCPUNanoseconds() -> (busy: UInt64, steal: UInt64) {
     let toNanoseconds = 1_000_000_000 / UInt64(sysconf(Int32(_SC_CLK_TCK)))
     let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]
     return (busy * toNanoseconds, ticks[7] * toNanoseconds)
+}
+
+/// A process's resident set (VmRSS in /proc/PID/status) in bytes; nil if it is gone.
+public func processRSSBytes(pid: Int32) -> Int? {
+    guard let file = fopen("/proc/\(pid)/status", "r") else { return nil }
+    defer { fclose(file) }
+    var buffer = [CChar](repeating: 0, count: 512)
+    while fgets(&buffer, Int32(buffer.count), file) != nil {
+        let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard line.hasPrefix("VmRSS:") else { continue }
+        // "VmRSS:\t   12345 kB"
+        let kilobytes = line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { Int($0) }
+        return kilobytes.map { $0 * 1024 }
+    }
+    return nil
+}
+
+/// How many descriptors a process has open (entries of /proc/PID/fd); nil if unreadable.
+public func processOpenDescriptors(pid: Int32) -> Int? {
+    guard let directory = opendir("/proc/\(pid)/fd") else { return nil }
+    defer { closedir(directory) }
+    var count = 0
+    while let entry = readdir(directory) {
+        let isDot = withUnsafeBytes(of: entry.pointee.d_name) { name in
+            name[0] == UInt8(ascii: ".") && (name[1] == 0 || (name[1] == UInt8(ascii: ".") && name[2] == 0))
+        }
+        if !isDot { count += 1 }
+    }
+    return count
 }
 
 /// Raises RLIMIT_NOFILE's soft limit to the hard limit.

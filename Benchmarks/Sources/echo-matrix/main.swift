@@ -2,6 +2,7 @@
 //
 //   echo-matrix [--full] [--servers a,b] [--json PATH] [--duration S] [--warmup S]
 //               [--load-threads N] [--repeat N] [--retries N]
+//   echo-matrix --idle-memory [--idle-connections N] [--servers a,b] [--json PATH]
 //
 // The servers and echo-load are found next to this executable (the build directory).
 // Each server starts on a free port pinned to CPU 0; echo-load runs pinned to CPU 1 with
@@ -11,6 +12,13 @@
 // server's (loopback send and receive cost the same on both sides), so its CPU use is
 // printed beside every result: near 100% it paces the run as much as the server does,
 // and server CPU per message is the figure to compare.
+//
+// --idle-memory measures memory instead: per server, its RSS after startup and one
+// warm-up connection, then with N idle connections held by echo-load (--idle N; one
+// active connection opened after them echoes through the warm-up, which shows the server
+// has accepted every idle one), and the growth per idle connection. RLIMIT_NOFILE is
+// raised to its hard limit here, before any child is spawned, so that the servers and
+// echo-load (which raise it again themselves) inherit it.
 import ArgumentParser
 import CEchoLinux
 import EchoBenchSupport
@@ -44,6 +52,27 @@ struct RatioRecord: Codable {
     var cogenOverCUringServerCPU: Double?
 }
 
+/// One server's RSS with idle connections (--idle-memory).
+struct IdleMemoryRecord: Codable {
+    var server: String
+    var idleConnectionsRequested: Int
+    var idleConnectionsEstablished: Int?
+    /// VmRSS right after startup, and after one warm-up connection (it has closed).
+    var rssAfterStartupBytes: Int?
+    var rssAfterWarmupBytes: Int?
+    /// VmRSS sampled by echo-load just before it opened the idle connections, and at the
+    /// end of its measured window with all of them held.
+    var rssBeforeIdleBytes: Int?
+    var rssWithIdleBytes: Int?
+    /// The server's open descriptors with the idle connections held.
+    var serverOpenDescriptors: Int?
+    /// VmRSS after echo-load closed everything and exited.
+    var rssAfterCloseBytes: Int?
+    /// (rssWithIdle - rssBeforeIdle) / idle connections established.
+    var bytesPerIdleConnection: Double?
+    var error: String?
+}
+
 struct Report: Codable {
     var date: String
     var kernel: String
@@ -55,6 +84,8 @@ struct Report: Codable {
     var ratios: [RatioRecord]
     /// What each server printed after its "listening on" line (cogen-echo: --stats).
     var serverOutput: [String: String]
+    /// --idle-memory only (then `runs` and `ratios` are empty).
+    var idleMemory: [IdleMemoryRecord]?
 }
 
 struct EchoMatrix: ParsableCommand {
@@ -79,6 +110,10 @@ struct EchoMatrix: ParsableCommand {
     var retries: Int = 2
     @Option(name: .customLong("repeat"), help: "Runs per configuration; the one with the median msg/s is reported.")
     var repetitions: Int = 1
+    @Flag(name: .customLong("idle-memory"), help: "Measure server RSS per idle connection instead of the matrix.")
+    var idleMemory = false
+    @Option(name: .customLong("idle-connections"), help: "Idle connections for --idle-memory.")
+    var idleConnections: Int = 10_000
 
     /// Other processes' CPU use (percent of one CPU) above which a run counts as disturbed.
     static let disturbedPercent = 10.0
@@ -89,6 +124,7 @@ struct EchoMatrix: ParsableCommand {
         }
         guard !serverList.isEmpty else { throw ValidationError("--servers names no server") }
         guard repetitions >= 1, retries >= 0 else { throw ValidationError("--repeat must be ≥ 1, --retries ≥ 0") }
+        guard idleConnections >= 1 else { throw ValidationError("--idle-connections must be ≥ 1") }
     }
 
     var serverList: [String] { servers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
@@ -118,6 +154,12 @@ struct EchoMatrix: ParsableCommand {
         // Server on CPU 0, load on CPU 1; with a single CPU there is nothing to separate.
         let (serverCPU, loadCPU): (Int32, Int32) = cpus >= 2 ? (0, 1) : (-1, -1)
         if cpus < 2 { warn("only \(cpus) usable CPU: server and load generator share it (no pinning)") }
+        // Inherited by every child: 10,000 connections need 10,000 descriptors a side.
+        raiseDescriptorLimit()
+        if idleMemory {
+            try runIdleMemory(directory: directory, serverCPU: serverCPU, loadCPU: loadCPU, cpus: cpus)
+            return
+        }
 
         var runs: [RunRecord] = []
         var serverOutput: [String: String] = [:]
@@ -166,6 +208,115 @@ struct EchoMatrix: ParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(report).write(to: URL(fileURLWithPath: json))
         print("JSON written to \(json)")
+    }
+
+    /// --idle-memory: per server, RSS after startup, after a warm-up connection, and with
+    /// `idleConnections` idle connections held; prints a table and writes the JSON.
+    private func runIdleMemory(directory: String, serverCPU: Int32, loadCPU: Int32, cpus: Int) throws {
+        var limit = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        if Int(limit.rlim_cur) < idleConnections + 64 {
+            warn("RLIMIT_NOFILE is \(limit.rlim_cur): too low for \(idleConnections) connections a side")
+        }
+        var records: [IdleMemoryRecord] = []
+        var serverOutput: [String: String] = [:]
+        let load = "\(directory)/echo-load"
+        for server in serverList {
+            var record = IdleMemoryRecord(server: server, idleConnectionsRequested: idleConnections)
+            let process: ServerProcess
+            do {
+                process = try ServerProcess.start(path: "\(directory)/\(server)", arguments: ["--port", "0"], cpu: serverCPU)
+            } catch {
+                warn("\(server): \(error)")
+                record.error = "\(error)"
+                records.append(record)
+                continue
+            }
+            warn("\(server): pid \(process.pid), 127.0.0.1:\(process.port)")
+            usleep(200_000)
+            record.rssAfterStartupBytes = processRSSBytes(pid: process.pid)
+            // One warm-up connection (ping-pong, then closed): first-use allocations.
+            let common = ["--port", "\(process.port)", "--connections", "1", "--inflight", "1", "--size", "64"]
+            let (warmStatus, _) = runToCompletion(
+                path: load, arguments: common + ["--warmup", "0", "--duration", "0.5", "--json"], cpu: loadCPU)
+            if warmStatus != 0 { warn("\(server): warm-up connection: echo-load exit status \(warmStatus)") }
+            usleep(200_000)
+            record.rssAfterWarmupBytes = processRSSBytes(pid: process.pid)
+            // The idle connections, then one active connection whose echoes (1 s of
+            // warm-up) show the server has accepted all of them; RSS sampled 1 s later.
+            let (status, output) = runToCompletion(
+                path: load,
+                arguments: common + ["--idle", "\(idleConnections)", "--warmup", "1", "--duration", "1",
+                                     "--server-pid", "\(process.pid)", "--json"],
+                cpu: loadCPU)
+            if let data = output.data(using: .utf8), let result = try? JSONDecoder().decode(LoadResult.self, from: data) {
+                record.idleConnectionsEstablished = result.idleConnectionsEstablished
+                record.rssBeforeIdleBytes = result.serverRSSBeforeIdleBytes
+                record.rssWithIdleBytes = result.serverRSSBytes
+                record.serverOpenDescriptors = result.serverOpenDescriptors
+                if let before = result.serverRSSBeforeIdleBytes, let with = result.serverRSSBytes,
+                   result.idleConnectionsEstablished > 0
+                {
+                    record.bytesPerIdleConnection = Double(with - before) / Double(result.idleConnectionsEstablished)
+                }
+                var problems: [String] = []
+                if status != 0 { problems.append("echo-load exit status \(status)") }
+                if result.idleConnectionsEstablished < idleConnections {
+                    problems.append("only \(result.idleConnectionsEstablished) idle connections established")
+                }
+                if result.messages == 0 { problems.append("the active connection echoed nothing") }
+                if let fds = result.serverOpenDescriptors, fds < result.idleConnectionsEstablished {
+                    problems.append("the server holds only \(fds) descriptors")
+                }
+                if !problems.isEmpty { record.error = problems.joined(separator: "; ") }
+            } else {
+                record.error = "echo-load exit status \(status), no result"
+            }
+            usleep(500_000)  // the server sees the connections close
+            record.rssAfterCloseBytes = processRSSBytes(pid: process.pid)
+            let (stopStatus, rest) = process.stop()
+            serverOutput[server] = rest
+            if stopStatus != 0 { warn("\(server): exit status \(stopStatus) after SIGTERM") }
+            records.append(record)
+        }
+        printIdleTable(records)
+        let report = Report(
+            date: ISO8601DateFormatter().string(from: Date()), kernel: kernelRelease(), usableCPUs: cpus,
+            durationSeconds: 1, warmupSeconds: 1, loadThreads: 1, runs: [], ratios: [],
+            serverOutput: serverOutput, idleMemory: records)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(report).write(to: URL(fileURLWithPath: json))
+        print("JSON written to \(json)")
+    }
+
+    private func printIdleTable(_ records: [IdleMemoryRecord]) {
+        func kib(_ bytes: Int?) -> String { bytes.map { "\($0 / 1024)" } ?? "-" }
+        func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
+            let padding = String(repeating: " ", count: max(0, width - text.count))
+            return left ? text + padding : padding + text
+        }
+        print("")
+        print("server RSS (VmRSS) with \(idleConnections) idle connections held by echo-load; "
+            + "server on CPU 0, echo-load on CPU 1; \(kernelRelease())")
+        print([pad("server", 13, left: true), pad("start KiB", 9), pad("warm KiB", 9), pad("before KiB", 10),
+               pad("idle KiB", 9), pad("after KiB", 9), pad("idle conns", 10), pad("srv fds", 7),
+               pad("B/idle conn", 11)].joined(separator: "  "))
+        for r in records {
+            var cells = [pad(r.server, 13, left: true), pad(kib(r.rssAfterStartupBytes), 9),
+                         pad(kib(r.rssAfterWarmupBytes), 9), pad(kib(r.rssBeforeIdleBytes), 10),
+                         pad(kib(r.rssWithIdleBytes), 9), pad(kib(r.rssAfterCloseBytes), 9),
+                         pad(r.idleConnectionsEstablished.map { "\($0)" } ?? "-", 10),
+                         pad(r.serverOpenDescriptors.map { "\($0)" } ?? "-", 7),
+                         pad(r.bytesPerIdleConnection.map { String(format: "%.0f", $0) } ?? "-", 11)]
+            if let error = r.error { cells.append(error) }
+            print(cells.joined(separator: "  "))
+        }
+        print("start: after startup; warm: after one warm-up connection (closed); before: just before the idle")
+        print("connections opened; idle: with them all held (and accepted: an active connection opened after")
+        print("them has echoed for 1 s); after: once echo-load closed them and exited. B/idle conn = (idle -")
+        print("before) / idle conns. User-space memory only: the kernel's socket buffers are not in RSS.")
+        print("")
     }
 
     /// One echo-load run. This machine is shared: a run during which other processes took
@@ -240,7 +391,7 @@ struct EchoMatrix: ParsableCommand {
             + "latency per message, send to full echo; \(kernelRelease())")
         let header = [pad("server", 13, left: true), pad("config", 15, left: true), pad("msg/s", 10),
                       pad("p50 µs", 8), pad("p99 µs", 8), pad("p999 µs", 8), pad("srv ns/msg", 10),
-                      pad("srv CPU%", 8), pad("LG CPU%", 8), pad("other%", 7), pad("errors", 6)]
+                      pad("srv CPU%", 8), pad("LG ns/msg", 9), pad("LG CPU%", 8), pad("other%", 7), pad("errors", 6)]
             + (repetitions > 1 ? [pad("msg/s spread", 12)] : [])
         print(header.joined(separator: "  "))
         var saturated = false, disturbed = false
@@ -253,7 +404,7 @@ struct EchoMatrix: ParsableCommand {
                 disturbed = disturbed || noisy
                 cells += [pad(f(r.messagesPerSecond, 0), 10), pad(f(r.p50Micros), 8), pad(f(r.p99Micros), 8),
                           pad(f(r.p999Micros), 8), pad(f(r.serverCPUNanosPerMessage, 0), 10),
-                          pad(f(r.serverCPUPercent, 0), 8),
+                          pad(f(r.serverCPUPercent, 0), 8), pad(f(r.loadgenCPUNanosPerMessage, 0), 9),
                           pad(f(r.loadgenBusiestThreadPercent, 0) + (loadBound ? "*" : " "), 8),
                           pad(f(r.otherCPUPercent, 0) + (noisy ? "!" : " "), 7),
                           pad("\(r.byteErrors + r.connectionErrors)", 6)]
@@ -269,14 +420,17 @@ struct EchoMatrix: ParsableCommand {
             print(cells.joined(separator: "  "))
         }
         if saturated {
-            print("* the load generator's thread was ≥ 90% busy: it paced that run as much as the server did;")
-            print("  compare servers there by srv ns/msg (CPU per message), not by msg/s.")
+            print("* the load generator's thread was ≥ 90% busy: it may have paced that run as much as the server")
+            print("  did; compare servers there by srv ns/msg (CPU per message), not by msg/s. Where srv CPU% is")
+            print("  ≥ 95 too, both sides were saturated: on loopback each side's kernel work per message mirrors")
+            print("  the other's (its own send plus the peer's receive processing, run in the sender's context).")
         }
         if disturbed {
             print("! other processes used ≥ \(Int(Self.disturbedPercent))% of a CPU during that run (after \(retries) retries):")
             print("  its figures are disturbed.")
         }
-        print("LG CPU%: the load generator's busiest thread. other%: machine CPU used by neither side.")
+        print("LG ns/msg: the load generator's CPU per message (all threads); LG CPU%: its busiest thread.")
+        print("other%: machine CPU used by neither side.")
         print("errors: byte errors + connection errors seen by echo-load."
             + (repetitions > 1 ? " msg/s spread: half the range of \(repetitions) runs; the median run is shown." : ""))
         print("")
