@@ -50,6 +50,11 @@ struct RatioRecord: Codable {
     var cogenOverNIOThroughput: Double?
     var cogenOverCUringP99: Double?
     var cogenOverCUringServerCPU: Double?
+    /// The library on epoll against the C epoll server, and its io_uring engine against its
+    /// epoll engine.
+    var cogenEpollOverCEpollThroughput: Double?
+    var cogenEpollOverCEpollServerCPU: Double?
+    var ioUringOverEpollThroughput: Double?
 }
 
 /// One server's RSS with idle connections (--idle-memory).
@@ -92,7 +97,7 @@ struct EchoMatrix: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "echo-matrix", abstract: "Runs the echo servers against echo-load and compares them.")
 
-    static let allServers = ["cogen-echo", "c-uring-echo", "c-epoll-echo", "nio-echo"]
+    static let allServers = ["cogen-echo", "cogen-echo-epoll", "c-uring-echo", "c-epoll-echo", "nio-echo"]
 
     @Flag(help: "The full matrix: connections {1,16,256,1000} × sizes {64,4096} × in flight {1,16}.")
     var full = false
@@ -164,10 +169,13 @@ struct EchoMatrix: ParsableCommand {
         var runs: [RunRecord] = []
         var serverOutput: [String: String] = [:]
         for server in serverList {
-            let arguments = ["--port", "0"] + (server == "cogen-echo" ? ["--stats"] : [])
+            // cogen-echo-epoll: the same server on the library's epoll engine.
+            let executable = server == "cogen-echo-epoll" ? "cogen-echo" : server
+            let arguments = ["--port", "0"] + (executable == "cogen-echo" ? ["--stats"] : [])
+                + (server == "cogen-echo-epoll" ? ["--backend", "epoll"] : [])
             let process: ServerProcess
             do {
-                process = try ServerProcess.start(path: "\(directory)/\(server)", arguments: arguments, cpu: serverCPU)
+                process = try ServerProcess.start(path: "\(directory)/\(executable)", arguments: arguments, cpu: serverCPU)
             } catch {
                 warn("\(server): \(error)")
                 for configuration in configurations {
@@ -374,7 +382,12 @@ struct EchoMatrix: ParsableCommand {
             cogenOverCUringThroughput: divide(cogen?.messagesPerSecond, uring?.messagesPerSecond),
             cogenOverNIOThroughput: divide(cogen?.messagesPerSecond, nio?.messagesPerSecond),
             cogenOverCUringP99: divide(cogen?.p99Micros, uring?.p99Micros),
-            cogenOverCUringServerCPU: divide(cogen?.serverCPUNanosPerMessage, uring?.serverCPUNanosPerMessage))
+            cogenOverCUringServerCPU: divide(cogen?.serverCPUNanosPerMessage, uring?.serverCPUNanosPerMessage),
+            cogenEpollOverCEpollThroughput: divide(result("cogen-echo-epoll")?.messagesPerSecond,
+                                                   result("c-epoll-echo")?.messagesPerSecond),
+            cogenEpollOverCEpollServerCPU: divide(result("cogen-echo-epoll")?.serverCPUNanosPerMessage,
+                                                  result("c-epoll-echo")?.serverCPUNanosPerMessage),
+            ioUringOverEpollThroughput: divide(cogen?.messagesPerSecond, result("cogen-echo-epoll")?.messagesPerSecond))
     }
 
     private func printTable(_ runs: [RunRecord], ratios: [RatioRecord]) {
@@ -442,6 +455,17 @@ struct EchoMatrix: ParsableCommand {
                    pad(f(r.cogenOverCUringServerCPU, 2), 24)].joined(separator: "  "))
         }
         print("")
+        if ratios.contains(where: { $0.cogenEpollOverCEpollThroughput != nil || $0.ioUringOverEpollThroughput != nil }) {
+            print([pad("config", 15, left: true), pad("cogen epoll/c-epoll msg/s", 25),
+                   pad("srv ns/msg cogen epoll/c-epoll", 30), pad("cogen io_uring/epoll msg/s", 26)]
+                .joined(separator: "  "))
+            for r in ratios {
+                print([pad(r.configuration, 15, left: true), pad(f(r.cogenEpollOverCEpollThroughput, 2), 25),
+                       pad(f(r.cogenEpollOverCEpollServerCPU, 2), 30), pad(f(r.ioUringOverEpollThroughput, 2), 26)]
+                    .joined(separator: "  "))
+            }
+            print("")
+        }
     }
 }
 
