@@ -2,9 +2,9 @@ import CURing
 import Glibc
 
 /// The readiness engine: each operation's non-blocking system call is tried at once, and
-/// on `EAGAIN` again each time epoll reports its descriptor ready. Interest stays
-/// registered (level-triggered; a descriptor with nothing waiting keeps an empty
-/// registration) so a busy connection costs no `epoll_ctl` per operation.
+/// on `EAGAIN` again each time epoll reports its descriptor ready. A descriptor is
+/// registered once, edge-triggered for both directions, and stays registered, so a busy
+/// connection costs no `epoll_ctl` per operation.
 ///
 /// It runs the very operation objects io_uring runs (`attempt()`, `interest`), and hands
 /// the scheduler completions in the io_uring convention, so placement, errors, timeouts
@@ -56,7 +56,7 @@ final class EpollBackend: IOBackend {
         eventFlags = .allocate(capacity: eventCapacity)
     }
 
-    var setupDescription: String { "epoll (level-triggered, interest kept registered)" }
+    var setupDescription: String { "epoll (edge-triggered, registered once per descriptor)" }
 
     func activate() {}
 
@@ -94,26 +94,22 @@ final class EpollBackend: IOBackend {
         updateInterest(descriptor)
     }
 
+    /// Registers a descriptor the first time something waits on it, for good, and
+    /// edge-triggered for both directions: no `epoll_ctl` as waiters come and go. Edges
+    /// are enough because every operation tries its system call before it waits, and a
+    /// descriptor registered while already ready reports that at once.
     private func updateInterest(_ descriptor: Int32) {
-        guard var registration = registrations[descriptor] else { return }
-        var wanted: UInt32 = 0
-        if !registration.readers.isEmpty { wanted |= UInt32(COGEN_EPOLLIN | COGEN_EPOLLRDHUP) }
-        if !registration.writers.isEmpty { wanted |= UInt32(COGEN_EPOLLOUT) }
-        guard registration.registered != wanted else { return }
-        var status: Int32
-        if registration.registered == nil {
-            status = cogen_epoll_ctl(epoll, 1, descriptor, wanted, UInt64(UInt32(bitPattern: descriptor)))
-            if status == -EEXIST {
-                status = cogen_epoll_ctl(epoll, 3, descriptor, wanted, UInt64(UInt32(bitPattern: descriptor)))
-            }
-        } else {
-            status = cogen_epoll_ctl(epoll, 3, descriptor, wanted, UInt64(UInt32(bitPattern: descriptor)))
-            if status == -ENOENT {  // the descriptor was closed and reused behind our back
-                status = cogen_epoll_ctl(epoll, 1, descriptor, wanted, UInt64(UInt32(bitPattern: descriptor)))
-            }
+        guard var registration = registrations[descriptor], registration.registered == nil,
+              !registration.readers.isEmpty || !registration.writers.isEmpty
+        else { return }
+        let events = UInt32(COGEN_EPOLLIN | COGEN_EPOLLOUT | COGEN_EPOLLRDHUP) | Self.edgeTriggered
+        let data = UInt64(UInt32(bitPattern: descriptor))
+        var status = cogen_epoll_ctl(epoll, 1, descriptor, events, data)
+        if status == -EEXIST {  // closed and reused behind our back: take it over
+            status = cogen_epoll_ctl(epoll, 3, descriptor, events, data)
         }
         if status == 0 {
-            registration.registered = wanted
+            registration.registered = events
             registrations[descriptor] = registration
         } else {
             // Not pollable (or gone): try each waiting operation once more and hand out
@@ -126,6 +122,9 @@ final class EpollBackend: IOBackend {
             }
         }
     }
+
+    /// EPOLLET.
+    private static let edgeTriggered: UInt32 = 1 << 31
 
     func poll(into completions: UnsafeMutableBufferPointer<Completion>) -> Int {
         if !waitingOn.isEmpty { gather(timeout: 0) }
