@@ -44,7 +44,7 @@ protocol IOBackend: AnyObject {
     func submit(_ operation: any KernelOperation, userData: UInt64)
     /// Asks the kernel to cancel the operation carrying `userData`; its final completion
     /// still arrives (with `-ECANCELED` or its real result).
-    func cancel(userData: UInt64)
+    func cancel(_ operation: any KernelOperation, userData: UInt64)
     /// Hands pending submissions to the kernel and collects up to `completions.count`
     /// ready completions without blocking. Returns how many were written.
     func poll(into completions: UnsafeMutableBufferPointer<Completion>) -> Int

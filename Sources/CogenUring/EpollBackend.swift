@@ -24,9 +24,10 @@ final class EpollBackend: IOBackend {
         /// Events registered with epoll; nil when the descriptor is not registered.
         var registered: UInt32?
     }
-    @exclusivity(unchecked) private var registrations: [Int32: Registration] = [:]
-    /// For cancellation: the descriptor each waiting operation waits on.
-    @exclusivity(unchecked) private var waitingOn: [UInt64: Int32] = [:]
+    /// By descriptor number (descriptors are small integers): no hashing per operation.
+    @exclusivity(unchecked) private var registrations: [Registration] = []
+    /// Operations waiting, all descriptors together.
+    @exclusivity(unchecked) private var waitingCount = 0
     /// Completions not handed to the scheduler yet.
     @exclusivity(unchecked) private var ready: [Completion] = []
     @exclusivity(unchecked) private var readyHead = 0
@@ -56,6 +57,14 @@ final class EpollBackend: IOBackend {
         eventFlags = .allocate(capacity: eventCapacity)
     }
 
+    @inline(__always)
+    private func ensureSlot(_ descriptor: Int32) {
+        let index = Int(descriptor)
+        if index >= registrations.count {
+            registrations.append(contentsOf: repeatElement(Registration(), count: index + 1 - registrations.count))
+        }
+    }
+
     var setupDescription: String { "epoll (edge-triggered, registered once per descriptor)" }
 
     func activate() {}
@@ -63,10 +72,12 @@ final class EpollBackend: IOBackend {
     func makeBufferPool(count: Int, size: Int, maxPerConnection: Int) -> BufferPool? { nil }
 
     func submit(_ operation: any KernelOperation, userData: UInt64) {
-        if let close = operation as? CloseOperation {
+        if let close = operation as? CloseOperation, Int(close.descriptor) < registrations.count,
+           close.descriptor >= 0
+        {
             // The descriptor goes away with its registration; nothing waits on it (a
             // socket cancels its operations before it closes).
-            registrations[close.descriptor] = nil
+            registrations[Int(close.descriptor)] = Registration()
         }
         let result = operation.attempt()
         let descriptor = operation.readinessDescriptor
@@ -75,23 +86,27 @@ final class EpollBackend: IOBackend {
             return
         }
         let waiting = Waiting(userData: userData, operation: operation)
+        ensureSlot(descriptor)
         if operation.interest == .writable {
-            registrations[descriptor, default: Registration()].writers.append(waiting)
+            registrations[Int(descriptor)].writers.append(waiting)
         } else {
-            registrations[descriptor, default: Registration()].readers.append(waiting)
+            registrations[Int(descriptor)].readers.append(waiting)
         }
-        waitingOn[userData] = descriptor
+        waitingCount += 1
         updateInterest(descriptor)
     }
 
-    func cancel(userData: UInt64) {
+    func cancel(_ operation: any KernelOperation, userData: UInt64) {
         // Still waiting: it never ran, so it ends cancelled. Otherwise it already
         // completed and its result stands.
-        guard let descriptor = waitingOn.removeValue(forKey: userData) else { return }
-        registrations[descriptor]?.readers.removeAll { $0.userData == userData }
-        registrations[descriptor]?.writers.removeAll { $0.userData == userData }
+        let index = Int(operation.readinessDescriptor)
+        guard index >= 0, index < registrations.count else { return }
+        let before = registrations[index].readers.count + registrations[index].writers.count
+        registrations[index].readers.removeAll { $0.userData == userData }
+        registrations[index].writers.removeAll { $0.userData == userData }
+        guard registrations[index].readers.count + registrations[index].writers.count < before else { return }
+        waitingCount -= 1
         ready.append(Completion(userData: userData, result: -ECANCELED, flags: 0))
-        updateInterest(descriptor)
     }
 
     /// Registers a descriptor the first time something waits on it, for good, and
@@ -99,8 +114,9 @@ final class EpollBackend: IOBackend {
     /// are enough because every operation tries its system call before it waits, and a
     /// descriptor registered while already ready reports that at once.
     private func updateInterest(_ descriptor: Int32) {
-        guard var registration = registrations[descriptor], registration.registered == nil,
-              !registration.readers.isEmpty || !registration.writers.isEmpty
+        let index = Int(descriptor)
+        guard index < registrations.count, registrations[index].registered == nil,
+              !registrations[index].readers.isEmpty || !registrations[index].writers.isEmpty
         else { return }
         let events = UInt32(COGEN_EPOLLIN | COGEN_EPOLLOUT | COGEN_EPOLLRDHUP) | Self.edgeTriggered
         let data = UInt64(UInt32(bitPattern: descriptor))
@@ -109,14 +125,14 @@ final class EpollBackend: IOBackend {
             status = cogen_epoll_ctl(epoll, 3, descriptor, events, data)
         }
         if status == 0 {
-            registration.registered = events
-            registrations[descriptor] = registration
+            registrations[index].registered = events
         } else {
             // Not pollable (or gone): try each waiting operation once more and hand out
             // what it says, rather than wait for an event that will not come.
-            registrations[descriptor] = nil
+            let registration = registrations[index]
+            registrations[index] = Registration()
             for waiting in registration.readers + registration.writers {
-                waitingOn[waiting.userData] = nil
+                waitingCount -= 1
                 let result = waiting.operation.attempt()
                 ready.append(Completion(userData: waiting.userData, result: result == -EAGAIN ? status : result, flags: 0))
             }
@@ -127,7 +143,7 @@ final class EpollBackend: IOBackend {
     private static let edgeTriggered: UInt32 = 1 << 31
 
     func poll(into completions: UnsafeMutableBufferPointer<Completion>) -> Int {
-        if !waitingOn.isEmpty { gather(timeout: 0) }
+        if waitingCount > 0 { gather(timeout: 0) }
         return handOut(into: completions)
     }
 
@@ -158,26 +174,29 @@ final class EpollBackend: IOBackend {
             let failed = events & UInt32(COGEN_EPOLLERR | COGEN_EPOLLHUP) != 0
             if failed || events & UInt32(COGEN_EPOLLIN | COGEN_EPOLLRDHUP) != 0 { retry(descriptor, writers: false) }
             if failed || events & UInt32(COGEN_EPOLLOUT) != 0 { retry(descriptor, writers: true) }
-            updateInterest(descriptor)
         }
     }
 
     /// Tries the operations waiting on `descriptor`, in order, until one must wait again.
     private func retry(_ descriptor: Int32, writers: Bool) {
-        guard var registration = registrations[descriptor] else { return }
-        var queue = writers ? registration.writers : registration.readers
+        let index = Int(descriptor)
+        guard index < registrations.count else { return }
+        let count = writers ? registrations[index].writers.count : registrations[index].readers.count
         var done = 0
-        for waiting in queue {
+        while done < count {
+            let waiting = writers ? registrations[index].writers[done] : registrations[index].readers[done]
             let result = waiting.operation.attempt()
             if result == -EAGAIN { break }
-            waitingOn[waiting.userData] = nil
             ready.append(Completion(userData: waiting.userData, result: result, flags: 0))
             done += 1
         }
         guard done > 0 else { return }
-        queue.removeFirst(done)
-        if writers { registration.writers = queue } else { registration.readers = queue }
-        registrations[descriptor] = registration
+        waitingCount -= done
+        if writers {
+            registrations[index].writers.removeFirst(done)
+        } else {
+            registrations[index].readers.removeFirst(done)
+        }
     }
 
     private func handOut(into completions: UnsafeMutableBufferPointer<Completion>) -> Int {

@@ -126,7 +126,7 @@ final class IOUringBackend: IOBackend {
         operation.prepare(nextSQE(), userData: userData)
     }
 
-    func cancel(userData: UInt64) {
+    func cancel(_ operation: any KernelOperation, userData: UInt64) {
         cogen_prep_cancel(nextSQE(), userData, 0, UserData.ignored)
     }
 

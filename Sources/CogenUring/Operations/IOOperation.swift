@@ -86,7 +86,7 @@ class IOOperation: KernelOperation {
             isStream = false
             scheduler.streams -= 1
         }
-        scheduler.cancelInKernel(userData: userData)
+        scheduler.cancelInKernel(self, userData: userData)
     }
 }
 
@@ -130,8 +130,8 @@ extension Scheduler {
         statistics.submitted.increment()
     }
 
-    func cancelInKernel(userData: UInt64) {
+    func cancelInKernel(_ operation: any KernelOperation, userData: UInt64) {
         statistics.cancellations.increment()
-        backend.cancel(userData: userData)
+        backend.cancel(operation, userData: userData)
     }
 }
