@@ -123,10 +123,6 @@ unsigned cogen_ring_sq_flags(const cogen_ring *ring) {
 
 unsigned cogen_ring_cq_ready(const cogen_ring *ring) { return io_uring_cq_ready(&ring->ring); }
 
-unsigned cogen_ring_cq_dropped(const cogen_ring *ring) {
-    return ring->ring.cq.koverflow ? IO_URING_READ_ONCE(*ring->ring.cq.koverflow) : 0;
-}
-
 unsigned cogen_ring_reap(cogen_ring *ring, uint64_t *user_data, int32_t *res,
                          uint32_t *flags, unsigned max) {
     struct io_uring *r = &ring->ring;
@@ -268,12 +264,6 @@ int cogen_epoll_wait(int epfd, uint64_t *data, uint32_t *events, int max, int64_
 static __thread void *current_scheduler __attribute__((tls_model("initial-exec")));
 void *cogen_current_scheduler(void) { return current_scheduler; }
 void cogen_set_current_scheduler(void *scheduler) { current_scheduler = scheduler; }
-
-void cogen_prep_cancel_fd(cogen_sqe *s, int fd, uint64_t user_data) {
-    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
-    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-    sqe->user_data = user_data;
-}
 
 void cogen_prep_accept(cogen_sqe *s, int fd, void *addr, unsigned *addrlen, uint64_t user_data) {
     struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;

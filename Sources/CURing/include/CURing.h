@@ -111,8 +111,6 @@ int cogen_ring_submit_and_wait(cogen_ring *ring, int64_t timeout_ns);
 unsigned cogen_ring_sq_flags(const cogen_ring *ring);
 /// Completions ready in the CQ ring.
 unsigned cogen_ring_cq_ready(const cogen_ring *ring);
-/// Completions the kernel dropped (only ever non-zero without FEAT_NODROP).
-unsigned cogen_ring_cq_dropped(const cogen_ring *ring);
 /// Copies up to `max` completions out of the CQ ring and marks them seen. Completions of
 /// liburing's internal wait timeout (pre-5.11 kernels) are skipped.
 unsigned cogen_ring_reap(cogen_ring *ring, uint64_t *user_data, int32_t *res,
@@ -124,8 +122,6 @@ void cogen_prep_poll_add(cogen_sqe *sqe, int fd, uint32_t mask, uint64_t user_da
 void cogen_prep_read(cogen_sqe *sqe, int fd, void *buf, unsigned len, uint64_t offset,
                      uint64_t user_data);
 void cogen_prep_cancel(cogen_sqe *sqe, uint64_t target, int flags, uint64_t user_data);
-/// IORING_OP_ASYNC_CANCEL of every request on a descriptor (IORING_ASYNC_CANCEL_FD|ALL, 5.19).
-void cogen_prep_cancel_fd(cogen_sqe *sqe, int fd, uint64_t user_data);
 /// IORING_OP_ACCEPT; the new descriptor is created SOCK_CLOEXEC.
 void cogen_prep_accept(cogen_sqe *sqe, int fd, void *addr, unsigned *addrlen, uint64_t user_data);
 /// IORING_OP_ACCEPT with IORING_ACCEPT_MULTISHOT (5.19): one CQE per connection.

@@ -392,6 +392,7 @@ public final class Socket: @unchecked Sendable {
         }
         if scheduler.bufferPool != nil {
             var bytes: [UInt8] = []
+            bytes.reserveCapacity(min(maxLength, scheduler.bufferPool?.size ?? maxLength))
             try await receiveChunks(maxLength: maxLength, deadline: deadline, placement: placement) {
                 bytes.append(contentsOf: $0)
             }
