@@ -13,7 +13,8 @@ let swiftSettings: [SwiftSetting] = [
 let package = Package(
     name: "cogen-swift",
     products: [
-        .library(name: "CogenUring", targets: ["CogenUring"])
+        .library(name: "CogenUring", targets: ["CogenUring"]),
+        .library(name: "CogenCompat", targets: ["CogenCompat"]),
     ],
     dependencies: [
         // One log line: which backend `.automatic` chose, and why.
@@ -29,6 +30,12 @@ let package = Package(
             dependencies: ["CURing", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
+        // cogen's API on top of CogenUring's public API.
+        .target(
+            name: "CogenCompat",
+            dependencies: ["CogenUring"],
+            swiftSettings: swiftSettings
+        ),
         // Scenarios the tests run in a child process (process-wide state: descriptor
         // counts, resource limits).
         // Test-only C helpers (a seccomp filter that refuses io_uring).
@@ -41,6 +48,11 @@ let package = Package(
         .testTarget(
             name: "CogenUringTests",
             dependencies: ["CogenUring", "cogen-test-helper"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CogenCompatTests",
+            dependencies: ["CogenCompat", "CogenUring"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -46,6 +46,15 @@ public class AnyCoroutine: @unchecked Sendable {
     /// Where the coroutine stands; read on the scheduler's thread.
     public var state: CoroutineState { _state }
 
+    /// An object a layer built on the scheduler keeps with the coroutine (CogenCompat keeps
+    /// its coroutine instance here, found again through ``Scheduler/runningCoroutine``).
+    /// Read and written on the scheduler's thread.
+    public var attachment: AnyObject? {
+        get { _attachment }
+        set { _attachment = newValue }
+    }
+    @exclusivity(unchecked) var _attachment: AnyObject?
+
     /// Cancels the coroutine: a parked coroutine is resumed with `CancellationError`, an
     /// operation in flight is cancelled in the kernel (`IORING_OP_ASYNC_CANCEL`), and the
     /// task is marked cancelled. Safe from any thread.

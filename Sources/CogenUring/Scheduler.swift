@@ -329,10 +329,40 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         cogen_set_current_scheduler(nil)
     }
 
+    /// Runs one pass of the loop on the calling thread, for hosts that drive the
+    /// scheduler from their own loop (cogen's `iter_run`).
+    ///
+    /// - Parameter blocking: `false` (the default) never waits in the kernel: the pass runs
+    ///   what is runnable, fires due timers and reaps the completions already there.
+    ///   `true` lets the pass wait, when nothing is runnable, until a completion or the
+    ///   nearest deadline.
+    /// - Returns: `nil` while there is more to do; the report once nothing can make progress
+    ///   any more (or ``stop()`` was called).
+    ///
+    /// Same thread rule as ``run(untilStopped:)``: the first thread that runs the scheduler
+    /// owns it.
+    @discardableResult
+    public func runOnce(blocking: Bool = false) -> RunReport? {
+        enterLoop()
+        defer { leaveLoop() }
+        return pass(untilStopped: false, shutdown: false, blocking: blocking)
+    }
+
     private func loop(untilStopped: Bool, shutdown: Bool) -> RunReport {
+        while true {
+            if let report = pass(untilStopped: untilStopped, shutdown: shutdown, blocking: true) {
+                return report
+            }
+        }
+    }
+
+    /// One pass: inbox, timers, the jobs queued when it began, then completions.
+    /// - Returns: A report when the loop must return.
+    @inline(__always)
+    private func pass(untilStopped: Bool, shutdown: Bool, blocking: Bool) -> RunReport? {
         let executor = asUnownedTaskExecutor()
         let completions = completionBuffer
-        while true {
+        do {
             statistics.passes.increment()
             if inboxPending.load(ordering: .relaxed) { drainInbox() }
             if !timers.isEmpty { fireTimers() }
@@ -376,7 +406,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
                     // ~15 µs of CPU on a VM, more than the timers it serves).
                     timeout = earliest > now ? earliest - now + timerSlack : 0
                 }
-                if timeout == 0 {
+                if timeout == 0 || !blocking {
                     count = backend.poll(into: completions)
                 } else {
                     sleeping.store(true, ordering: .sequentiallyConsistent)
@@ -393,6 +423,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             }
             for i in 0..<count { dispatch(completions[i]) }
         }
+        return nil
     }
 
     private func isIdle(shutdown: Bool) -> Bool {
@@ -524,6 +555,20 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
 
     // MARK: Core operations
 
+    /// Whether no job waits in the run queue (the one running now is not in it). Read it
+    /// on the scheduler's thread; layers that reproduce a run order (CogenCompat's
+    /// two-phase start) decide with it whether a yield would let anyone else run.
+    public var isRunQueueEmpty: Bool {
+        assertOnLoop()
+        return runQueue.isEmpty
+    }
+
+    /// The coroutine whose own task is running now: `nil` outside coroutines (a plain
+    /// task, a ``spawnAndJoin(placement:resumePlacement:_:)`` child) and off the loop.
+    public var runningCoroutine: AnyCoroutine? {
+        isOnLoop ? currentCoroutine() : nil
+    }
+
     /// Lets every coroutine queued now run before this one continues: one trip through the
     /// run queue (not `Task.yield()`, which takes two).
     /// - Parameter placement: `.back` (the default) goes behind everything queued; `.front`
@@ -531,6 +576,20 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     ///
     /// No kernel operation is involved.
     public func yield(placement: Placement = .back) async {
+        await yield(placement: placement, afterQueuing: {})
+    }
+
+    /// ``yield(placement:)``, running `afterQueuing` once this coroutine is in the run
+    /// queue and before it suspends: what `afterQueuing` resumes at the front runs before
+    /// it, what it resumes at the back runs after it. Layers that reproduce a run order
+    /// (CogenCompat's signals and queues) requeue the current coroutine and wake others in
+    /// one exact order with it.
+    /// - Parameters:
+    ///   - placement: Where this coroutine goes.
+    ///   - afterQueuing: Runs on the loop, synchronously, before the suspension.
+    ///
+    /// No kernel operation is involved.
+    public func yield(placement: Placement = .back, afterQueuing: () -> Void) async {
         assertOnLoop()
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             if placement == .front {
@@ -538,6 +597,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             } else {
                 runQueue.pushBack(.resume(continuation))
             }
+            afterQueuing()
         }
     }
 
