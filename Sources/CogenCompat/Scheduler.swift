@@ -213,12 +213,22 @@ public final class Scheduler: @unchecked Sendable {
         await core.yield(placement: placement, afterQueuing: afterQueuing)
     }
 
-    /// cogen's report of an unhandled coroutine error, on standard error.
+    /// The default ``errorHandler``: writes ``errorReport(_:)`` to standard error.
+    /// - Parameter exception: The error and its coroutine.
     @Sendable
     public static func reportError(_ exception: CoroutineException) {
+        let text = errorReport(exception)
+        _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
+    }
+
+    /// cogen's report of an unhandled coroutine error: a line of dashes, the error, the
+    /// coroutine and the operation it yielded last, a line of dashes.
+    /// - Parameter exception: The error and its coroutine.
+    /// - Returns: The report, ending with a newline.
+    public static func errorReport(_ exception: CoroutineException) -> String {
         let dashes = String(repeating: "-", count: 40)
         let last = exception.coroutine.lastOperation.map { "\($0)" } ?? "None"
-        let text = """
+        return """
             \(dashes)
             Exception happened during processing of coroutine.
             \(type(of: exception.error)): \(exception.error)
@@ -226,7 +236,6 @@ public final class Scheduler: @unchecked Sendable {
             \(dashes)
 
             """
-        _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
     }
 }
 
