@@ -252,3 +252,10 @@ public struct IterRun: Sequence, IteratorProtocol {
         return ()
     }
 }
+
+/// The core's park handle, for operations written against CogenCompat alone.
+public typealias Parked<Value: Sendable> = CogenUring.Parked<Value>
+/// Front or back of the run queue: where a resumed coroutine goes.
+public typealias Placement = CogenUring.Placement
+/// Which engine a scheduler runs on: `.automatic`, `.ioUring` or `.epoll`.
+public typealias Backend = CogenUring.Backend
