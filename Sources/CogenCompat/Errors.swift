@@ -77,14 +77,16 @@ public final class CoroutineException: Error, @unchecked Sendable, CustomStringC
 }
 
 /// Turns a core error into cogen's: socket failures into ``ConnectionError`` or
-/// ``ConnectionClosed``, a deadline into ``OperationTimeout``; others pass unchanged.
-func cogenError(_ error: any Error, for operation: AnyOperation) -> any Error {
+/// ``ConnectionClosed``, a deadline into ``OperationTimeout`` (when the operation is
+/// given); others pass unchanged.
+func cogenError(_ error: any Error, for operation: AnyOperation? = nil) -> any Error {
     switch error {
     case let error as CogenUring.SocketError:
         return error.isConnectionClosed
             ? ConnectionClosed(errno: error.errno, operation: error.operation)
             : ConnectionError(errno: error.errno, operation: error.operation)
     case let error as TimeoutError:
+        guard let operation else { return error }
         return OperationTimeout(operation, bytesTransferred: error.bytesTransferred)
     case let error as EndOfStreamError:
         return ConnectionClosed(errno: 0, operation: "recv", message: "Empty recv. (\(error))")

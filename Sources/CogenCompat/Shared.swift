@@ -11,15 +11,22 @@ import Synchronization
 /// sched.run()
 /// print(log.value)   // after run() returned: ["a", "b"]
 /// ```
-/// The first access from inside a running scheduler binds the box to that scheduler's
-/// thread; a later access from another running scheduler's thread stops the program.
-/// Access from outside any running scheduler (set-up code, or reading results after
-/// `run()` returned) is allowed: make sure the scheduler is not running then.
+/// An access from inside a running scheduler binds the box to that scheduler; an access
+/// from another scheduler while the bound one is still running stops the program (two
+/// threads would race on the value). Once the bound scheduler has returned from `run()`,
+/// another scheduler may take the box over, so one box can serve schedulers that run one
+/// after the other. Access from outside any running scheduler (set-up code, or reading
+/// results after `run()` returned) is allowed: make sure no scheduler using it runs then.
 public final class Shared<Value>: @unchecked Sendable {
     // @unchecked Sendable: access is confined to one scheduler's thread (checked), or happens
     // while no scheduler runs.
     private var storage: Value
     private let owner = Atomic<UInt>(0)
+    private let binding = Mutex(Binding())
+
+    private struct Binding: ~Copyable {
+        weak var scheduler: CogenUring.Scheduler?
+    }
 
     /// Creates the box.
     /// - Parameter value: The initial value.
@@ -55,12 +62,19 @@ public final class Shared<Value>: @unchecked Sendable {
     private func check() {
         guard let scheduler = CogenUring.Scheduler.current else { return }
         let me = UInt(bitPattern: Unmanaged.passUnretained(scheduler).toOpaque())
-        let bound = owner.load(ordering: .relaxed)
-        if bound == me { return }
-        if bound == 0 {
-            let (exchanged, original) = owner.compareExchange(expected: 0, desired: me, ordering: .relaxed)
-            if exchanged || original == me { return }
+        if owner.load(ordering: .relaxed) == me { return }
+        bind(to: scheduler, me)
+    }
+
+    /// The slow path: the first access from a scheduler, or one from a new scheduler.
+    @inline(never)
+    private func bind(to scheduler: CogenUring.Scheduler, _ me: UInt) {
+        binding.withLock { binding in
+            if let bound = binding.scheduler, bound !== scheduler, bound.isRunning {
+                preconditionFailure("Shared: used from two schedulers that run at the same time")
+            }
+            binding.scheduler = scheduler
+            owner.store(me, ordering: .relaxed)
         }
-        preconditionFailure("Shared: used from two schedulers' threads")
     }
 }

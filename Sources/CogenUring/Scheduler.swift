@@ -133,6 +133,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     private let inboxPending = Atomic<Bool>(false)
     private let sleeping = Atomic<Bool>(false)
     private let stopRequested = Atomic<Bool>(false)
+    private let inLoop = Atomic<Bool>(false)
     private let shutdownReport = Mutex<RunReport?>(nil)
     private let closed = Atomic<Bool>(false)
     let statistics = StatisticsCounters()
@@ -195,6 +196,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         guard let raw = cogen_current_scheduler() else { return nil }
         return Unmanaged<Scheduler>.fromOpaque(raw).takeUnretainedValue()
     }
+
+    /// Whether a thread is running the scheduler now (inside ``run(untilStopped:)`` or
+    /// ``runOnce(blocking:)``); readable from any thread.
+    public var isRunning: Bool { inLoop.load(ordering: .acquiring) }
 
     /// Whether the calling thread is this scheduler's loop thread, running it now.
     public var isOnLoop: Bool {
@@ -313,6 +318,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             ownerThread = me
         }
         cogen_set_current_scheduler(Unmanaged.passUnretained(self).toOpaque())
+        inLoop.store(true, ordering: .releasing)
         if !activated {
             backend.activate()
             activated = true
@@ -326,6 +332,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     }
 
     private func leaveLoop() {
+        inLoop.store(false, ordering: .releasing)
         cogen_set_current_scheduler(nil)
     }
 

@@ -212,16 +212,16 @@ struct DecisionsTests {
         let log = Log([])
         try await runCompat(engine) { sched in
             sched.add {
-                let value = try await yield(WaitForSignal("race", timeout: 0.05))
+                let value = try await yield(WaitForSignal("race", timeout: 0.1))
                 log.value.append("waiter got \(value as? String ?? "nil")")
                 return nil
             }
             sched.add {
-                try await yield(Sleep(0.04))
-                // CORO: the signaler goes first, and holds the thread past the waiter's
-                // deadline before the waiter is resumed.
+                // The waiter, added first, is parked by now. CORO: the signaler goes on
+                // first, and holds the thread well past the waiter's deadline before the
+                // waiter is resumed.
                 _ = try await yield(Signal("race", value: "v", prio: priority.CORO))
-                usleep(50_000)
+                usleep(250_000)
                 log.value.append("signaler done")
                 return nil
             }
