@@ -27,7 +27,8 @@ let package = Package(
         .executableTarget(
             name: "cogen-bench",
             dependencies: [
-                .product(name: "CogenUring", package: "cogen-swift")
+                .product(name: "CogenUring", package: "cogen-swift"),
+                .product(name: "CogenCompat", package: "cogen-swift"),
             ],
             swiftSettings: [
                 .enableUpcomingFeature("NonisolatedNonsendingByDefault")

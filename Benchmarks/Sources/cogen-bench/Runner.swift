@@ -67,9 +67,12 @@ struct Derived {
     var name: String
     var unit: String
     var target: Double? = nil
+    /// The target is a minimum (`>=`) rather than a maximum.
+    var atLeast = false
     var decimals = 1
     var inputs: (String, String)
     var combine: (Double, Double) -> Double
+    var note: String? = nil
 }
 
 struct Row {
@@ -79,6 +82,7 @@ struct Row {
     var decimals: Int
     var values: [Double]
     var note: String? = nil
+    var atLeast = false
 
     var sorted: [Double] { values.sorted() }
     var median: Double {
@@ -88,8 +92,8 @@ struct Row {
     }
     var minimum: Double { values.min() ?? .nan }
     var maximum: Double { values.max() ?? .nan }
-    var passed: Bool? { target.map { median <= $0 } }
-    var targetText: String { target.map { "<= " + formatNumber($0, decimals: $0 < 10 ? 2 : 0) } ?? "-" }
+    var passed: Bool? { target.map { atLeast ? median >= $0 : median <= $0 } }
+    var targetText: String { target.map { (atLeast ? ">= " : "<= ") + formatNumber($0, decimals: $0 < 10 ? 2 : 0) } ?? "-" }
     var passText: String { passed.map { $0 ? "pass" : "FAIL" } ?? "-" }
 }
 
@@ -113,7 +117,7 @@ func allBenchmarks() -> [Benchmark] { [
     Benchmark(name: "100k sleepers", unit: "cpu ns/coro") { measureTimers(count: scaled(100_000, $0), workload: .sleep) },
     Benchmark(name: "100k parked, resumed in deadline order (baseline)", unit: "cpu ns/coro") { measureTimers(count: scaled(100_000, $0), workload: .parkResumedInDeadlineOrder) },
     Benchmark(name: "100k spawn only", unit: "cpu ns/coro") { measureTimers(count: scaled(100_000, $0), workload: .none) },
-] }
+] + compatBenchmarks() }
 
 func allDerivedRows() -> [Derived] { [
     Derived(name: "switch / floor", unit: "ratio", target: 1.15, decimals: 3,
@@ -122,7 +126,7 @@ func allDerivedRows() -> [Derived] { [
             inputs: ("spawn-and-join", "floor spawn-and-join (Task + value)"), combine: { $0 / $1 }),
     Derived(name: "timer cost (sleepers - baseline)", unit: "cpu ns/timer", target: 1000,
             inputs: ("100k sleepers", "100k parked, resumed in deadline order (baseline)"), combine: { $0 - $1 }),
-] }
+] + compatDerivedRows() }
 
 func memoryRows() -> [(name: String, count: Int, floor: Bool)] { [
     ("memory floor: bare parked Task (100k)", 100_000, true),
@@ -196,7 +200,8 @@ func runBenchmarks(_ options: Options) -> Int32 {
             else { continue }
             rows.append(Row(name: derived.name, unit: derived.unit, target: derived.target,
                             decimals: derived.decimals, values: zip(a, b).map(derived.combine),
-                            note: "per-rep \(derived.inputs.0) vs \(derived.inputs.1)"))
+                            note: derived.note ?? "per-rep \(derived.inputs.0) vs \(derived.inputs.1)",
+                            atLeast: derived.atLeast))
         }
     }
 
