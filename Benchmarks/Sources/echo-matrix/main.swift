@@ -119,6 +119,8 @@ struct EchoMatrix: ParsableCommand {
     var idleMemory = false
     @Option(name: .customLong("idle-connections"), help: "Idle connections for --idle-memory.")
     var idleConnections: Int = 10_000
+    @Option(help: "Comma-separated configurations CONNECTIONSxINFLIGHTxSIZE (e.g. 16x16x64) instead of the quick or full matrix.")
+    var configs: String?
 
     /// Other processes' CPU use (percent of one CPU) above which a run counts as disturbed.
     static let disturbedPercent = 10.0
@@ -130,11 +132,23 @@ struct EchoMatrix: ParsableCommand {
         guard !serverList.isEmpty else { throw ValidationError("--servers names no server") }
         guard repetitions >= 1, retries >= 0 else { throw ValidationError("--repeat must be ≥ 1, --retries ≥ 0") }
         guard idleConnections >= 1 else { throw ValidationError("--idle-connections must be ≥ 1") }
+        if let configs {
+            for item in configs.split(separator: ",") where Self.parseConfiguration(item) == nil {
+                throw ValidationError("bad configuration '\(item)': CONNECTIONSxINFLIGHTxSIZE, e.g. 16x16x64")
+            }
+        }
     }
 
     var serverList: [String] { servers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
 
+    static func parseConfiguration(_ text: Substring) -> LoadConfiguration? {
+        let numbers = text.split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard numbers.count == 3, numbers.allSatisfy({ $0 >= 1 }), numbers[2] >= 8 else { return nil }
+        return LoadConfiguration(connections: numbers[0], inflight: numbers[1], size: numbers[2])
+    }
+
     var configurations: [LoadConfiguration] {
+        if let configs { return configs.split(separator: ",").compactMap(Self.parseConfiguration) }
         guard full else {
             return [
                 LoadConfiguration(connections: 16, inflight: 16, size: 64),
