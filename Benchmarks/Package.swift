@@ -8,6 +8,7 @@ import PackageDescription
 //
 // The echo benchmark: four echo servers over loopback, measured by one load generator.
 //   cogen-echo    CogenUring, one coroutine per connection
+//   cogen-compat-echo  cogen's echo server ported to CogenCompat (not in the default run)
 //   c-uring-echo  liburing by hand: multishot accept and recv, a provided-buffer ring
 //   c-epoll-echo  level-triggered epoll, non-blocking sockets
 //   nio-echo      SwiftNIO, one event loop
@@ -39,6 +40,17 @@ let package = Package(
         .executableTarget(
             name: "cogen-echo",
             dependencies: [
+                .product(name: "CogenUring", package: "cogen-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: [
+                .enableUpcomingFeature("NonisolatedNonsendingByDefault")
+            ]
+        ),
+        .executableTarget(
+            name: "cogen-compat-echo",
+            dependencies: [
+                .product(name: "CogenCompat", package: "cogen-swift"),
                 .product(name: "CogenUring", package: "cogen-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

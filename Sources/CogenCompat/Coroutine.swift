@@ -37,7 +37,7 @@ public final class CoroutineInstance: @unchecked Sendable, CustomStringConvertib
     public var isRunning: Bool { state < .completed }
 
     /// The operation it yielded last, for error reports.
-    var lastOperation: AnyOperation?
+    @exclusivity(unchecked) var lastOperation: AnyOperation?
     /// Coroutines joining it, in the order they joined.
     var joiners: [Parked<(any Sendable)?>] = []
     /// The coroutine waiting for it to end (`OldCall`): resumed at once when it ends.

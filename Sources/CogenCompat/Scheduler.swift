@@ -128,7 +128,8 @@ public final class Scheduler: @unchecked Sendable {
 
     // MARK: For operations
 
-    /// Processes `operation` for `coroutine`: the path of every `yield`.
+    /// Processes `operation` for `coroutine`: the path of every `yield` (which has these
+    /// steps inline).
     func process<Result>(_ operation: Operation<Result>, for coroutine: CoroutineInstance) async throws -> Result {
         operation.prio = operation.prio.resolved(defaultPriority)
         coroutine.lastOperation = operation

@@ -240,7 +240,7 @@ public final class SocketFile: @unchecked Sendable {
 
     /// A relative timeout (the socket's, else the scheduler's default) as a fixed date.
     private func fixed(_ timeout: Timeout) -> Timeout {
-        let effective = timeout == .none ? CoroutineInstance.requireCurrent().scheduler.defaultTimeout : timeout
+        let effective = timeout.isSet ? timeout : CoroutineInstance.requireCurrent().scheduler.defaultTimeout
         guard case .after(let duration) = effective else { return effective }
         return .at(ContinuousClock.now + duration)
     }

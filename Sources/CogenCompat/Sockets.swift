@@ -79,7 +79,7 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
 
     private static func initialTimeout(_ timeout: Timeout?) -> Timeout {
         // cogen: `_timeout or getdefaulttimeout()`.
-        if let timeout, timeout != .none { return timeout }
+        if let timeout, timeout.isSet { return timeout }
         return sockets.getdefaulttimeout()
     }
 
@@ -230,6 +230,17 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
     ///   - prio: `OP` bit: the coroutine goes to the front when the send completes.
     /// - Returns: The ``Send`` operation.
     public func send(_ data: some Sequence<UInt8>, weakTimeout: Bool = true, prio: Priority = priority.DEFAULT) -> Send {
+        Send(self, Array(data), timeout: timeout, weakTimeout: weakTimeout, prio: prio)
+    }
+
+    /// A send to yield: one send of some of `data` (shared, not copied), with this
+    /// socket's timeout.
+    /// - Parameters:
+    ///   - data: The bytes.
+    ///   - weakTimeout: Kept for cogen's signature (one send has one deadline).
+    ///   - prio: `OP` bit: the coroutine goes to the front when the send completes.
+    /// - Returns: The ``Send`` operation.
+    public func send(_ data: [UInt8], weakTimeout: Bool = true, prio: Priority = priority.DEFAULT) -> Send {
         Send(self, data, timeout: timeout, weakTimeout: weakTimeout, prio: prio)
     }
 
@@ -241,6 +252,17 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
     ///   - prio: `OP` bit: the coroutine goes to the front when the last send completes.
     /// - Returns: The ``SendAll`` operation.
     public func sendall(_ data: some Sequence<UInt8>, weakTimeout: Bool = true, prio: Priority = priority.DEFAULT) -> SendAll {
+        SendAll(self, Array(data), timeout: timeout, weakTimeout: weakTimeout, prio: prio)
+    }
+
+    /// A send-all to yield: all of `data` (shared, not copied), with this socket's timeout.
+    /// - Parameters:
+    ///   - data: The bytes.
+    ///   - weakTimeout: `true` (the default): the timeout is an inactivity timeout, each
+    ///     partial send moves the deadline; `false`: a fixed deadline.
+    ///   - prio: `OP` bit: the coroutine goes to the front when the last send completes.
+    /// - Returns: The ``SendAll`` operation.
+    public func sendall(_ data: [UInt8], weakTimeout: Bool = true, prio: Priority = priority.DEFAULT) -> SendAll {
         SendAll(self, data, timeout: timeout, weakTimeout: weakTimeout, prio: prio)
     }
 
@@ -408,8 +430,16 @@ public final class Recv: SocketOperation<[UInt8]>, @unchecked Sendable {
         super.init(sock: sock, timeout: timeout, weakTimeout: weakTimeout, prio: prio)
     }
 
-    override func perform(on scheduler: Scheduler, placement: Placement) async throws -> [UInt8] {
-        let bytes = try await sock.core.receive(maxLength: bufsize, deadline: deadline(on: scheduler), placement: placement)
+    // `process` itself, not `perform`: one async frame less per receive.
+    public override func process(_ scheduler: Scheduler, _ coroutine: CoroutineInstance) async throws -> [UInt8] {
+        let bytes: [UInt8]
+        do {
+            bytes = try await sock.core.receive(
+                maxLength: bufsize, deadline: deadline(on: scheduler),
+                placement: scheduler.placement(prio.favoursOperation))
+        } catch {
+            throw cogenError(error, for: self)
+        }
         if bytes.isEmpty { throw ConnectionClosed.endOfStream }
         return bytes
     }
@@ -496,11 +526,25 @@ public class SendingOperation: SocketOperation<Int>, @unchecked Sendable {
     ///     deadline. One ``Send`` has one deadline.
     ///   - prio: `OP` bit: resume at the front when the (last) send completes.
     public init(
+        _ sock: Socket, _ data: [UInt8], timeout: Timeout? = nil, weakTimeout: Bool = true,
+        prio: Priority = priority.DEFAULT
+    ) {
+        self.data = data
+        super.init(sock: sock, timeout: timeout, weakTimeout: weakTimeout, prio: prio)
+    }
+
+    /// Creates the operation from any byte sequence (`"text".utf8`), copied into an array.
+    /// - Parameters:
+    ///   - sock: The socket.
+    ///   - data: The bytes.
+    ///   - timeout: Its own timeout; by default none (the scheduler's default applies).
+    ///   - weakTimeout: As for the array form.
+    ///   - prio: `OP` bit: resume at the front when the (last) send completes.
+    public convenience init(
         _ sock: Socket, _ data: some Sequence<UInt8>, timeout: Timeout? = nil, weakTimeout: Bool = true,
         prio: Priority = priority.DEFAULT
     ) {
-        self.data = Array(data)
-        super.init(sock: sock, timeout: timeout, weakTimeout: weakTimeout, prio: prio)
+        self.init(sock, Array(data), timeout: timeout, weakTimeout: weakTimeout, prio: prio)
     }
 }
 
@@ -513,8 +557,13 @@ public class SendingOperation: SocketOperation<Int>, @unchecked Sendable {
 /// Uses `IORING_OP_SEND` (Linux 5.6) with `MSG_NOSIGNAL` (a closed peer is an error, never
 /// `SIGPIPE`). The epoll backend runs the same definition (`send(2)` when writable).
 public final class Send: SendingOperation, @unchecked Sendable {
-    override func perform(on scheduler: Scheduler, placement: Placement) async throws -> Int {
-        try await sock.core.send(data, deadline: deadline(on: scheduler), placement: placement)
+    public override func process(_ scheduler: Scheduler, _ coroutine: CoroutineInstance) async throws -> Int {
+        do {
+            return try await sock.core.send(
+                data, deadline: deadline(on: scheduler), placement: scheduler.placement(prio.favoursOperation))
+        } catch {
+            throw cogenError(error, for: self)
+        }
     }
 }
 
@@ -528,8 +577,13 @@ public final class Send: SendingOperation, @unchecked Sendable {
 /// Uses `IORING_OP_SEND` (Linux 5.6) with `MSG_NOSIGNAL`, as often as needed. The epoll
 /// backend runs the same definition.
 public final class SendAll: SendingOperation, @unchecked Sendable {
-    override func perform(on scheduler: Scheduler, placement: Placement) async throws -> Int {
-        try await sock.core.sendAll(data, timeout: socketTimeout(on: scheduler), placement: placement)
+    public override func process(_ scheduler: Scheduler, _ coroutine: CoroutineInstance) async throws -> Int {
+        do {
+            try await sock.core.sendAll(
+                data, timeout: socketTimeout(on: scheduler), placement: scheduler.placement(prio.favoursOperation))
+        } catch {
+            throw cogenError(error, for: self)
+        }
         return data.count
     }
 }

@@ -63,13 +63,16 @@ public enum Timeout: Sendable, Hashable, ExpressibleByFloatLiteral, ExpressibleB
     public static func date(_ date: Date) -> Timeout { Timeout(date) }
 
     /// Whether a timeout of its own is set (not ``none``).
-    var isSet: Bool { self != .none }
+    var isSet: Bool {
+        if case .none = self { false } else { true }
+    }
 
     /// The deadline this timeout gives when processed now, with the scheduler's default
     /// applied for ``none``.
+    @inline(__always)
     func deadline(default defaultTimeout: Timeout) -> Deadline? {
         switch self {
-        case .none: defaultTimeout == .none ? nil : defaultTimeout.deadline(default: .never)
+        case .none: defaultTimeout.isSet ? defaultTimeout.deadline(default: .never) : nil
         case .never: nil
         case .after(let duration): .after(duration)
         case .at(let instant): .at(instant)

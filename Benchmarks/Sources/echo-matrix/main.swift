@@ -55,6 +55,9 @@ struct RatioRecord: Codable {
     var cogenEpollOverCEpollThroughput: Double?
     var cogenEpollOverCEpollServerCPU: Double?
     var ioUringOverEpollThroughput: Double?
+    /// cogen's API (CogenCompat) against the native API, both on io_uring.
+    var compatOverNativeThroughput: Double?
+    var compatOverNativeServerCPU: Double?
 }
 
 /// One server's RSS with idle connections (--idle-memory).
@@ -98,6 +101,8 @@ struct EchoMatrix: ParsableCommand {
         commandName: "echo-matrix", abstract: "Runs the echo servers against echo-load and compares them.")
 
     static let allServers = ["cogen-echo", "cogen-echo-epoll", "c-uring-echo", "c-epoll-echo", "nio-echo"]
+    /// Servers run only when named in `--servers`.
+    static let extraServers = ["cogen-compat-echo"]
 
     @Flag(help: "The full matrix: connections {1,16,256,1000} × sizes {64,4096} × in flight {1,16}.")
     var full = false
@@ -126,8 +131,9 @@ struct EchoMatrix: ParsableCommand {
     static let disturbedPercent = 10.0
 
     func validate() throws {
-        for server in serverList where !Self.allServers.contains(server) {
-            throw ValidationError("unknown server '\(server)'; known: \(Self.allServers.joined(separator: ", "))")
+        for server in serverList where !(Self.allServers + Self.extraServers).contains(server) {
+            throw ValidationError(
+                "unknown server '\(server)'; known: \((Self.allServers + Self.extraServers).joined(separator: ", "))")
         }
         guard !serverList.isEmpty else { throw ValidationError("--servers names no server") }
         guard repetitions >= 1, retries >= 0 else { throw ValidationError("--repeat must be ≥ 1, --retries ≥ 0") }
@@ -185,7 +191,7 @@ struct EchoMatrix: ParsableCommand {
         for server in serverList {
             // cogen-echo-epoll: the same server on the library's epoll engine.
             let executable = server == "cogen-echo-epoll" ? "cogen-echo" : server
-            let arguments = ["--port", "0"] + (executable == "cogen-echo" ? ["--stats"] : [])
+            let arguments = ["--port", "0"] + (executable.hasPrefix("cogen-") ? ["--stats"] : [])
                 + (server == "cogen-echo-epoll" ? ["--backend", "epoll"] : [])
             let process: ServerProcess
             do {
@@ -401,7 +407,10 @@ struct EchoMatrix: ParsableCommand {
                                                    result("c-epoll-echo")?.messagesPerSecond),
             cogenEpollOverCEpollServerCPU: divide(result("cogen-echo-epoll")?.serverCPUNanosPerMessage,
                                                   result("c-epoll-echo")?.serverCPUNanosPerMessage),
-            ioUringOverEpollThroughput: divide(cogen?.messagesPerSecond, result("cogen-echo-epoll")?.messagesPerSecond))
+            ioUringOverEpollThroughput: divide(cogen?.messagesPerSecond, result("cogen-echo-epoll")?.messagesPerSecond),
+            compatOverNativeThroughput: divide(result("cogen-compat-echo")?.messagesPerSecond, cogen?.messagesPerSecond),
+            compatOverNativeServerCPU: divide(result("cogen-compat-echo")?.serverCPUNanosPerMessage,
+                                              cogen?.serverCPUNanosPerMessage))
     }
 
     private func printTable(_ runs: [RunRecord], ratios: [RatioRecord]) {
@@ -416,14 +425,14 @@ struct EchoMatrix: ParsableCommand {
         print("")
         print("echo servers on CPU 0, echo-load on CPU 1; \(f(duration)) s measured after \(f(warmup)) s warm-up; "
             + "latency per message, send to full echo; \(kernelRelease())")
-        let header = [pad("server", 13, left: true), pad("config", 15, left: true), pad("msg/s", 10),
+        let header = [pad("server", 17, left: true), pad("config", 15, left: true), pad("msg/s", 10),
                       pad("p50 µs", 8), pad("p99 µs", 8), pad("p999 µs", 8), pad("srv ns/msg", 10),
                       pad("srv CPU%", 8), pad("LG ns/msg", 9), pad("LG CPU%", 8), pad("other%", 7), pad("errors", 6)]
             + (repetitions > 1 ? [pad("msg/s spread", 12)] : [])
         print(header.joined(separator: "  "))
         var saturated = false, disturbed = false
         for run in runs {
-            var cells = [pad(run.server, 13, left: true), pad(run.configuration, 15, left: true)]
+            var cells = [pad(run.server, 17, left: true), pad(run.configuration, 15, left: true)]
             if let r = run.result {
                 let loadBound = r.loadgenBusiestThreadPercent >= 90
                 let noisy = (r.otherCPUPercent ?? 0) >= Self.disturbedPercent
@@ -477,6 +486,15 @@ struct EchoMatrix: ParsableCommand {
                 print([pad(r.configuration, 15, left: true), pad(f(r.cogenEpollOverCEpollThroughput, 2), 25),
                        pad(f(r.cogenEpollOverCEpollServerCPU, 2), 30), pad(f(r.ioUringOverEpollThroughput, 2), 26)]
                     .joined(separator: "  "))
+            }
+            print("")
+        }
+        if ratios.contains(where: { $0.compatOverNativeThroughput != nil }) {
+            print([pad("config", 15, left: true), pad("compat/native msg/s", 19),
+                   pad("srv ns/msg compat/native", 24)].joined(separator: "  "))
+            for r in ratios {
+                print([pad(r.configuration, 15, left: true), pad(f(r.compatOverNativeThroughput, 2), 19),
+                       pad(f(r.compatOverNativeServerCPU, 2), 24)].joined(separator: "  "))
             }
             print("")
         }
