@@ -50,6 +50,7 @@ let package = Package(
         .executableTarget(
             name: "cogen-compat-echo",
             dependencies: [
+                "EchoBenchSupport",
                 .product(name: "CogenCompat", package: "cogen-swift"),
                 .product(name: "CogenUring", package: "cogen-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -156,7 +156,6 @@ open class TimedOperation<Result: Sendable>: Operation<Result>, @unchecked Senda
 /// Runs ``Operation/process(_:_:)`` on the scheduler's thread; the kernel operations are
 /// those of the operation (socket operations name theirs).
 public func yield<Result>(_ operation: Operation<Result>) async throws -> Result {
-    // Scheduler.process's steps, inline: one async frame less on every yield.
     let coroutine = CoroutineInstance.requireCurrent()
     let scheduler = coroutine.scheduler
     operation.prio = operation.prio.resolved(scheduler.defaultPriority)

@@ -128,21 +128,6 @@ public final class Scheduler: @unchecked Sendable {
 
     // MARK: For operations
 
-    /// Processes `operation` for `coroutine`: the path of every `yield` (which has these
-    /// steps inline).
-    func process<Result>(_ operation: Operation<Result>, for coroutine: CoroutineInstance) async throws -> Result {
-        operation.prio = operation.prio.resolved(defaultPriority)
-        coroutine.lastOperation = operation
-        do {
-            let result = try await operation.process(self, coroutine)
-            operation.state = .finalized
-            return result
-        } catch {
-            operation.state = .errored
-            throw error
-        }
-    }
-
     /// The placement a priority bit gives: front when set, back otherwise.
     /// - Parameter favoured: The bit (``Priority/favoursCoroutine`` or
     ///   ``Priority/favoursOperation``).

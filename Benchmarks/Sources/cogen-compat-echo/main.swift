@@ -31,6 +31,7 @@
 import ArgumentParser
 import CogenCompat
 import CogenUring
+import EchoBenchSupport
 import Glibc
 
 struct CompatEcho: ParsableCommand {
@@ -138,16 +139,6 @@ func handler(_ sock: sockets.Socket, _ addr: SocketAddress) async throws -> (any
 func report(_ message: String) {
     let line = "cogen-compat-echo: \(message)\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
-}
-
-/// A thousand connections and more need more descriptors than the usual soft limit.
-func raiseDescriptorLimit() {
-    var limit = rlimit()
-    let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-    if getrlimit(resource, &limit) == 0 && limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max
-        setrlimit(resource, &limit)
-    }
 }
 
 CompatEcho.main()
