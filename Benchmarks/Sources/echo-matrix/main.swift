@@ -5,6 +5,7 @@
 //   echo-matrix --idle-memory [--idle-connections N] [--servers a,b] [--json PATH]
 //
 // The servers and echo-load are found next to this executable (the build directory).
+// With --repeat N the servers take turns (A, B, C, A, B, C…) and the median run is kept.
 // Each server starts on a free port pinned to CPU 0; echo-load runs pinned to CPU 1 with
 // --json once per configuration, against the same server process; then the server gets
 // SIGTERM. The pinning keeps the two from competing for a CPU; on this two-CPU machine it
@@ -118,7 +119,7 @@ struct EchoMatrix: ParsableCommand {
     var loadThreads: Int = 1
     @Option(help: "Times to re-run a configuration that other processes disturbed (used ≥ 10% of a CPU).")
     var retries: Int = 2
-    @Option(name: .customLong("repeat"), help: "Runs per configuration; the one with the median msg/s is reported.")
+    @Option(name: .customLong("repeat"), help: "Runs per configuration, going round the servers in turn; the one with the median msg/s is reported.")
     var repetitions: Int = 1
     @Flag(name: .customLong("idle-memory"), help: "Measure server RSS per idle connection instead of the matrix.")
     var idleMemory = false
@@ -186,43 +187,56 @@ struct EchoMatrix: ParsableCommand {
             return
         }
 
-        var runs: [RunRecord] = []
+        // Repetitions go round all the servers in turn (server A, B, C, then A, B, C…), so
+        // a slow phase of the machine lands on every server rather than on one.
+        var repeated: [String: [String: [RunRecord]]] = [:]
         var serverOutput: [String: String] = [:]
-        for server in serverList {
-            // cogen-echo-epoll: the same server on the library's epoll engine.
-            let executable = server == "cogen-echo-epoll" ? "cogen-echo" : server
-            let arguments = ["--port", "0"] + (executable.hasPrefix("cogen-") ? ["--stats"] : [])
-                + (server == "cogen-echo-epoll" ? ["--backend", "epoll"] : [])
-            let process: ServerProcess
-            do {
-                process = try ServerProcess.start(path: "\(directory)/\(executable)", arguments: arguments, cpu: serverCPU)
-            } catch {
-                warn("\(server): \(error)")
-                for configuration in configurations {
-                    runs.append(record(server, configuration, nil, "\(error)"))
-                }
-                continue
-            }
-            warn("\(server): pid \(process.pid), 127.0.0.1:\(process.port)")
-            for configuration in configurations {
-                guard process.isRunning else {
-                    runs.append(record(server, configuration, nil, "the server exited"))
+        for repetition in 0..<repetitions {
+            if repetitions > 1 { warn("repetition \(repetition + 1) of \(repetitions)") }
+            for server in serverList {
+                // cogen-echo-epoll: the same server on the library's epoll engine.
+                let executable = server == "cogen-echo-epoll" ? "cogen-echo" : server
+                let arguments = ["--port", "0"] + (executable.hasPrefix("cogen-") ? ["--stats"] : [])
+                    + (server == "cogen-echo-epoll" ? ["--backend", "epoll"] : [])
+                let process: ServerProcess
+                do {
+                    process = try ServerProcess.start(path: "\(directory)/\(executable)", arguments: arguments, cpu: serverCPU)
+                } catch {
+                    warn("\(server): \(error)")
+                    for configuration in configurations {
+                        repeated[server, default: [:]][configuration.name, default: []]
+                            .append(record(server, configuration, nil, "\(error)"))
+                    }
                     continue
                 }
-                let load = [
-                    "--port", "\(process.port)", "--connections", "\(configuration.connections)",
-                    "--size", "\(configuration.size)", "--inflight", "\(configuration.inflight)",
-                    "--duration", "\(duration)", "--warmup", "\(warmup)", "--threads", "\(loadThreads)",
-                    "--server-pid", "\(process.pid)", "--json",
-                ]
-                let repeated = (0..<repetitions).map { _ in
-                    measure(server, configuration, load: "\(directory)/echo-load", arguments: load, cpu: loadCPU)
+                warn("\(server): pid \(process.pid), 127.0.0.1:\(process.port)")
+                for configuration in configurations {
+                    guard process.isRunning else {
+                        repeated[server, default: [:]][configuration.name, default: []]
+                            .append(record(server, configuration, nil, "the server exited"))
+                        continue
+                    }
+                    let load = [
+                        "--port", "\(process.port)", "--connections", "\(configuration.connections)",
+                        "--size", "\(configuration.size)", "--inflight", "\(configuration.inflight)",
+                        "--duration", "\(duration)", "--warmup", "\(warmup)", "--threads", "\(loadThreads)",
+                        "--server-pid", "\(process.pid)", "--json",
+                    ]
+                    repeated[server, default: [:]][configuration.name, default: []]
+                        .append(measure(server, configuration, load: "\(directory)/echo-load", arguments: load, cpu: loadCPU))
                 }
-                runs.append(median(of: repeated))
+                let (status, rest) = process.stop()
+                serverOutput[server] = rest
+                if status != 0 { warn("\(server): exit status \(status) after SIGTERM") }
             }
-            let (status, rest) = process.stop()
-            serverOutput[server] = rest
-            if status != 0 { warn("\(server): exit status \(status) after SIGTERM") }
+        }
+        var runs: [RunRecord] = []
+        for server in serverList {
+            for configuration in configurations {
+                if let records = repeated[server]?[configuration.name], !records.isEmpty {
+                    runs.append(median(of: records))
+                }
+            }
         }
 
         let ratios = configurations.map { ratio(for: $0, in: runs) }
