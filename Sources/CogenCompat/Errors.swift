@@ -27,7 +27,7 @@ open class ConnectionError: Error, @unchecked Sendable, CustomStringConvertible 
 }
 
 /// The peer is gone: a receive found the end of the stream, or a send or receive failed
-/// with `EPIPE` or `ECONNRESET`.
+/// with `EPIPE`, `ECONNRESET` or `ECONNABORTED`.
 open class ConnectionClosed: ConnectionError, @unchecked Sendable {}
 
 /// An operation's deadline passed (cogen's `OperationTimeout`); the operation was cancelled

@@ -42,7 +42,7 @@ open class AnyOperation: @unchecked Sendable, CustomStringConvertible {
 /// - throw to raise the error in the coroutine;
 /// - or park the coroutine with ``Scheduler/park(for:_:)`` (``Scheduler/park(timed:_:)``
 ///   for a ``TimedOperation``), keep the handle where the event that ends the wait will
-///   find it, and later resume it with ``Scheduler/resume(_:returning:priority:)`` or
+///   find it, and later resume it with ``Scheduler/resume(_:returning:placement:)`` or
 ///   `throwing:`, at the front or the back of the run queue (``Scheduler/placement(_:)``
 ///   turns a priority bit into a placement). To requeue the yielding coroutine itself,
 ///   await ``Scheduler/requeue(_:afterQueuing:)``.

@@ -368,7 +368,7 @@ public struct UnsupportedSocketMode: Error, Sendable, CustomStringConvertible {
 /// ``Socket``, whose coroutine resumes at the front of the run queue when the operation
 /// completes if its priority has the `OP` bit, at the back otherwise.
 ///
-/// Errors: the peer gone (end of stream on a receive, `EPIPE`, `ECONNRESET`) is
+/// Errors: the peer gone (end of stream on a receive, `EPIPE`, `ECONNRESET`, `ECONNABORTED`) is
 /// ``ConnectionClosed``; any other errno ``ConnectionError`` with that errno; the deadline
 /// ``OperationTimeout`` with the bytes moved so far (received bytes stay readable).
 /// Every operation goes through the io_uring ring; the epoll backend runs the same
@@ -551,7 +551,7 @@ public class SendingOperation: SocketOperation<Int>, @unchecked Sendable {
 /// Sends some of the data (cogen's `Send`); `yield` returns how many bytes the kernel took
 /// (at least 1, maybe fewer than all).
 ///
-/// Throws ``ConnectionClosed`` when the peer is gone (`EPIPE`, `ECONNRESET`),
+/// Throws ``ConnectionClosed`` when the peer is gone (`EPIPE`, `ECONNRESET`, `ECONNABORTED`),
 /// ``OperationTimeout``, ``ConnectionError`` (`EBUSY` if another send is pending).
 ///
 /// Uses `IORING_OP_SEND` (Linux 5.6) with `MSG_NOSIGNAL` (a closed peer is an error, never

@@ -104,6 +104,14 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     @exclusivity(unchecked) var streamWaiters = 0
     @usableFromInline @exclusivity(unchecked) var liveCoroutines = 0
     @exclusivity(unchecked) var shuttingDown = false
+    /// A readiness backend (epoll): socket operations try their system call before they
+    /// park (see `attemptInline`).
+    let attemptsInline: Bool
+    /// Operations the running job may still complete inline, at `.front`, before it must
+    /// go through the run queue like any completion: a coroutine whose socket is always
+    /// ready cannot keep the thread.
+    @exclusivity(unchecked) var inlineBudget = 0
+    static let inlineBudgetPerTurn = 16
     /// Live coroutines by their task, for parks to recognise them.
     @exclusivity(unchecked) var coroutinesByTask = TaskTable()
     /// Waiters not in use; they live as long as the scheduler (see `ParkedCoroutine`).
@@ -172,6 +180,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             backend = try BackendSelection.make(configuration: configuration, counters: statistics)
         }
         configuration.backend = backend.kind
+        attemptsInline = backend.kind == .epoll
         self.configuration = configuration
         completionBuffer = .allocate(capacity: max(configuration.completionBatch, 1))
         timerSlack = configuration.timerSlack.clampedNanoseconds
@@ -231,7 +240,8 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             staleCompletions: statistics.stale.value,
             passes: statistics.passes.value,
             jobsRun: statistics.jobs.value,
-            inboxItems: statistics.inbox.value)
+            inboxItems: statistics.inbox.value,
+            inlineCompletions: statistics.inline.value)
     }
 
     // MARK: Executor
@@ -383,6 +393,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
                     budget -= 1
                     statistics.jobs.increment()
                     runningTask = unsafeBitCast(job, to: UnsafeRawPointer.self)
+                    inlineBudget = Self.inlineBudgetPerTurn
                     job.runSynchronously(on: executor)
                     runningTask = nil
                     nextPlacement = .back

@@ -21,11 +21,13 @@ public struct SchedulerStatistics: Sendable, CustomStringConvertible {
     public var jobsRun: Int
     /// Jobs and actions that arrived from other threads.
     public var inboxItems: Int
+    /// Socket operations whose system call completed at once, before any park (epoll).
+    public var inlineCompletions: Int = 0
 
     public var description: String {
         "submitted \(operationsSubmitted), completed \(operationsCompleted), cancellations \(cancellations), "
             + "timeouts \(timeouts), CQ overflows \(completionQueueOverflows), stale \(staleCompletions), "
-            + "passes \(passes), jobs \(jobsRun), inbox \(inboxItems)"
+            + "passes \(passes), jobs \(jobsRun), inbox \(inboxItems), inline \(inlineCompletions)"
     }
 }
 
@@ -42,6 +44,7 @@ final class StatisticsCounters: Sendable {
     let passes = Atomic<Int>(0)
     let jobs = Atomic<Int>(0)
     let inbox = Atomic<Int>(0)
+    let inline = Atomic<Int>(0)
 }
 
 extension Atomic where Value == Int {

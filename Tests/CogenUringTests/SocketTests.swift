@@ -581,3 +581,84 @@ extension ProcessWideTests {
         #expect(status == 0, "\(output)")
     }
 }
+
+/// The epoll backend tries a socket operation's system call before it parks; one that
+/// completes at once keeps the placement rules without the park.
+@Suite struct EpollInlineCompletionTests {
+    private static func socketPair(_ scheduler: Scheduler) -> (Socket, Socket) {
+        var fds: [Int32] = [0, 0]
+        precondition(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
+        return (Socket(descriptor: fds[0], family: .unix, scheduler: scheduler),
+                Socket(descriptor: fds[1], family: .unix, scheduler: scheduler))
+    }
+
+    /// `.back`: the send completed at once, and the coroutine still goes behind the one
+    /// queued before it, as a completion would send it.
+    @Test func completedAtOnceStillGoesToTheBack() async throws {
+        let log = Log([])
+        let inline = Box(0)
+        try await runScheduler(Engine(backend: .epoll, modern: false), afterRun: { scheduler, _ in
+            inline.value = scheduler.counters.inlineCompletions
+        }) { scheduler in
+            let (a, b) = Self.socketPair(scheduler)
+            scheduler.spawn {
+                log.value.append("A sends")
+                let sent = try await a.send([1, 2, 3], placement: .back)
+                log.value.append("A sent \(sent)")
+                let got = try await b.receive(maxLength: 16, placement: .back)
+                log.value.append("B got \(got.count)")
+                try await a.close()
+                try await b.close()
+            }
+            scheduler.spawn { log.value.append("other") }
+        }
+        #expect(log.value == ["A sends", "other", "A sent 3", "B got 3"])
+        #expect(inline.value == 2)
+    }
+
+    /// `.front`: the coroutine goes on at once, but only for a budget of operations per
+    /// turn; then it passes through the run queue and the others get their turn.
+    @Test func frontContinuesWithinABudget() async throws {
+        let log = Log([])
+        try await runScheduler(Engine(backend: .epoll, modern: false)) { scheduler in
+            let (a, b) = Self.socketPair(scheduler)
+            scheduler.spawn {
+                for index in 0..<100 {
+                    _ = try await a.send([UInt8(truncatingIfNeeded: index)], placement: .front)
+                    log.value.append("send")
+                }
+                try await a.close()
+                let got = try await b.receive(maxLength: 1000, placement: .front)
+                log.value.append("received \(got.count)")
+                try await b.close()
+            }
+            scheduler.spawn { log.value.append("other") }
+        }
+        let other = try #require(log.value.firstIndex(of: "other"))
+        #expect(other == Scheduler.inlineBudgetPerTurn)
+        #expect(log.value.filter { $0 == "send" }.count == 100)
+        #expect(log.value.last == "received 100")
+    }
+
+    /// `.back` with nothing else queued: the back of an empty queue is next, so a lone
+    /// coroutine goes on without a trip through the loop, within the same budget.
+    @Test func backOfAnEmptyQueueGoesOn() async throws {
+        let passes = Box(0)
+        let sent = Box(0)
+        try await runScheduler(Engine(backend: .epoll, modern: false), afterRun: { scheduler, _ in
+            passes.value = scheduler.counters.passes
+        }) { scheduler in
+            let (a, b) = Self.socketPair(scheduler)
+            scheduler.spawn {
+                for index in 0..<160 {
+                    sent.value += try await a.send([UInt8(truncatingIfNeeded: index)], placement: .back)
+                }
+                try await a.close()
+                try await b.close()
+            }
+        }
+        #expect(sent.value == 160)
+        // One trip through the loop per budget of inline completions, not one per send.
+        #expect(passes.value < 160 / Scheduler.inlineBudgetPerTurn + 10, "\(passes.value) passes")
+    }
+}

@@ -1,6 +1,6 @@
 // cogen-compat-echo: cogen's echo server, ported line by line to CogenCompat.
 //
-//   cogen-compat-echo [--port N] [--backend io_uring|epoll|auto] [--stats]
+//   cogen-compat-echo [--port N] [--backend io_uring|epoll|auto] [--priority first|op|coro|last] [--stats]
 //
 // The Python original (cogen's examples/echoserver.py, bytes instead of lines):
 //

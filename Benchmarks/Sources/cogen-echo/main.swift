@@ -1,6 +1,6 @@
 // cogen-echo: an echo server on CogenUring, one coroutine per connection.
 //
-//   cogen-echo [--port N] [--backend io_uring|epoll|auto] [--threads N] [--stats]
+//   cogen-echo [--port N] [--backend io_uring|epoll|auto] [--threads N] [--placement back|front] [--stats]
 //              [--ring-entries N] [--buffer-count N] [--buffer-size B] [--buffers-per-connection N]
 //
 // Each of the N schedulers runs on its own thread with its own listener on the same port
@@ -24,6 +24,9 @@ struct CogenEcho: ParsableCommand {
     @Option(help: "Schedulers, each on its own thread with its own SO_REUSEPORT listener.")
     var threads: Int = 1
 
+    @Option(help: "Where a connection's coroutine goes when its receive or send completes: back (the default) or front.")
+    var placement: String = "back"
+
     @Flag(help: "On exit, print each scheduler's counters, ring setup and the kernel's features.")
     var stats = false
 
@@ -42,6 +45,9 @@ struct CogenEcho: ParsableCommand {
             throw ValidationError("unknown backend '\(backend)': io_uring, epoll or auto")
         }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard ["front", "back"].contains(placement) else {
+            throw ValidationError("unknown placement '\(placement)': front or back")
+        }
     }
 
     func run() throws {
@@ -82,7 +88,8 @@ struct CogenEcho: ParsableCommand {
                 on: try SocketAddress(ipv4: "127.0.0.1", port: boundPort), backlog: 4096,
                 options: [.reuseAddress(true), .reusePort(true)], on: scheduler)
             boundPort = try listener.localAddress.port
-            scheduler.spawn("acceptor") { await acceptConnections(on: listener) }
+            let placement: Placement = placement == "front" ? .front : .back
+            scheduler.spawn("acceptor") { await acceptConnections(on: listener, placement: placement) }
             schedulers.append(scheduler)
         }
         for scheduler in schedulers { scheduler.start() }
@@ -104,13 +111,13 @@ struct CogenEcho: ParsableCommand {
 }
 
 /// Accepts until the scheduler shuts down, one echo coroutine per connection.
-func acceptConnections(on listener: Socket) async {
+func acceptConnections(on listener: Socket, placement: Placement) async {
     let scheduler = listener.scheduler
     while true {
         do {
             let connection = try await listener.accept()
             try? connection.setOption(.noDelay(true))
-            scheduler.spawn { await echo(connection) }
+            scheduler.spawn { await echo(connection, placement: placement) }
         } catch is SchedulerShutdownError {
             return
         } catch let error as SocketError where error.errno == EMFILE || error.errno == ENFILE {
@@ -124,12 +131,12 @@ func acceptConnections(on listener: Socket) async {
 }
 
 /// Echoes one connection until end of stream. Errors end only this connection.
-func echo(_ connection: Socket) async {
+func echo(_ connection: Socket, placement: Placement) async {
     do {
         while true {
-            let bytes = try await connection.receive(maxLength: 65536)
+            let bytes = try await connection.receive(maxLength: 65536, placement: placement)
             if bytes.isEmpty { break }
-            try await connection.sendAll(bytes)
+            try await connection.sendAll(bytes, placement: placement)
         }
         try await connection.close()
     } catch is SchedulerShutdownError {

@@ -1,7 +1,8 @@
 // echo-matrix: runs every echo server against echo-load over a matrix of loads.
 //
 //   echo-matrix [--full] [--servers a,b] [--json PATH] [--duration S] [--warmup S]
-//               [--load-threads N] [--repeat N] [--retries N]
+//               [--load-threads N] [--repeat N] [--retries N] [--configs CxIxS,…]
+//               [--server-cpu-quota PERCENT]
 //   echo-matrix --idle-memory [--idle-connections N] [--servers a,b] [--json PATH]
 //
 // The servers and echo-load are found next to this executable (the build directory).
@@ -43,6 +44,11 @@ struct RunRecord: Codable {
     var error: String?
     /// msg/s of every repetition (--repeat); `result` is the median one.
     var repetitions: [Double] = []
+    /// p99 µs of every repetition, sorted; its median is the p99 the ratios use.
+    var repetitionsP99: [Double] = []
+    var medianP99: Double? {
+        repetitionsP99.isEmpty ? result?.p99Micros : repetitionsP99[repetitionsP99.count / 2]
+    }
 }
 
 struct RatioRecord: Codable {
@@ -89,6 +95,8 @@ struct Report: Codable {
     var durationSeconds: Double
     var warmupSeconds: Double
     var loadThreads: Int
+    /// --server-cpu-quota: each server's cap, percent of one CPU.
+    var serverCPUQuotaPercent: Double? = nil
     var runs: [RunRecord]
     var ratios: [RatioRecord]
     /// What each server printed after its "listening on" line (cogen-echo: --stats).
@@ -107,7 +115,7 @@ struct EchoMatrix: ParsableCommand {
 
     @Flag(help: "The full matrix: connections {1,16,256,1000} × sizes {64,4096} × in flight {1,16}.")
     var full = false
-    @Option(help: "Comma-separated servers to run (default: all four).")
+    @Option(help: "Comma-separated servers to run (default: the five above; cogen-compat-echo only when named).")
     var servers: String = allServers.joined(separator: ",")
     @Option(help: "Where to write the JSON results.")
     var json: String = "echo-results.json"
@@ -127,6 +135,8 @@ struct EchoMatrix: ParsableCommand {
     var idleConnections: Int = 10_000
     @Option(help: "Comma-separated configurations CONNECTIONSxINFLIGHTxSIZE (e.g. 16x16x64) instead of the quick or full matrix.")
     var configs: String?
+    @Option(name: .customLong("server-cpu-quota"), help: "Cap each server at this percent of one CPU (a cgroup; needs root), so that the server, not the load generator, bounds msg/s.")
+    var serverCPUQuota: Double?
 
     /// Other processes' CPU use (percent of one CPU) above which a run counts as disturbed.
     static let disturbedPercent = 10.0
@@ -139,6 +149,9 @@ struct EchoMatrix: ParsableCommand {
         guard !serverList.isEmpty else { throw ValidationError("--servers names no server") }
         guard repetitions >= 1, retries >= 0 else { throw ValidationError("--repeat must be ≥ 1, --retries ≥ 0") }
         guard idleConnections >= 1 else { throw ValidationError("--idle-connections must be ≥ 1") }
+        if let serverCPUQuota, !(5...100).contains(serverCPUQuota) {
+            throw ValidationError("--server-cpu-quota must be between 5 and 100 (percent of one CPU)")
+        }
         if let configs {
             for item in configs.split(separator: ",") where Self.parseConfiguration(item) == nil {
                 throw ValidationError("bad configuration '\(item)': CONNECTIONSxINFLIGHTxSIZE, e.g. 16x16x64")
@@ -210,6 +223,18 @@ struct EchoMatrix: ParsableCommand {
                     continue
                 }
                 warn("\(server): pid \(process.pid), 127.0.0.1:\(process.port)")
+                var group: CPUQuotaGroup?
+                if let serverCPUQuota {
+                    do {
+                        group = try CPUQuotaGroup.create(percent: serverCPUQuota, name: "echo-matrix-\(getpid())")
+                        try group!.add(process.pid)
+                    } catch {
+                        _ = process.stop()
+                        group?.remove()
+                        throw error
+                    }
+                }
+                defer { group?.remove() }
                 for configuration in configurations {
                     guard process.isRunning else {
                         repeated[server, default: [:]][configuration.name, default: []]
@@ -244,7 +269,7 @@ struct EchoMatrix: ParsableCommand {
 
         let report = Report(
             date: ISO8601DateFormatter().string(from: Date()), kernel: kernelRelease(), usableCPUs: cpus,
-            durationSeconds: duration, warmupSeconds: warmup, loadThreads: loadThreads, runs: runs,
+            durationSeconds: duration, warmupSeconds: warmup, loadThreads: loadThreads, serverCPUQuotaPercent: serverCPUQuota, runs: runs,
             ratios: ratios, serverOutput: serverOutput)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -394,6 +419,7 @@ struct EchoMatrix: ParsableCommand {
         guard !measured.isEmpty else { return repeated[0] }
         var chosen = measured[measured.count / 2]
         chosen.repetitions = measured.map { $0.result!.messagesPerSecond }
+        chosen.repetitionsP99 = measured.map { $0.result!.p99Micros }.sorted()
         return chosen
     }
 
@@ -403,9 +429,10 @@ struct EchoMatrix: ParsableCommand {
     }
 
     private func ratio(for configuration: LoadConfiguration, in runs: [RunRecord]) -> RatioRecord {
-        func result(_ server: String) -> LoadResult? {
-            runs.first { $0.server == server && $0.configuration == configuration.name }?.result
+        func run(_ server: String) -> RunRecord? {
+            runs.first { $0.server == server && $0.configuration == configuration.name }
         }
+        func result(_ server: String) -> LoadResult? { run(server)?.result }
         func divide(_ a: Double?, _ b: Double?) -> Double? {
             guard let a, let b, b > 0 else { return nil }
             return a / b
@@ -415,7 +442,7 @@ struct EchoMatrix: ParsableCommand {
             configuration: configuration.name,
             cogenOverCUringThroughput: divide(cogen?.messagesPerSecond, uring?.messagesPerSecond),
             cogenOverNIOThroughput: divide(cogen?.messagesPerSecond, nio?.messagesPerSecond),
-            cogenOverCUringP99: divide(cogen?.p99Micros, uring?.p99Micros),
+            cogenOverCUringP99: divide(run("cogen-echo")?.medianP99, run("c-uring-echo")?.medianP99),
             cogenOverCUringServerCPU: divide(cogen?.serverCPUNanosPerMessage, uring?.serverCPUNanosPerMessage),
             cogenEpollOverCEpollThroughput: divide(result("cogen-echo-epoll")?.messagesPerSecond,
                                                    result("c-epoll-echo")?.messagesPerSecond),
@@ -439,6 +466,10 @@ struct EchoMatrix: ParsableCommand {
         print("")
         print("echo servers on CPU 0, echo-load on CPU 1; \(f(duration)) s measured after \(f(warmup)) s warm-up; "
             + "latency per message, send to full echo; \(kernelRelease())")
+        if let serverCPUQuota {
+            print("each server capped at \(f(serverCPUQuota, 0))% of a CPU (cgroup, \(CPUQuotaGroup.periodMicroseconds / 1000) ms period): "
+                + "msg/s compares work per message at one CPU budget; latency includes the throttling")
+        }
         let header = [pad("server", 17, left: true), pad("config", 15, left: true), pad("msg/s", 10),
                       pad("p50 µs", 8), pad("p99 µs", 8), pad("p999 µs", 8), pad("srv ns/msg", 10),
                       pad("srv CPU%", 8), pad("LG ns/msg", 9), pad("LG CPU%", 8), pad("other%", 7), pad("errors", 6)]
@@ -482,7 +513,7 @@ struct EchoMatrix: ParsableCommand {
         print("LG ns/msg: the load generator's CPU per message (all threads); LG CPU%: its busiest thread.")
         print("other%: machine CPU used by neither side.")
         print("errors: byte errors + connection errors seen by echo-load."
-            + (repetitions > 1 ? " msg/s spread: half the range of \(repetitions) runs; the median run is shown." : ""))
+            + (repetitions > 1 ? " msg/s spread: half the range of \(repetitions) runs; the median run is shown;\n  p99 cogen/c-uring compares the median p99 of the runs."  : ""))
         print("")
         print([pad("config", 15, left: true), pad("cogen/c-uring msg/s", 19), pad("cogen/nio msg/s", 15),
                pad("p99 cogen/c-uring", 17), pad("srv ns/msg cogen/c-uring", 24)].joined(separator: "  "))

@@ -130,6 +130,35 @@ extension Scheduler {
         statistics.submitted.increment()
     }
 
+    /// A readiness backend's fast path: tries an operation's system call at once, before
+    /// anything is allocated or parked. When it completes, the coroutine does not wait for
+    /// a completion: with `.front` it goes on right away (the front of the run queue,
+    /// without the trip), with `.back` it goes to the back of the run queue as a
+    /// completion would send it, or goes on when that queue is empty (the back of an empty
+    /// queue). Going on without a trip is allowed `inlineBudgetPerTurn` times per turn, so
+    /// the loop still looks at timers and completions. The same placements as the normal
+    /// path, minus the park, the registration and the completion's delivery.
+    /// - Parameter attempt: The non-blocking system call; its result reads like a CQE's.
+    /// - Returns: The call's result (`>= 0` or `-errno`); `nil` when the operation must
+    ///   wait (io_uring, `EAGAIN`, or a shutdown or cancellation that the normal path
+    ///   reports).
+    @inline(__always)
+    func attemptInline(placement: Placement, _ attempt: () -> Int32) async -> Int32? {
+        guard attemptsInline, !shuttingDown, !Task.isCancelled else { return nil }
+        if placement == .front && inlineBudget <= 0 { return nil }
+        let result = attempt()
+        if result == -EAGAIN { return nil }
+        statistics.inline.increment()
+        if inlineBudget > 0 && (placement == .front || runQueue.isEmpty) {
+            inlineBudget -= 1
+        } else {
+            // Completed: requeued at the back like any completion. A cancellation now
+            // does not undo it (the result stands).
+            await yield(placement: .back)
+        }
+        return result
+    }
+
     func cancelInKernel(_ operation: any KernelOperation, userData: UInt64) {
         statistics.cancellations.increment()
         backend.cancel(operation, userData: userData)

@@ -392,8 +392,10 @@ public final class Socket: @unchecked Sendable {
         }
         if scheduler.bufferPool != nil {
             var bytes: [UInt8] = []
-            bytes.reserveCapacity(min(maxLength, scheduler.bufferPool?.size ?? maxLength))
-            try await receiveChunks(maxLength: maxLength, deadline: deadline, placement: placement) {
+            try await receiveChunks(
+                maxLength: maxLength, deadline: deadline, placement: placement,
+                reserve: { bytes.reserveCapacity($0) }
+            ) {
                 bytes.append(contentsOf: $0)
             }
             return bytes
@@ -420,7 +422,8 @@ public final class Socket: @unchecked Sendable {
     /// The provided-buffer path: waits for chunks, then copies out up to `maxLength`
     /// bytes, giving each buffer back once emptied. Nothing copied: end of stream.
     private func receiveChunks(
-        maxLength: Int, deadline: Deadline?, placement: Placement, _ take: (UnsafeRawBufferPointer) -> Void
+        maxLength: Int, deadline: Deadline?, placement: Placement, reserve: (Int) -> Void = { _ in },
+        _ take: (UnsafeRawBufferPointer) -> Void
     ) async throws {
         guard !receiving else {
             throw SocketError(errno: EBUSY, operation: "receive (another receive is pending on this socket)")
@@ -439,6 +442,10 @@ public final class Socket: @unchecked Sendable {
             let _: Void = try await scheduler.suspend(settings) { receiver = ($0, placement) }
         }
         var remaining = maxLength
+        // The exact size, not a whole buffer's: most receives are far smaller.
+        var available = spilled.count
+        for chunk in chunks[chunksHead...] where available < maxLength { available += chunk.length - chunk.offset }
+        reserve(min(available, maxLength))
         if !spilled.isEmpty {
             // Spilled bytes come first: they arrived before any chunk still held.
             let count = min(remaining, spilled.count)
@@ -544,6 +551,12 @@ public final class Socket: @unchecked Sendable {
             receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: maxLength, alignment: 16)
             receiveCapacity = maxLength
         }
+        if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, {
+            negativeErrno(recv(descriptor, receiveBuffer, maxLength, Int32(MSG_DONTWAIT)))
+        }) {
+            if result < 0 { throw SocketError(errno: -result, operation: "receive") }
+            return Int(result)
+        }
         return try await run(ReceiveOperation(socket: self, length: maxLength), deadline: deadline, placement: placement) {
             $0.parked = $1
         }
@@ -642,6 +655,15 @@ public final class Socket: @unchecked Sendable {
         }
         sending = true
         defer { sending = false }
+        if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, {
+            bytes.withUnsafeBytes { raw in
+                negativeErrno(Glibc.send(descriptor, raw.baseAddress! + offset, raw.count - offset,
+                                         Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)))
+            }
+        }) {
+            if result < 0 { throw SocketError(errno: -result, operation: "send") }
+            return Int(result)
+        }
         return try await run(
             SendOperation(socket: self, bytes: bytes, offset: offset), deadline: deadline, placement: placement
         ) { $0.parked = $1 }
