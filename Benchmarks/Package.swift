@@ -40,6 +40,7 @@ let package = Package(
         .executableTarget(
             name: "cogen-echo",
             dependencies: [
+                "EchoBenchSupport",
                 .product(name: "CogenUring", package: "cogen-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -74,6 +75,7 @@ let package = Package(
         .executableTarget(
             name: "nio-echo",
             dependencies: [
+                "EchoBenchSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -81,7 +83,7 @@ let package = Package(
         ),
 
         // MARK: Load and driver
-        .target(name: "EchoBenchSupport"),
+        .target(name: "EchoBenchSupport", dependencies: ["CEchoLinux"]),
         .target(name: "CEchoLinux", cSettings: cSettings),
         .executableTarget(
             name: "echo-load",

@@ -1,3 +1,4 @@
+#include <malloc.h>
 #include "CEchoLinux.h"
 
 #include <sched.h>
@@ -19,4 +20,10 @@ int echo_usable_cpus(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
     return CPU_COUNT(&set);
+}
+
+void echo_keep_freed_memory(void) {
+    mallopt(M_TRIM_THRESHOLD, 128 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 }

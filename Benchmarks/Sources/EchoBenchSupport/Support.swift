@@ -1,5 +1,6 @@
 // What echo-load and echo-matrix share: the result echo-load prints with --json (and
 // echo-matrix reads back), and a few clocks.
+import CEchoLinux
 import Glibc
 
 /// One echo-load run, as `echo-load --json` prints it: one JSON object.
@@ -208,4 +209,19 @@ public func raiseDescriptorLimit() {
         limit.rlim_cur = limit.rlim_max
         setrlimit(resource, &limit)
     }
+}
+
+/// The allocator settings every Swift echo server starts with (cogen-echo,
+/// cogen-compat-echo, nio-echo; the C servers allocate nothing per message).
+///
+/// glibc hands freed memory back to the kernel eagerly: a thread's arena shrinks
+/// (`madvise`) as soon as its free top exceeds 128 KiB, and blocks past the mmap threshold
+/// are unmapped when freed. A server that receives and sends 64 KiB buffers then takes
+/// page faults on every allocation: at 16 connections × 16 × 4 KiB that doubled the
+/// server's CPU per message. Long-running servers keep that memory instead (as jemalloc or
+/// mimalloc do by default): here through `mallopt`, which server authors can call the
+/// same way, or the environment (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`,
+/// `MALLOC_MMAP_THRESHOLD_`).
+public func keepFreedMemory() {
+    echo_keep_freed_memory()
 }

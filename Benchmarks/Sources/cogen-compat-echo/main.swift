@@ -67,6 +67,7 @@ struct CompatEcho: ParsableCommand {
         sigaddset(&signals, SIGINT)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         raiseDescriptorLimit()
+        keepFreedMemory()
 
         let engine: Backend = switch backend {
         case "epoll": .epoll

@@ -9,6 +9,7 @@
 // schedulers down and exit 0.
 import ArgumentParser
 import CogenUring
+import EchoBenchSupport
 import Glibc
 
 struct CogenEcho: ParsableCommand {
@@ -59,6 +60,7 @@ struct CogenEcho: ParsableCommand {
         sigaddset(&signals, SIGINT)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         raiseDescriptorLimit()
+        keepFreedMemory()
 
         var schedulers: [Scheduler] = []
         var boundPort = port
@@ -151,16 +153,6 @@ func echo(_ connection: Socket, placement: Placement) async {
 func report(_ message: String) {
     let line = "cogen-echo: \(message)\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
-}
-
-/// A thousand connections and more need more descriptors than the usual soft limit.
-func raiseDescriptorLimit() {
-    var limit = rlimit()
-    let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-    if getrlimit(resource, &limit) == 0 && limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max
-        setrlimit(resource, &limit)
-    }
 }
 
 CogenEcho.main()

@@ -6,6 +6,7 @@
 // handler writes each read back and flushes once per read burst (channelReadComplete),
 // as NIO's own echo example does. Everything else is NIO's defaults.
 import ArgumentParser
+import EchoBenchSupport
 import Glibc
 import NIOCore
 import NIOPosix
@@ -42,6 +43,7 @@ struct NIOEcho: ParsableCommand {
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGINT)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
+        keepFreedMemory()  // the allocator settings of every Swift server here
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = ServerBootstrap(group: group)

@@ -13,4 +13,8 @@ int echo_pin_thread(int cpu);
 /// How many CPUs the calling thread may run on.
 int echo_usable_cpus(void);
 
+/// glibc's mallopt: keep freed memory in the process (trim threshold 128 MiB, top pad
+/// 16 MiB, mmap threshold 1 MiB) instead of returning it to the kernel at once.
+void echo_keep_freed_memory(void);
+
 #endif
