@@ -54,6 +54,43 @@ struct SocketTests {
         #expect(verified.value == connections)
     }
 
+    /// `receive(into:)` replaces the array's contents and reuses its storage: an echo
+    /// loop that receives into one array and sends it allocates nothing per message.
+    @Test(arguments: allBackends)
+    func receiveIntoReusesTheArray(_ backend: Engine) async throws {
+        let echoed = Box<[UInt8]>([])
+        let addresses = Box<Set<UInt>>([])
+        let message = pattern(200_000, seed: 5)
+        try await runScheduler(backend, bound: .seconds(60)) { scheduler in
+            let listener = try Socket.listening(on: .loopback(), on: scheduler)
+            let address = try listener.localAddress
+            scheduler.spawn("echo") {
+                let connection = try await listener.accept()
+                try await listener.close()
+                var buffer: [UInt8] = []
+                buffer.reserveCapacity(65536)
+                while try await connection.receive(into: &buffer, maxLength: 65536) > 0 {
+                    addresses.value.insert(buffer.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) })
+                    try await connection.sendAll(buffer)
+                }
+                #expect(buffer.isEmpty)
+                try await connection.close()
+            }
+            scheduler.spawn("client") {
+                let socket = try await Socket.connect(to: address)
+                for offset in stride(from: 0, to: message.count, by: 10_000) {
+                    try await socket.sendAll(Array(message[offset..<min(offset + 10_000, message.count)]))
+                    echoed.value += try await socket.receive(exactly: min(10_000, message.count - offset))
+                }
+                try await socket.shutdown(.write)
+                #expect(try await socket.receive().isEmpty)
+                try await socket.close()
+            }
+        }
+        #expect(echoed.value == message)
+        #expect(addresses.value.count == 1, "the array's storage moved: \(addresses.value.count) addresses")
+    }
+
     @Test(arguments: allBackends, ["ipv6", "unix"])
     func echoesOverIPv6AndUnixSockets(_ backend: Engine, kind: String) async throws {
         let path = NSTemporaryDirectory() + "cogen-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"

@@ -135,10 +135,13 @@ func acceptConnections(on listener: Socket, placement: Placement) async {
 /// Echoes one connection until end of stream. Errors end only this connection.
 func echo(_ connection: Socket, placement: Placement) async {
     do {
+        // One array, reused: received into, sent from (nothing allocated per message).
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(65536)
         while true {
-            let bytes = try await connection.receive(maxLength: 65536, placement: placement)
-            if bytes.isEmpty { break }
-            try await connection.sendAll(bytes, placement: placement)
+            let count = try await connection.receive(into: &buffer, maxLength: 65536, placement: placement)
+            if count == 0 { break }
+            try await connection.sendAll(buffer, placement: placement)
         }
         try await connection.close()
     } catch is SchedulerShutdownError {

@@ -404,6 +404,46 @@ public final class Socket: @unchecked Sendable {
         return Array(UnsafeRawBufferPointer(start: receiveBuffer, count: count))
     }
 
+    /// Receives what is available, up to `maxLength` bytes, into `buffer`: its contents are
+    /// replaced and its storage reused, so a loop that receives into one array and sends
+    /// it allocates nothing per message once the array is large enough (the array must not
+    /// be shared when it is passed in, or it is copied first, as any array would be).
+    /// - Parameters:
+    ///   - buffer: Receives the bytes; emptied first.
+    ///   - maxLength: The most bytes to receive.
+    ///   - deadline: When to give up (the receive is cancelled in the kernel).
+    ///   - placement: Where the coroutine goes when data arrives.
+    /// - Returns: How many bytes `buffer` now holds; 0 at end of stream.
+    /// - Throws: As ``receive(maxLength:deadline:placement:)``; `buffer` is then empty
+    ///   and the bytes stay readable.
+    ///
+    /// Uses `IORING_OP_RECV` (Linux 5.6), or the multishot receive from the provided-buffer
+    /// ring (6.0), like ``receive(maxLength:deadline:placement:)``.
+    public func receive(
+        into buffer: inout [UInt8], maxLength: Int = 65536, deadline: Deadline? = nil, placement: Placement = .back
+    ) async throws -> Int {
+        precondition(maxLength > 0, "receive needs room for at least one byte")
+        buffer.removeAll(keepingCapacity: true)
+        if !readBuffer.isEmpty {
+            let count = min(maxLength, readBuffer.count)
+            buffer.append(contentsOf: readBuffer.prefix(count))
+            readBuffer.removeFirst(count)
+            return count
+        }
+        if scheduler.bufferPool != nil {
+            try await receiveChunks(
+                maxLength: maxLength, deadline: deadline, placement: placement,
+                reserve: { buffer.reserveCapacity($0) }
+            ) {
+                buffer.append(contentsOf: $0)
+            }
+            return buffer.count
+        }
+        let count = try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement)
+        buffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: count))
+        return count
+    }
+
     /// Appends up to `maxLength` newly received bytes to `readBuffer`; 0 at end of stream.
     private func fill(maxLength: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
         if scheduler.bufferPool != nil {
