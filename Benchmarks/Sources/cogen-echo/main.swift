@@ -135,9 +135,9 @@ func acceptConnections(on listener: Socket, placement: Placement) async {
 /// Echoes one connection until end of stream. Errors end only this connection.
 func echo(_ connection: Socket, placement: Placement) async {
     do {
-        // One array, reused: received into, sent from (nothing allocated per message).
+        // One array, reused: received into, sent from (nothing allocated per message once
+        // it has grown to the largest receive; an idle connection allocates nothing).
         var buffer: [UInt8] = []
-        buffer.reserveCapacity(65536)
         while true {
             let count = try await connection.receive(into: &buffer, maxLength: 65536, placement: placement)
             if count == 0 { break }
