@@ -165,7 +165,7 @@ struct SocketTests {
                 }
             }
         }
-        #expect(got.value == message)
+        #expect(mismatch(got.value, message) == nil)
         #expect(sizes.value.allSatisfy { (1...3000).contains($0) })
         #expect(sizes.value.count >= 4)
         #expect(log.value == ["ConnectionClosed errno 0"])
@@ -196,7 +196,7 @@ struct SocketTests {
         }
         #expect(result.value == message.count)
         #expect(got.value.count == message.count)
-        #expect(got.value == message)
+        #expect(mismatch(got.value, message) == nil)
     }
 
     /// accept returns a connected Socket and the peer's address; connect returns the
@@ -298,7 +298,7 @@ struct SocketTests {
             #expect(outcome.value == ["sent \(message.count)"])
             // At least 50 ms per 16 KiB read: far longer than the 1 s inactivity timeout.
             #expect(elapsed.value > .seconds(1))
-            #expect(got.value == message)
+            #expect(mismatch(got.value, message) == nil)
         } else {
             #expect(outcome.value == ["timeout true"])
             #expect(elapsed.value >= .milliseconds(490))
@@ -432,7 +432,7 @@ struct SocketTests {
                 }
             }
         }
-        #expect(whole.value == big)
+        #expect(mismatch(whole.value, big) == nil)
         #expect(log.value == ["closed", "abc", "defgh", "closed", "a\n", "bb\n", "\n", "ccc", "closed"])
     }
 

@@ -101,3 +101,11 @@ func runCompat(
 
 /// A log the coroutines of one test append to.
 typealias Log = Shared<[String]>
+
+/// nil when `a == b`; otherwise where they part. Large arrays compared with `==` inside
+/// `#expect` make Swift Testing diff them on failure, which takes minutes at 100 kB.
+func mismatch(_ a: [UInt8], _ b: [UInt8]) -> String? {
+    if a == b { return nil }
+    let common = zip(a, b).prefix { $0 == $1 }.count
+    return "lengths \(a.count) and \(b.count), first difference at byte \(common)"
+}

@@ -42,7 +42,7 @@ struct SocketTests {
                         let message = pattern(100 + client % 7 * 100, seed: client + round)
                         try await socket.sendAll(message)
                         let echoed = try await socket.receive(exactly: message.count, timeout: .weak(.seconds(20)))
-                        #expect(echoed == message)
+                        #expect(mismatch(echoed, message) == nil)
                     }
                     try await socket.shutdown(.write)
                     #expect(try await socket.receive().isEmpty)  // the server closed after our EOF
@@ -87,7 +87,7 @@ struct SocketTests {
                 try await socket.close()
             }
         }
-        #expect(echoed.value == message)
+        #expect(mismatch(echoed.value, message) == nil)
         #expect(addresses.value.count == 1, "the array's storage moved: \(addresses.value.count) addresses")
     }
 
@@ -348,7 +348,7 @@ struct SocketTests {
             }
         }
         #expect(results.value == [200_000, 1_000])
-        #expect(received.value == Array(content[1000..<201_000]) + Array(content[299_000...]))
+        #expect(mismatch(received.value, Array(content[1000..<201_000]) + Array(content[299_000...])) == nil)
     }
 
     @Test(arguments: allBackends)
@@ -384,7 +384,7 @@ struct SocketTests {
                 try await client.close()
             }
         }
-        #expect(got.value == response)
+        #expect(mismatch(got.value, response) == nil)
     }
 
     @Test(arguments: allBackends)

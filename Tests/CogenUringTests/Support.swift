@@ -204,3 +204,11 @@ struct HelperError: Error, CustomStringConvertible {
     let errno: Int32
     var description: String { "\(what): \(String(cString: strerror(errno)))" }
 }
+
+/// nil when `a == b`; otherwise where they part. Large arrays compared with `==` inside
+/// `#expect` make Swift Testing diff them on failure, which takes minutes at 100 kB.
+func mismatch(_ a: [UInt8], _ b: [UInt8]) -> String? {
+    if a == b { return nil }
+    let common = zip(a, b).prefix { $0 == $1 }.count
+    return "lengths \(a.count) and \(b.count), first difference at byte \(common)"
+}
