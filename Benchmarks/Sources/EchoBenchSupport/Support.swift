@@ -225,3 +225,24 @@ public func raiseDescriptorLimit() {
 public func keepFreedMemory() {
     echo_keep_freed_memory()
 }
+
+/// SIGTERM and SIGINT, blocked from creation on: create it before any other thread exists
+/// (threads inherit the mask), so the signals stay pending for ``wait()`` and no handler
+/// runs anywhere. How every echo server here shuts down cleanly.
+public struct TerminationSignals {
+    private var signals = sigset_t()
+
+    public init() {
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+    }
+
+    /// Blocks the calling thread until SIGTERM or SIGINT arrives.
+    public func wait() {
+        var signals = self.signals
+        var received: Int32 = 0
+        sigwait(&signals, &received)
+    }
+}

@@ -60,12 +60,8 @@ struct CompatEcho: ParsableCommand {
     }
 
     func run() throws {
-        // Blocked before any thread exists: the signals stay pending for sigwait below.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGTERM)
-        sigaddset(&signals, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        // Before any other thread exists: see TerminationSignals.
+        let signals = TerminationSignals()
         raiseDescriptorLimit()
         keepFreedMemory()
 
@@ -115,8 +111,7 @@ struct CompatEcho: ParsableCommand {
         print("listening on 127.0.0.1:\(bound)")
         fflush(nil)  // all streams: `stdout` is a global var Swift 6 refuses
 
-        var received: Int32 = 0
-        sigwait(&signals, &received)
+        signals.wait()
         m.shutdown()
         if stats { print("scheduler: \(m.core.counters)") }
         fflush(nil)

@@ -52,13 +52,8 @@ struct CogenEcho: ParsableCommand {
     }
 
     func run() throws {
-        // Blocked before any thread exists, so every thread inherits the mask and the
-        // signals stay pending for this thread's sigwait (no handler runs anywhere).
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGTERM)
-        sigaddset(&signals, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        // Before any other thread exists: see TerminationSignals.
+        let signals = TerminationSignals()
         raiseDescriptorLimit()
         keepFreedMemory()
 
@@ -98,8 +93,7 @@ struct CogenEcho: ParsableCommand {
         print("listening on 127.0.0.1:\(boundPort)")
         fflush(nil)  // all streams: `stdout` is a global var Swift 6 refuses
 
-        var received: Int32 = 0
-        sigwait(&signals, &received)
+        signals.wait()
         for scheduler in schedulers { scheduler.shutdown() }
         if stats {
             print("kernel features: \(KernelFeatures.current)")

@@ -36,13 +36,8 @@ struct NIOEcho: ParsableCommand {
     var port: Int = 7000
 
     func run() throws {
-        // Blocked before NIO starts its thread, which inherits the mask: the signals wait
-        // for this thread's sigwait.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGTERM)
-        sigaddset(&signals, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        // Before any other thread exists: see TerminationSignals.
+        let signals = TerminationSignals()
         keepFreedMemory()  // the allocator settings of every Swift server here
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -59,8 +54,7 @@ struct NIOEcho: ParsableCommand {
         print("listening on 127.0.0.1:\(channel.localAddress?.port ?? port)")
         fflush(nil)  // all streams: `stdout` is a global var Swift 6 refuses
 
-        var received: Int32 = 0
-        sigwait(&signals, &received)
+        signals.wait()
         try? channel.close().wait()
         try? group.syncShutdownGracefully()
     }

@@ -384,24 +384,9 @@ public final class Socket: @unchecked Sendable {
     public func receive(
         maxLength: Int = 65536, deadline: Deadline? = nil, placement: Placement = .back
     ) async throws -> [UInt8] {
-        precondition(maxLength > 0, "receive needs room for at least one byte")
-        if !readBuffer.isEmpty {
-            let count = min(maxLength, readBuffer.count)
-            defer { readBuffer.removeFirst(count) }
-            return Array(readBuffer.prefix(count))
-        }
-        if scheduler.bufferPool != nil {
-            var bytes: [UInt8] = []
-            try await receiveChunks(
-                maxLength: maxLength, deadline: deadline, placement: placement,
-                reserve: { bytes.reserveCapacity($0) }
-            ) {
-                bytes.append(contentsOf: $0)
-            }
-            return bytes
-        }
-        let count = try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement)
-        return Array(UnsafeRawBufferPointer(start: receiveBuffer, count: count))
+        var bytes: [UInt8] = []
+        _ = try await receive(into: &bytes, maxLength: maxLength, deadline: deadline, placement: placement)
+        return bytes
     }
 
     /// Receives what is available, up to `maxLength` bytes, into `buffer`: its contents are
@@ -419,6 +404,7 @@ public final class Socket: @unchecked Sendable {
     ///
     /// Uses `IORING_OP_RECV` (Linux 5.6), or the multishot receive from the provided-buffer
     /// ring (6.0), like ``receive(maxLength:deadline:placement:)``.
+    @inline(__always)  // receive(maxLength:) is this, without an extra async frame
     public func receive(
         into buffer: inout [UInt8], maxLength: Int = 65536, deadline: Deadline? = nil, placement: Placement = .back
     ) async throws -> Int {
