@@ -12,18 +12,19 @@ import Glibc
 /// waits here and is armed again as soon as a buffer comes back: no data is lost (it
 /// stays in the kernel's socket buffer meanwhile).
 final class BufferPool {
+    // Loop-confined and never accessed reentrantly: no dynamic exclusivity checks.
     let count: Int
     let size: Int
     let maxPerConnection: Int
     /// Buffer group id of the ring.
     let group: UInt16 = 0
     private let memory: UnsafeMutableRawPointer
-    private var ring: OpaquePointer?
+    @exclusivity(unchecked) private var ring: OpaquePointer?
     private let ringOwner: OpaquePointer
     /// Buffers the kernel can currently pick.
-    private(set) var available: Int
+    @exclusivity(unchecked) private(set) var available: Int
     /// Sockets whose receive ended with `ENOBUFS`, to be armed again.
-    private var starved: [Socket] = []
+    @exclusivity(unchecked) private var starved: [Socket] = []
 
     /// Registers a ring of `count` buffers of `size` bytes with `ring`; nil if the kernel
     /// refuses.

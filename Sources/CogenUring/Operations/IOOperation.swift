@@ -12,13 +12,15 @@ import Glibc
 /// the coroutine's value; they are not generic, so nothing on the path needs a metadata
 /// lookup.
 class IOOperation: KernelOperation {
+    // Loop-confined and never accessed reentrantly: no dynamic exclusivity checks (a
+    // thread-local lookup per access), as for the scheduler's own state.
     unowned(unsafe) let scheduler: Scheduler
-    var userData: UInt64 = 0
-    var cancelReason: CancelReason?
-    var placement: Placement = .back
+    @exclusivity(unchecked) var userData: UInt64 = 0
+    @exclusivity(unchecked) var cancelReason: CancelReason?
+    @exclusivity(unchecked) var placement: Placement = .back
     let label: StaticString
     /// Started with `Scheduler.start`: a multishot stream no coroutine waits on.
-    var isStream = false
+    @exclusivity(unchecked) var isStream = false
 
     init(scheduler: Scheduler, label: StaticString) {
         self.scheduler = scheduler

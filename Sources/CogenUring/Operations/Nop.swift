@@ -2,7 +2,7 @@ import CURing
 
 /// `IORING_OP_NOP`: a round trip through the ring and nothing else.
 final class NopOperation: IOOperation {
-    var parked: Parked<Void>?
+    @exclusivity(unchecked) var parked: Parked<Void>?
 
     init(scheduler: Scheduler) { super.init(scheduler: scheduler, label: "nop") }
 

@@ -5,7 +5,7 @@ import Glibc
 final class PollOperation: IOOperation {
     let descriptor: Int32
     let events: UInt32
-    var parked: Parked<UInt32>?
+    @exclusivity(unchecked) var parked: Parked<UInt32>?
 
     init(scheduler: Scheduler, descriptor: Int32, events: UInt32) {
         self.descriptor = descriptor

@@ -3,7 +3,7 @@ import Glibc
 
 /// `IORING_OP_READ` (5.6) from a descriptor at an offset into memory the operation owns.
 final class ReadOperation: IOOperation {
-    var parked: Parked<Int>?
+    @exclusivity(unchecked) var parked: Parked<Int>?
     let descriptor: Int32
     let offset: UInt64
     // The kernel writes here until the CQE: owned by the operation.

@@ -1,11 +1,14 @@
 import CURing
 import Glibc
 
-/// A kernel operation on a ``Socket``: keeps the socket (and with it the descriptor and
-/// the socket's receive buffer) alive until the final completion, and reports failures as
-/// ``SocketError``.
+/// A kernel operation on a ``Socket``, awaited by a coroutine inside one of the socket's
+/// methods; reports failures as ``SocketError``.
 class SocketOperation: IOOperation {
-    let socket: Socket
+    // Unowned: the awaiting frame is a method of this socket, which holds it (and with it
+    // the descriptor and the receive buffer) until the final completion resumes it, a
+    // cancelled or timed-out wait included; a frame never resumed keeps it for good. No
+    // retain and release per operation (a weakly referenced socket's are slow-path ones).
+    unowned(unsafe) let socket: Socket
 
     init(socket: Socket, label: StaticString) {
         self.socket = socket
@@ -21,7 +24,7 @@ class SocketOperation: IOOperation {
 
 /// `IORING_OP_ACCEPT` (5.5): one connection; the new descriptor is `SOCK_CLOEXEC`.
 final class AcceptOperation: SocketOperation {
-    var parked: Parked<Int32>?
+    @exclusivity(unchecked) var parked: Parked<Int32>?
     // The kernel writes the peer's address here: owned by the operation until its CQE.
     let address = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
     let addressLength = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
@@ -116,7 +119,7 @@ final class MultishotReceiveOperation: IOOperation {
 
 /// `IORING_OP_CONNECT` (5.5).
 final class ConnectOperation: SocketOperation {
-    var parked: Parked<Void>?
+    @exclusivity(unchecked) var parked: Parked<Void>?
     // Read by the kernel until the CQE: owned by the operation.
     let address = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
     let addressLength: UInt32
@@ -141,7 +144,7 @@ final class ConnectOperation: SocketOperation {
 
     /// The first try starts the connection (`EINPROGRESS` reads as "wait"); once the
     /// socket is writable, `SO_ERROR` holds the outcome.
-    private var started = false
+    @exclusivity(unchecked) private var started = false
 
     override func attempt() -> Int32 {
         if !started {
@@ -161,7 +164,7 @@ final class ConnectOperation: SocketOperation {
 
 /// `IORING_OP_RECV` (5.6) into the socket's own receive buffer.
 final class ReceiveOperation: SocketOperation {
-    var parked: Parked<Int>?
+    @exclusivity(unchecked) var parked: Parked<Int>?
     let length: Int
 
     init(socket: Socket, length: Int) {
@@ -184,17 +187,27 @@ final class ReceiveOperation: SocketOperation {
 
 /// `IORING_OP_SEND` (5.6) with `MSG_NOSIGNAL`, from bytes the operation holds.
 final class SendOperation: SocketOperation {
-    var parked: Parked<Int>?
+    @exclusivity(unchecked) var parked: Parked<Int>?
     // Held until the CQE: the kernel reads from this array's storage. A Swift array's
     // contiguous storage does not move while a reference to it is held and nobody
-    // mutates through it (a mutation elsewhere copies first).
-    let bytes: [UInt8]
-    let offset: Int
+    // mutates through it (a mutation elsewhere copies first). Let go at the final
+    // completion, so the caller's array is unique again when its coroutine resumes.
+    @exclusivity(unchecked) private(set) var bytes: [UInt8]
+    @exclusivity(unchecked) private(set) var offset: Int
 
     init(socket: Socket, bytes: [UInt8], offset: Int) {
         self.bytes = bytes
         self.offset = offset
         super.init(socket: socket, label: "send")
+    }
+
+    /// Makes a finished operation (one nothing else holds any more) the next send's.
+    func reuse(bytes: [UInt8], offset: Int) {
+        self.bytes = bytes
+        self.offset = offset
+        parked = nil
+        cancelReason = nil
+        userData = 0
     }
 
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
@@ -204,6 +217,7 @@ final class SendOperation: SocketOperation {
     }
 
     override func complete(result: Int32, flags: UInt32) {
+        bytes = []
         finish(parked, result: result) { Int($0) }
     }
 
@@ -220,7 +234,7 @@ final class SendOperation: SocketOperation {
 
 /// `IORING_OP_SHUTDOWN` (5.11).
 final class ShutdownOperation: SocketOperation {
-    var parked: Parked<Void>?
+    @exclusivity(unchecked) var parked: Parked<Void>?
     let how: Int32
 
     init(socket: Socket, how: Int32) {
@@ -241,7 +255,7 @@ final class ShutdownOperation: SocketOperation {
 
 /// `IORING_OP_CLOSE` (5.6).
 final class CloseOperation: SocketOperation {
-    var parked: Parked<Void>?
+    @exclusivity(unchecked) var parked: Parked<Void>?
     let descriptor: Int32
 
     init(socket: Socket, descriptor: Int32) {

@@ -62,32 +62,34 @@ public struct LineTooLongError: Error, Sendable, CustomStringConvertible {
 /// coroutine that asked.
 public final class Socket: @unchecked Sendable {
     // @unchecked Sendable: confined to its scheduler's thread (asserted in debug builds).
+    // @exclusivity(unchecked): confined and never accessed reentrantly; dynamic checks
+    // would cost a thread-local lookup per access on every receive and send.
 
     /// The scheduler whose ring runs this socket's operations.
     public let scheduler: Scheduler
     /// The address family.
     public let family: SocketAddress.Family
     /// The descriptor, or -1 once closed.
-    public private(set) var descriptor: Int32
+    @exclusivity(unchecked) public private(set) var descriptor: Int32
     /// Where receives land: the kernel writes here until the receive's final CQE (the
-    /// operation holds the socket, so this outlives it).
-    private(set) var receiveBuffer: UnsafeMutableRawPointer
-    private var receiveCapacity: Int
+    /// receive's awaiting frame holds the socket, so this outlives it).
+    @exclusivity(unchecked) private(set) var receiveBuffer: UnsafeMutableRawPointer
+    @exclusivity(unchecked) private var receiveCapacity: Int
     /// Bytes received and not yet consumed (partial exact reads, timeouts).
-    private var readBuffer: [UInt8] = []
-    private var receiving = false
+    @exclusivity(unchecked) private var readBuffer: [UInt8] = []
+    @exclusivity(unchecked) private var receiving = false
     /// `close()` has begun: no new operation, nothing more queued.
-    private var closing = false
-    private var sending = false
-    private var pending: [IOOperation] = []
-    private var closeWaiters: [Parked<Void>] = []
+    @exclusivity(unchecked) private var closing = false
+    @exclusivity(unchecked) private var sending = false
+    @exclusivity(unchecked) private var pending: [IOOperation] = []
+    @exclusivity(unchecked) private var closeWaiters: [Parked<Void>] = []
     // Multishot accept: connections the kernel accepted and no coroutine took yet, the
     // error to hand to the next acceptor, and the acceptors waiting.
-    private var multishotAccept: MultishotAcceptOperation?
-    private var accepted: [Int32] = []
-    private var acceptedHead = 0
-    private var acceptError: SocketError?
-    private var acceptors: [(Parked<Void>, Placement)] = []
+    @exclusivity(unchecked) private var multishotAccept: MultishotAcceptOperation?
+    @exclusivity(unchecked) private var accepted: [Int32] = []
+    @exclusivity(unchecked) private var acceptedHead = 0
+    @exclusivity(unchecked) private var acceptError: SocketError?
+    @exclusivity(unchecked) private var acceptors: [(Parked<Void>, Placement)] = []
     // Multishot receive: chunks the kernel put in ring buffers, not yet copied out; the end
     // of stream or the error that follows them; the coroutine waiting for them.
     private struct Chunk {
@@ -95,16 +97,20 @@ public final class Socket: @unchecked Sendable {
         var length: Int
         var offset: Int
     }
-    private var multishotReceive: MultishotReceiveOperation?
+    @exclusivity(unchecked) private var multishotReceive: MultishotReceiveOperation?
     /// Chunks copied out of the ring for a lagging reader (see `spillChunks`): they come
     /// after `readBuffer` and before `chunks`.
-    private var spilled: [UInt8] = []
-    private var chunks: [Chunk] = []
-    private var chunksHead = 0
-    private var receivedEnd = false
-    private var receiveFailure: SocketError?
-    private var starvedForBuffers = false
-    private var receiver: (Parked<Void>, Placement)?
+    @exclusivity(unchecked) private var spilled: [UInt8] = []
+    @exclusivity(unchecked) private var chunks: [Chunk] = []
+    @exclusivity(unchecked) private var chunksHead = 0
+    @exclusivity(unchecked) private var receivedEnd = false
+    @exclusivity(unchecked) private var receiveFailure: SocketError?
+    @exclusivity(unchecked) private var starvedForBuffers = false
+    @exclusivity(unchecked) private var receiver: (Parked<Void>, Placement)?
+    /// The last send's operation, for the next send to reuse (one allocation per socket,
+    /// not per send) once nothing else holds it: the in-flight table and the readiness
+    /// index let go of an operation at its final completion.
+    @exclusivity(unchecked) private var spareSend: SendOperation?
 
     /// Connections queued beyond this pause the multishot accept (backpressure: the
     /// kernel's backlog holds the rest).
@@ -690,9 +696,15 @@ public final class Socket: @unchecked Sendable {
             if result < 0 { throw SocketError(errno: -result, operation: "send") }
             return Int(result)
         }
-        return try await run(
-            SendOperation(socket: self, bytes: bytes, offset: offset), deadline: deadline, placement: placement
-        ) { $0.parked = $1 }
+        let operation: SendOperation
+        if spareSend != nil && isKnownUniquelyReferenced(&spareSend) {
+            operation = spareSend.unsafelyUnwrapped
+            operation.reuse(bytes: bytes, offset: offset)
+        } else {
+            operation = SendOperation(socket: self, bytes: bytes, offset: offset)
+            spareSend = operation
+        }
+        return try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
     }
 
     /// Sends all of `bytes`, in as many sends as the kernel needs.
