@@ -167,4 +167,7 @@ protocol KernelOperation: AnyObject {
     var interest: Readiness { get }
     /// epoll: the non-blocking system call, once; a CQE-like result, `-EAGAIN` to wait.
     func attempt() -> Int32
+    /// epoll: the caller's fast path has just tried `attempt()` and got `-EAGAIN`: wait for
+    /// readiness without a second, failing system call.
+    var knownNotReady: Bool { get }
 }

@@ -79,7 +79,7 @@ final class EpollBackend: IOBackend {
             // socket cancels its operations before it closes).
             registrations[Int(close.descriptor)] = Registration()
         }
-        let result = operation.attempt()
+        let result = operation.knownNotReady ? -EAGAIN : operation.attempt()
         let descriptor = operation.readinessDescriptor
         guard result == -EAGAIN, descriptor >= 0 else {
             ready.append(Completion(userData: userData, result: result, flags: 0))

@@ -21,6 +21,8 @@ class IOOperation: KernelOperation {
     let label: StaticString
     /// Started with `Scheduler.start`: a multishot stream no coroutine waits on.
     @exclusivity(unchecked) var isStream = false
+    /// A readiness backend's fast path (`attemptInline`) has just got `EAGAIN` for it.
+    @exclusivity(unchecked) var knownNotReady = false
 
     init(scheduler: Scheduler, label: StaticString) {
         self.scheduler = scheduler
@@ -141,15 +143,16 @@ extension Scheduler {
     /// the loop still looks at timers and completions. The same placements as the normal
     /// path, minus the park, the registration and the completion's delivery.
     /// - Parameter attempt: The non-blocking system call; its result reads like a CQE's.
-    /// - Returns: The call's result (`>= 0` or `-errno`); `nil` when the operation must
-    ///   wait (io_uring, `EAGAIN`, or a shutdown or cancellation that the normal path
-    ///   reports).
+    /// - Returns: The call's result (`>= 0` or `-errno`); `-EAGAIN` when it must wait for
+    ///   readiness (give the operation `knownNotReady`, so the backend does not try the
+    ///   call again); `nil` when it was not tried (io_uring, no budget left, or a shutdown
+    ///   or cancellation that the normal path reports).
     @inline(__always)
     func attemptInline(placement: Placement, _ attempt: () -> Int32) async -> Int32? {
         guard attemptsInline, !shuttingDown, !Task.isCancelled else { return nil }
         if placement == .front && inlineBudget <= 0 { return nil }
         let result = attempt()
-        if result == -EAGAIN { return nil }
+        if result == -EAGAIN { return result }
         statistics.inline.increment()
         if inlineBudget > 0 && (placement == .front || runQueue.isEmpty) {
             inlineBudget -= 1

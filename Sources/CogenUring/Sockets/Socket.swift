@@ -583,15 +583,17 @@ public final class Socket: @unchecked Sendable {
             receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: maxLength, alignment: 16)
             receiveCapacity = maxLength
         }
+        var notReady = false
         if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, {
             negativeErrno(recv(descriptor, receiveBuffer, maxLength, Int32(MSG_DONTWAIT)))
         }) {
-            if result < 0 { throw SocketError(errno: -result, operation: "receive") }
-            return Int(result)
+            if result >= 0 { return Int(result) }
+            if result != -EAGAIN { throw SocketError(errno: -result, operation: "receive") }
+            notReady = true
         }
-        return try await run(ReceiveOperation(socket: self, length: maxLength), deadline: deadline, placement: placement) {
-            $0.parked = $1
-        }
+        let operation = ReceiveOperation(socket: self, length: maxLength)
+        operation.knownNotReady = notReady
+        return try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
     }
 
     /// Receives exactly `count` bytes.
@@ -687,14 +689,16 @@ public final class Socket: @unchecked Sendable {
         }
         sending = true
         defer { sending = false }
+        var notReady = false
         if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, {
             bytes.withUnsafeBytes { raw in
                 negativeErrno(Glibc.send(descriptor, raw.baseAddress! + offset, raw.count - offset,
                                          Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)))
             }
         }) {
-            if result < 0 { throw SocketError(errno: -result, operation: "send") }
-            return Int(result)
+            if result >= 0 { return Int(result) }
+            if result != -EAGAIN { throw SocketError(errno: -result, operation: "send") }
+            notReady = true
         }
         let operation: SendOperation
         if spareSend != nil && isKnownUniquelyReferenced(&spareSend) {
@@ -704,6 +708,7 @@ public final class Socket: @unchecked Sendable {
             operation = SendOperation(socket: self, bytes: bytes, offset: offset)
             spareSend = operation
         }
+        operation.knownNotReady = notReady
         return try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
     }
 
