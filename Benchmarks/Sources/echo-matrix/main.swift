@@ -6,7 +6,8 @@
 //   echo-matrix --idle-memory [--idle-connections N] [--servers a,b] [--json PATH]
 //
 // The servers and echo-load are found next to this executable (the build directory).
-// With --repeat N the servers take turns (A, B, C, A, B, C…) and the median run is kept.
+// With --repeat N the servers take turns (A, B, C, C, B, A, A, B, C…), the median run is
+// shown, and each ratio is the median of the ratios taken within one turn (paired runs).
 // Each server starts on a free port pinned to CPU 0; echo-load runs pinned to CPU 1 with
 // --json once per configuration, against the same server process; then the server gets
 // SIGTERM. The pinning keeps the two from competing for a CPU; on this two-CPU machine it
@@ -46,6 +47,11 @@ struct RunRecord: Codable {
     var repetitions: [Double] = []
     /// p99 µs of every repetition, sorted; its median is the p99 the ratios use.
     var repetitionsP99: [Double] = []
+    /// Each repetition's msg/s, server ns/msg and p99 µs in the order of the turns (nil:
+    /// that run failed), for the paired ratios.
+    var turnMessagesPerSecond: [Double?] = []
+    var turnServerCPU: [Double?] = []
+    var turnP99: [Double?] = []
     var medianP99: Double? {
         repetitionsP99.isEmpty ? result?.p99Micros : repetitionsP99[repetitionsP99.count / 2]
     }
@@ -200,13 +206,15 @@ struct EchoMatrix: ParsableCommand {
             return
         }
 
-        // Repetitions go round all the servers in turn (server A, B, C, then A, B, C…), so
-        // a slow phase of the machine lands on every server rather than on one.
+        // Repetitions go round all the servers in turn, forwards then backwards (A, B, C,
+        // then C, B, A…), so a slow phase of the machine lands on every server rather than
+        // on one, and a steady drift favours none; the ratios compare servers within each
+        // turn (see `pairedRatio`).
         var repeated: [String: [String: [RunRecord]]] = [:]
         var serverOutput: [String: String] = [:]
         for repetition in 0..<repetitions {
             if repetitions > 1 { warn("repetition \(repetition + 1) of \(repetitions)") }
-            for server in serverList {
+            for server in repetition % 2 == 0 ? serverList : serverList.reversed() {
                 // cogen-echo-epoll: the same server on the library's epoll engine.
                 let executable = server == "cogen-echo-epoll" ? "cogen-echo" : server
                 let arguments = ["--port", "0"] + (executable.hasPrefix("cogen-") ? ["--stats"] : [])
@@ -420,6 +428,9 @@ struct EchoMatrix: ParsableCommand {
         var chosen = measured[measured.count / 2]
         chosen.repetitions = measured.map { $0.result!.messagesPerSecond }
         chosen.repetitionsP99 = measured.map { $0.result!.p99Micros }.sorted()
+        chosen.turnMessagesPerSecond = repeated.map { $0.result?.messagesPerSecond }
+        chosen.turnServerCPU = repeated.map { $0.result?.serverCPUNanosPerMessage }
+        chosen.turnP99 = repeated.map { $0.result?.p99Micros }
         return chosen
     }
 
@@ -432,26 +443,31 @@ struct EchoMatrix: ParsableCommand {
         func run(_ server: String) -> RunRecord? {
             runs.first { $0.server == server && $0.configuration == configuration.name }
         }
-        func result(_ server: String) -> LoadResult? { run(server)?.result }
-        func divide(_ a: Double?, _ b: Double?) -> Double? {
-            guard let a, let b, b > 0 else { return nil }
-            return a / b
+        /// a/b within each turn where both ran, then the median of those ratios: servers of
+        /// one turn ran seconds apart, so a slow phase of the machine divides out (a ratio
+        /// of the two medians would compare one server's good phase with another's bad one).
+        func ratio(_ a: String, _ b: String, _ value: KeyPath<RunRecord, [Double?]>) -> Double? {
+            guard let x = run(a)?[keyPath: value], let y = run(b)?[keyPath: value] else { return nil }
+            let ratios = zip(x, y).compactMap { pair -> Double? in
+                guard let p = pair.0, let q = pair.1, q > 0 else { return nil }
+                return p / q
+            }.sorted()
+            guard !ratios.isEmpty else { return nil }
+            let middle = ratios.count / 2
+            return ratios.count % 2 == 1 ? ratios[middle] : (ratios[middle - 1] + ratios[middle]) / 2
         }
-        let cogen = result("cogen-echo"), uring = result("c-uring-echo"), nio = result("nio-echo")
+        let throughput = \RunRecord.turnMessagesPerSecond, cpu = \RunRecord.turnServerCPU
         return RatioRecord(
             configuration: configuration.name,
-            cogenOverCUringThroughput: divide(cogen?.messagesPerSecond, uring?.messagesPerSecond),
-            cogenOverNIOThroughput: divide(cogen?.messagesPerSecond, nio?.messagesPerSecond),
-            cogenOverCUringP99: divide(run("cogen-echo")?.medianP99, run("c-uring-echo")?.medianP99),
-            cogenOverCUringServerCPU: divide(cogen?.serverCPUNanosPerMessage, uring?.serverCPUNanosPerMessage),
-            cogenEpollOverCEpollThroughput: divide(result("cogen-echo-epoll")?.messagesPerSecond,
-                                                   result("c-epoll-echo")?.messagesPerSecond),
-            cogenEpollOverCEpollServerCPU: divide(result("cogen-echo-epoll")?.serverCPUNanosPerMessage,
-                                                  result("c-epoll-echo")?.serverCPUNanosPerMessage),
-            ioUringOverEpollThroughput: divide(cogen?.messagesPerSecond, result("cogen-echo-epoll")?.messagesPerSecond),
-            compatOverNativeThroughput: divide(result("cogen-compat-echo")?.messagesPerSecond, cogen?.messagesPerSecond),
-            compatOverNativeServerCPU: divide(result("cogen-compat-echo")?.serverCPUNanosPerMessage,
-                                              cogen?.serverCPUNanosPerMessage))
+            cogenOverCUringThroughput: ratio("cogen-echo", "c-uring-echo", throughput),
+            cogenOverNIOThroughput: ratio("cogen-echo", "nio-echo", throughput),
+            cogenOverCUringP99: ratio("cogen-echo", "c-uring-echo", \.turnP99),
+            cogenOverCUringServerCPU: ratio("cogen-echo", "c-uring-echo", cpu),
+            cogenEpollOverCEpollThroughput: ratio("cogen-echo-epoll", "c-epoll-echo", throughput),
+            cogenEpollOverCEpollServerCPU: ratio("cogen-echo-epoll", "c-epoll-echo", cpu),
+            ioUringOverEpollThroughput: ratio("cogen-echo", "cogen-echo-epoll", throughput),
+            compatOverNativeThroughput: ratio("cogen-compat-echo", "cogen-echo", throughput),
+            compatOverNativeServerCPU: ratio("cogen-compat-echo", "cogen-echo", cpu))
     }
 
     private func printTable(_ runs: [RunRecord], ratios: [RatioRecord]) {
@@ -513,7 +529,9 @@ struct EchoMatrix: ParsableCommand {
         print("LG ns/msg: the load generator's CPU per message (all threads); LG CPU%: its busiest thread.")
         print("other%: machine CPU used by neither side.")
         print("errors: byte errors + connection errors seen by echo-load."
-            + (repetitions > 1 ? " msg/s spread: half the range of \(repetitions) runs; the median run is shown;\n  p99 cogen/c-uring compares the median p99 of the runs."  : ""))
+            + (repetitions > 1 ? " msg/s spread: half the range of \(repetitions) runs; the median run is shown.\n"
+                + "ratios: the median over the \(repetitions) turns of each turn's ratio (the servers of a turn ran seconds apart,\n"
+                + "  so a slow phase of the machine divides out); servers go round forwards, then backwards."  : ""))
         print("")
         print([pad("config", 15, left: true), pad("cogen/c-uring msg/s", 19), pad("cogen/nio msg/s", 15),
                pad("p99 cogen/c-uring", 17), pad("srv ns/msg cogen/c-uring", 24)].joined(separator: "  "))
