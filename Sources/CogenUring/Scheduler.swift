@@ -593,6 +593,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     ///   lets the loop look at completions and timers first.
     ///
     /// No kernel operation is involved.
+    @inline(__always)
     public func yield(placement: Placement = .back) async {
         await yield(placement: placement, afterQueuing: {})
     }
@@ -607,6 +608,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     ///   - afterQueuing: Runs on the loop, synchronously, before the suspension.
     ///
     /// No kernel operation is involved.
+    @inline(__always)
     public func yield(placement: Placement = .back, afterQueuing: () -> Void) async {
         assertOnLoop()
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in

@@ -620,7 +620,8 @@ extension ProcessWideTests {
 }
 
 /// The epoll backend tries a socket operation's system call before it parks; one that
-/// completes at once keeps the placement rules without the park.
+/// completes at once keeps the placement rules without the park (a receive that finds
+/// bytes goes on, as one served from buffered chunks does on io_uring).
 @Suite struct EpollInlineCompletionTests {
     private static func socketPair(_ scheduler: Scheduler) -> (Socket, Socket) {
         var fds: [Int32] = [0, 0]
@@ -675,6 +676,52 @@ extension ProcessWideTests {
         #expect(other == Scheduler.inlineBudgetPerTurn)
         #expect(log.value.filter { $0 == "send" }.count == 100)
         #expect(log.value.last == "received 100")
+    }
+
+    /// A receive that finds bytes already there goes on at once whatever its placement
+    /// (nothing was waited for, as with io_uring's buffered chunks); one that waited
+    /// resumes at its placement.
+    @Test func receiveOfBytesAlreadyThereGoesOn() async throws {
+        let log = Log([])
+        try await runScheduler(Engine(backend: .epoll, modern: false)) { scheduler in
+            let (a, b) = Self.socketPair(scheduler)
+            #expect(Glibc.send(a.descriptor, "abc", 3, 0) == 3)
+            scheduler.spawn {
+                log.value.append("R receives")
+                let got = try await b.receive(maxLength: 16, placement: .back)
+                log.value.append("R got \(got.count)")
+                let later = try await b.receive(maxLength: 16, placement: .back)
+                log.value.append("R waited for \(later.count)")
+                try await a.close()
+                try await b.close()
+            }
+            scheduler.spawn {
+                log.value.append("other")
+                _ = try await a.send([1, 2], placement: .back)
+            }
+        }
+        #expect(log.value == ["R receives", "R got 3", "other", "R waited for 2"])
+    }
+
+    /// An always-readable socket cannot keep the thread: receives that go on at once are
+    /// bounded by the same budget per turn.
+    @Test func receivesThatGoOnShareTheBudget() async throws {
+        let log = Log([])
+        try await runScheduler(Engine(backend: .epoll, modern: false)) { scheduler in
+            let (a, b) = Self.socketPair(scheduler)
+            #expect(Glibc.send(a.descriptor, [UInt8](repeating: 7, count: 100), 100, 0) == 100)
+            scheduler.spawn {
+                for _ in 0..<100 {
+                    _ = try await b.receive(maxLength: 1, placement: .back)
+                    log.value.append("byte")
+                }
+                try await a.close()
+                try await b.close()
+            }
+            scheduler.spawn { log.value.append("other") }
+        }
+        #expect(log.value.firstIndex(of: "other") == Scheduler.inlineBudgetPerTurn)
+        #expect(log.value.filter { $0 == "byte" }.count == 100)
     }
 
     /// `.back` with nothing else queued: the back of an empty queue is next, so a lone

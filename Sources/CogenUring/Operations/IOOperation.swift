@@ -108,6 +108,7 @@ func negativeErrno(_ status: Int) -> Int32 {
 extension Scheduler {
     /// Starts `operation` in the kernel and parks the coroutine until its final completion;
     /// `bind` gives the operation the handle to resume.
+    @inline(__always)
     func perform<Value: Sendable, Operation: IOOperation>(
         _ operation: Operation, deadline: Deadline?, placement: Placement,
         bind: (Operation, Parked<Value>) -> Void
@@ -139,22 +140,28 @@ extension Scheduler {
     /// a completion: with `.front` it goes on right away (the front of the run queue,
     /// without the trip), with `.back` it goes to the back of the run queue as a
     /// completion would send it, or goes on when that queue is empty (the back of an empty
-    /// queue). Going on without a trip is allowed `inlineBudgetPerTurn` times per turn, so
-    /// the loop still looks at timers and completions. The same placements as the normal
-    /// path, minus the park, the registration and the completion's delivery.
-    /// - Parameter attempt: The non-blocking system call; its result reads like a CQE's.
+    /// queue). A receive that finds bytes already there goes on right away whatever its
+    /// placement, as a receive served from the ring's buffered chunks does on io_uring:
+    /// nothing was waited for. Going on without a trip is allowed `inlineBudgetPerTurn`
+    /// times per turn, so the loop still looks at timers and completions, and a socket that
+    /// is always readable cannot keep the thread. The same placements as the normal path,
+    /// minus the park, the registration and the completion's delivery.
+    /// - Parameters:
+    ///   - placement: The operation's placement.
+    ///   - isReceive: A receive: bytes found at once were already received.
+    ///   - attempt: The non-blocking system call; its result reads like a CQE's.
     /// - Returns: The call's result (`>= 0` or `-errno`); `-EAGAIN` when it must wait for
     ///   readiness (give the operation `knownNotReady`, so the backend does not try the
     ///   call again); `nil` when it was not tried (io_uring, no budget left, or a shutdown
     ///   or cancellation that the normal path reports).
     @inline(__always)
-    func attemptInline(placement: Placement, _ attempt: () -> Int32) async -> Int32? {
+    func attemptInline(placement: Placement, isReceive: Bool = false, _ attempt: () -> Int32) async -> Int32? {
         guard attemptsInline, !shuttingDown, !Task.isCancelled else { return nil }
         if placement == .front && inlineBudget <= 0 { return nil }
         let result = attempt()
         if result == -EAGAIN { return result }
         statistics.inline.increment()
-        if inlineBudget > 0 && (placement == .front || runQueue.isEmpty) {
+        if inlineBudget > 0 && (placement == .front || isReceive || runQueue.isEmpty) {
             inlineBudget -= 1
         } else {
             // Completed: requeued at the back like any completion. A cancellation now

@@ -254,6 +254,7 @@ public final class Socket: @unchecked Sendable {
     // MARK: Operations
 
     /// Runs a socket operation, tracking it so `close()` can cancel it and wait for it.
+    @inline(__always)
     private func run<Value: Sendable, Operation: SocketOperation>(
         _ operation: Operation, deadline: Deadline?, placement: Placement,
         bind: (Operation, Parked<Value>) -> Void
@@ -381,7 +382,8 @@ public final class Socket: @unchecked Sendable {
     /// - Parameters:
     ///   - maxLength: The most bytes to return.
     ///   - deadline: When to give up (the receive is cancelled in the kernel).
-    ///   - placement: Where the coroutine goes when data arrives.
+    ///   - placement: Where the coroutine goes when data arrives after a wait (bytes
+    ///     already received are returned at once, without a trip through the run queue).
     /// - Returns: The bytes; empty at end of stream.
     /// - Throws: ``SocketError`` (``SocketError/isConnectionClosed`` on a reset),
     ///   ``TimeoutError``, `CancellationError`.
@@ -403,7 +405,8 @@ public final class Socket: @unchecked Sendable {
     ///   - buffer: Receives the bytes; emptied first.
     ///   - maxLength: The most bytes to receive.
     ///   - deadline: When to give up (the receive is cancelled in the kernel).
-    ///   - placement: Where the coroutine goes when data arrives.
+    ///   - placement: Where the coroutine goes when data arrives after a wait (bytes
+    ///     already received are returned at once, without a trip through the run queue).
     /// - Returns: How many bytes `buffer` now holds; 0 at end of stream.
     /// - Throws: As ``receive(maxLength:deadline:placement:)``; `buffer` is then empty
     ///   and the bytes stay readable.
@@ -453,6 +456,7 @@ public final class Socket: @unchecked Sendable {
 
     /// The provided-buffer path: waits for chunks, then copies out up to `maxLength`
     /// bytes, giving each buffer back once emptied. Nothing copied: end of stream.
+    @inline(__always)
     private func receiveChunks(
         maxLength: Int, deadline: Deadline?, placement: Placement, reserve: (Int) -> Void = { _ in },
         _ take: (UnsafeRawBufferPointer) -> Void
@@ -572,6 +576,7 @@ public final class Socket: @unchecked Sendable {
         }
     }
 
+    @inline(__always)
     private func receiveIntoBuffer(maxLength: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
         guard !receiving else {
             throw SocketError(errno: EBUSY, operation: "receive (another receive is pending on this socket)")
@@ -584,7 +589,7 @@ public final class Socket: @unchecked Sendable {
             receiveCapacity = maxLength
         }
         var notReady = false
-        if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, {
+        if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, isReceive: true, {
             negativeErrno(recv(descriptor, receiveBuffer, maxLength, Int32(MSG_DONTWAIT)))
         }) {
             if result >= 0 { return Int(result) }
@@ -682,6 +687,7 @@ public final class Socket: @unchecked Sendable {
         try await send(bytes, from: 0, deadline: deadline, placement: placement)
     }
 
+    @inline(__always)
     private func send(_ bytes: [UInt8], from offset: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
         guard offset < bytes.count else { return 0 }
         guard !sending else {
