@@ -91,28 +91,33 @@ enum UserData {
 /// read or write, until its final completion arrives, even when the coroutine that started
 /// it was cancelled or timed out.
 struct InFlightTable {
-    private var slots: [(any KernelOperation)?] = []
+    // Unmanaged: the table holds one reference per operation in flight, taken at insert
+    // and handed back by `remove`; looking an operation up for each completion costs no
+    // reference counting.
+    private var slots: [Unmanaged<IOOperation>?] = []
     private var generations: [UInt32] = []
     private var free: [UInt32] = []
     private(set) var count = 0
 
-    mutating func insert(_ operation: any KernelOperation) -> UInt64 {
+    mutating func insert(_ operation: IOOperation) -> UInt64 {
         let index: UInt32
+        let reference = Unmanaged.passRetained(operation)
         if let reused = free.popLast() {
             index = reused
-            slots[Int(index)] = operation
+            slots[Int(index)] = reference
         } else {
             index = UInt32(slots.count)
-            slots.append(operation)
+            slots.append(reference)
             generations.append(1)
         }
         count += 1
         return UserData.make(index: index, generation: generations[Int(index)])
     }
 
-    /// The operation `userData` names, or nil for a stale or foreign value.
+    /// The operation `userData` names, or nil for a stale or foreign value; valid while it
+    /// is in the table.
     @inline(__always)
-    func lookup(_ userData: UInt64) -> (any KernelOperation)? {
+    func lookup(_ userData: UInt64) -> Unmanaged<IOOperation>? {
         let index = Int(truncatingIfNeeded: userData & 0xFFFF_FFFF)
         let generation = UInt32(truncatingIfNeeded: userData >> 32)
         guard index < slots.count, generation != 0, generations[index] == generation else {
@@ -122,21 +127,24 @@ struct InFlightTable {
     }
 
     /// Calls `body` with every operation in flight.
-    func forEach(_ body: (any KernelOperation) -> Void) {
-        for case let operation? in slots { body(operation) }
+    func forEach(_ body: (IOOperation) -> Void) {
+        for case let reference? in slots { body(reference.takeUnretainedValue()) }
     }
 
     /// Releases the slot of a finished operation; its user_data is stale from now on.
-    mutating func remove(_ userData: UInt64) {
+    /// - Returns: The table's reference, which the caller releases when done with it.
+    @inline(__always)
+    mutating func remove(_ userData: UInt64) -> Unmanaged<IOOperation> {
         let index = Int(truncatingIfNeeded: userData & 0xFFFF_FFFF)
+        let reference = slots[index].unsafelyUnwrapped
         slots[index] = nil
         var next = generations[index] &+ 1
         if next == 0 { next = 1 }
         generations[index] = next
         free.append(UInt32(index))
         count -= 1
+        return reference
     }
-
 }
 
 /// Why an operation's cancellation was requested.

@@ -26,7 +26,13 @@ public class AnyCoroutine: @unchecked Sendable {
     /// The coroutine's waiter from the scheduler's pool, held from its first step to its
     /// end and reused by every park. `cancel()` finds the current wait through it, so no
     /// park needs a cancellation handler.
-    @usableFromInline @exclusivity(unchecked) var waiter: ParkedCoroutine?
+    @usableFromInline var waiter: ParkedCoroutine? {
+        get { waiterReference?.takeUnretainedValue() }
+        set { waiterReference = newValue.map { Unmanaged.passUnretained($0) } }
+    }
+    /// Unmanaged: waiters live as long as their scheduler (see `ParkedCoroutine`), and
+    /// every park reads this without reference counting.
+    @usableFromInline @exclusivity(unchecked) var waiterReference: Unmanaged<ParkedCoroutine>?
     @usableFromInline @exclusivity(unchecked) var _state: CoroutineState = .notStarted
     @usableFromInline @exclusivity(unchecked) var cancelRequested = false
     /// The coroutine's task (identity only), its key in the scheduler's task table.

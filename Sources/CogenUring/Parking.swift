@@ -37,9 +37,21 @@ public final class ParkedCoroutine: @unchecked Sendable {
     // Membership in a signal's waiter list, so a waiter that leaves early unlinks in O(1).
     @exclusivity(unchecked) var signalNext: ParkedCoroutine?
     @exclusivity(unchecked) unowned(unsafe) var signalPrevious: ParkedCoroutine?
-    @exclusivity(unchecked) unowned(unsafe) var signalList: SignalList?
+    var signalList: SignalList? {
+        get { signalListReference?.takeUnretainedValue() }
+        set { signalListReference = newValue.map { Unmanaged.passUnretained($0) } }
+    }
     /// The kernel operation the coroutine waits for: deadlines and cancellations go to it.
-    @exclusivity(unchecked) var operation: IOOperation?
+    /// Unowned: the in-flight table holds the operation until its final completion, which
+    /// ends the park (and clears this) before the operation can go.
+    var operation: IOOperation? {
+        get { operationReference?.takeUnretainedValue() }
+        set { operationReference = newValue.map { Unmanaged.passUnretained($0) } }
+    }
+    // Unmanaged storage: every resume checks both, and an unowned optional is retained
+    // (and released) just to be compared with nil.
+    @exclusivity(unchecked) var signalListReference: Unmanaged<SignalList>?
+    @exclusivity(unchecked) var operationReference: Unmanaged<IOOperation>?
     @exclusivity(unchecked) var label: StaticString = "wait"
     @exclusivity(unchecked) var expiry = Expiry.timeout
     @exclusivity(unchecked) var placementOnExpiry = Placement.back
@@ -96,12 +108,15 @@ public final class ParkedCoroutine: @unchecked Sendable {
 public struct Parked<Value: Sendable>: Sendable, Equatable {
     // Unowned: waiters live as long as their scheduler (see `ParkedCoroutine`); a handle
     // used after its scheduler is gone is a programming error.
-    @usableFromInline unowned(unsafe) let waiter: ParkedCoroutine
+    // Unmanaged rather than unowned: reading it costs no reference counting.
+    @usableFromInline let waiterReference: Unmanaged<ParkedCoroutine>
     @usableFromInline let generation: UInt64
+
+    @usableFromInline var waiter: ParkedCoroutine { waiterReference.takeUnretainedValue() }
 
     @usableFromInline
     init(waiter: ParkedCoroutine, generation: UInt64) {
-        self.waiter = waiter
+        self.waiterReference = Unmanaged.passUnretained(waiter)
         self.generation = generation
     }
 
@@ -113,7 +128,7 @@ public struct Parked<Value: Sendable>: Sendable, Equatable {
 
     /// Whether two handles are for the same park.
     public static func == (lhs: Parked, rhs: Parked) -> Bool {
-        lhs.waiter === rhs.waiter && lhs.generation == rhs.generation
+        lhs.waiterReference.toOpaque() == rhs.waiterReference.toOpaque() && lhs.generation == rhs.generation
     }
 }
 
@@ -158,9 +173,18 @@ extension Scheduler {
         _ register: (Parked<Value>) -> Void
     ) async throws -> Value {
         assertOnLoop()
-        if let coroutine = currentCoroutine(), let waiter = coroutine.waiter {
+        // Unmanaged: the running coroutine is alive (its task holds it), and its waiter
+        // with it; held strongly across the suspension they cost a retain and a release
+        // each per park.
+        if let coroutine = currentCoroutineReference(),
+           let waiter = coroutine._withUnsafeGuaranteedRef({ $0.waiterReference })
+        {
             return try await withUnsafeThrowingContinuation { continuation in
-                install(continuation, in: waiter, for: coroutine, settings, register)
+                coroutine._withUnsafeGuaranteedRef { coroutine in
+                    waiter._withUnsafeGuaranteedRef { waiter in
+                        install(continuation, in: waiter, for: coroutine, settings, register)
+                    }
+                }
             }
         }
         let waiter = acquireWaiter()
@@ -209,10 +233,13 @@ extension Scheduler {
         _ parked: Parked<Value>, returning value: sending Value, placement: Placement = .back
     ) -> Bool {
         assertOnLoop()
-        let waiter = parked.waiter
-        guard waiter.generation == parked.generation, let raw = waiter.continuation else { return false }
-        waiter.continuation = nil
-        endPark(waiter)
+        let continuation = parked.waiterReference._withUnsafeGuaranteedRef { waiter -> UnsafeRawPointer? in
+            guard waiter.generation == parked.generation, let raw = waiter.continuation else { return nil }
+            waiter.continuation = nil
+            endPark(waiter)
+            return raw
+        }
+        guard let raw = continuation else { return false }
         nextPlacement = placement
         unsafeBitCast(raw, to: UnsafeContinuation<Value, any Error>.self).resume(returning: value)
         // The runtime enqueued the job synchronously inside `resume`; if the coroutine had
@@ -233,8 +260,10 @@ extension Scheduler {
     public func resume<Value: Sendable>(
         _ parked: Parked<Value>, throwing error: any Error, placement: Placement = .back
     ) -> Bool {
-        guard parked.waiter.generation == parked.generation else { return false }
-        return resumeRaw(parked.waiter, throwing: error, placement: placement)
+        parked.waiterReference._withUnsafeGuaranteedRef { waiter in
+            guard waiter.generation == parked.generation else { return false }
+            return resumeRaw(waiter, throwing: error, placement: placement)
+        }
     }
 
     /// Throws into whatever the waiter's current park awaits. Resuming with an error does
@@ -260,8 +289,14 @@ extension Scheduler {
     /// The coroutine whose own task is running now, if the current task is one.
     @usableFromInline
     func currentCoroutine() -> AnyCoroutine? {
+        currentCoroutineReference()?.takeUnretainedValue()
+    }
+
+    /// `currentCoroutine()` without reference counting: valid while that task runs.
+    @usableFromInline
+    func currentCoroutineReference() -> Unmanaged<AnyCoroutine>? {
         guard let task = runningTask else { return nil }
-        return coroutinesByTask.lookup(task)
+        return coroutinesByTask.reference(task)
     }
 
     /// Why a park must fail at once: shutdown, or the coroutine was cancelled.
@@ -304,8 +339,8 @@ extension Scheduler {
     @usableFromInline
     func endPark(_ waiter: ParkedCoroutine) {
         if waiter.timerSequence != 0 { timers.remove(waiter) }
-        if let list = waiter.signalList { list.remove(waiter) }
-        if waiter.operation != nil { waiter.operation = nil }
+        if let list = waiter.signalListReference { list._withUnsafeGuaranteedRef { $0.remove(waiter) } }
+        if waiter.operationReference != nil { waiter.operationReference = nil }
         parkedCount &-= 1
     }
 

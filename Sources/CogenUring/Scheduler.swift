@@ -474,13 +474,19 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             return
         }
         // A multishot operation posts CQEs with IORING_CQE_F_MORE and stays in flight;
-        // only its final CQE (without the flag) releases the slot.
+        // only its final CQE (without the flag) releases the slot, and the table's
+        // reference once the completion has been delivered.
         if completion.flags & UInt32(COGEN_CQE_F_MORE) == 0 {
-            inFlight.remove(completion.userData)
+            let reference = inFlight.remove(completion.userData)
             statistics.completed.increment()
-            if operation.isStream { streams -= 1 }
+            reference._withUnsafeGuaranteedRef {
+                if $0.isStream { streams -= 1 }
+                $0.complete(result: completion.result, flags: completion.flags)
+            }
+            reference.release()
+        } else {
+            operation._withUnsafeGuaranteedRef { $0.complete(result: completion.result, flags: completion.flags) }
         }
-        operation.complete(result: completion.result, flags: completion.flags)
     }
 
     /// Asks the loop to return from ``run(untilStopped:)`` after its current pass. Safe
@@ -561,7 +567,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         shuttingDown = true
         for waiter in allWaiters where waiter.isParked { waiter.abortForShutdown() }
         // Operations no coroutine waits on (multishot streams owned by sockets) too.
-        inFlight.forEach { ($0 as? IOOperation)?.requestCancel(.shutdown) }
+        inFlight.forEach { $0.requestCancel(.shutdown) }
         let report = loop(untilStopped: false, shutdown: true)
         closed.store(true, ordering: .releasing)
         bufferPool?.unregister()

@@ -37,11 +37,18 @@ struct TaskTable {
     /// The coroutine whose task is `task`.
     @inline(__always)
     func lookup(_ task: UnsafeRawPointer) -> AnyCoroutine? {
+        reference(task)?.takeUnretainedValue()
+    }
+
+    /// The coroutine whose task is `task`, without reference counting: valid while its
+    /// task runs.
+    @inline(__always)
+    func reference(_ task: UnsafeRawPointer) -> Unmanaged<AnyCoroutine>? {
         let key = UInt(bitPattern: task)
         var i = home(key)
         while true {
             let slot = slots[i]
-            if slot.key == key { return slot.value?.takeUnretainedValue() }
+            if slot.key == key { return slot.value }
             if slot.key == 0 { return nil }
             i = (i + 1) & mask
         }

@@ -50,7 +50,7 @@ struct OperationTests {
                 // reached the kernel: its deadline "passes" now, and a cancel follows it.
                 let operation = scheduler.inFlight.lookup(UserData.make(index: 0, generation: 1))
                 #expect(operation != nil)
-                (operation as? IOOperation)?.requestCancel(.timeout)
+                operation?.takeUnretainedValue().requestCancel(.timeout)
             }
         }
         #expect(log.value == ["result true"])

@@ -193,27 +193,33 @@ final class SendOperation: SocketOperation {
     // mutates through it (a mutation elsewhere copies first). Let go at the final
     // completion, so the caller's array is unique again when its coroutine resumes.
     @exclusivity(unchecked) private(set) var bytes: [UInt8]
-    @exclusivity(unchecked) private(set) var offset: Int
+    /// Where the bytes to send start in that storage, and how many: taken once, so that
+    /// preparing the SQE or trying the call touches no reference count.
+    @exclusivity(unchecked) private var start: UnsafeRawPointer
+    @exclusivity(unchecked) private var length: Int
 
     init(socket: Socket, bytes: [UInt8], offset: Int) {
         self.bytes = bytes
-        self.offset = offset
+        (start, length) = Self.region(bytes, offset)
         super.init(socket: socket, label: "send")
+    }
+
+    private static func region(_ bytes: [UInt8], _ offset: Int) -> (UnsafeRawPointer, Int) {
+        precondition(offset < bytes.count, "a send has at least one byte")
+        return bytes.withUnsafeBytes { (UnsafeRawPointer($0.baseAddress!) + offset, $0.count - offset) }
     }
 
     /// Makes a finished operation (one nothing else holds any more) the next send's.
     func reuse(bytes: [UInt8], offset: Int) {
         self.bytes = bytes
-        self.offset = offset
+        (start, length) = Self.region(bytes, offset)
         parked = nil
         cancelReason = nil
         userData = 0
     }
 
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
-        bytes.withUnsafeBytes { raw in
-            cogen_prep_send(sqe, socket.descriptor, raw.baseAddress! + offset, raw.count - offset, 0, userData)
-        }
+        cogen_prep_send(sqe, socket.descriptor, start, length, 0, userData)
     }
 
     override func complete(result: Int32, flags: UInt32) {
@@ -224,11 +230,7 @@ final class SendOperation: SocketOperation {
     override var interest: Readiness { .writable }
 
     override func attempt() -> Int32 {
-        bytes.withUnsafeBytes { raw in
-            negativeErrno(
-                Glibc.send(socket.descriptor, raw.baseAddress! + offset, raw.count - offset,
-                           Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)))
-        }
+        negativeErrno(Glibc.send(socket.descriptor, start, length, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)))
     }
 }
 

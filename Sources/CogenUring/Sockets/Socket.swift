@@ -130,7 +130,8 @@ public final class Socket: @unchecked Sendable {
     }
 
     deinit {
-        // Only streams can be pending (every other operation holds the socket): cancel
+        // Only streams can be pending (every other operation's awaiting frame holds the
+        // socket until the operation's final completion): cancel
         // them, on the loop. A socket dropped without `close()` leaks neither its
         // descriptor, nor the connections it queued, nor ring buffers.
         for operation in pending {
