@@ -6,8 +6,9 @@
 //   echo-matrix --idle-memory [--idle-connections N] [--servers a,b] [--json PATH]
 //
 // The servers and echo-load are found next to this executable (the build directory).
-// With --repeat N the servers take turns (A, B, C, C, B, A, A, B, C…), the median run is
-// shown, and each ratio is the median of the ratios taken within one turn (paired runs).
+// With --repeat N the servers take turns (A, B, C, C, B, A, A, B, C…; the two servers of
+// each ratio next to each other), the median run is shown, and each ratio is the median of
+// the ratios taken within one turn (paired runs).
 // Each server starts on a free port pinned to CPU 0; echo-load runs pinned to CPU 1 with
 // --json once per configuration, against the same server process; then the server gets
 // SIGTERM. The pinning keeps the two from competing for a CPU; on this two-CPU machine it
@@ -167,6 +168,14 @@ struct EchoMatrix: ParsableCommand {
 
     var serverList: [String] { servers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
 
+    /// The order servers run in within a turn: each pair the ratios compare side by side
+    /// (NIO and cogen, cogen and C liburing, C epoll and cogen on epoll), so the two runs
+    /// of a pair are seconds apart.
+    static let turnOrder = ["nio-echo", "cogen-echo", "c-uring-echo", "c-epoll-echo", "cogen-echo-epoll", "cogen-compat-echo"]
+    var turn: [String] {
+        serverList.sorted { Self.turnOrder.firstIndex(of: $0)! < Self.turnOrder.firstIndex(of: $1)! }
+    }
+
     static func parseConfiguration(_ text: Substring) -> LoadConfiguration? {
         let numbers = text.split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard numbers.count == 3, numbers.allSatisfy({ $0 >= 1 }), numbers[2] >= 8 else { return nil }
@@ -214,7 +223,7 @@ struct EchoMatrix: ParsableCommand {
         var serverOutput: [String: String] = [:]
         for repetition in 0..<repetitions {
             if repetitions > 1 { warn("repetition \(repetition + 1) of \(repetitions)") }
-            for server in repetition % 2 == 0 ? serverList : serverList.reversed() {
+            for server in repetition % 2 == 0 ? turn : turn.reversed() {
                 // cogen-echo-epoll: the same server on the library's epoll engine.
                 let executable = server == "cogen-echo-epoll" ? "cogen-echo" : server
                 let arguments = ["--port", "0"] + (executable.hasPrefix("cogen-") ? ["--stats"] : [])
