@@ -724,6 +724,44 @@ extension ProcessWideTests {
         #expect(log.value.filter { $0 == "byte" }.count == 100)
     }
 
+    /// An operation whose fast-path system call just returned `EAGAIN` waits for
+    /// readiness without a second, failing call; any other is tried once on submission.
+    @Test func anOperationKnownNotReadyIsNotTriedAgain() throws {
+        final class CountingOperation: IOOperation {
+            let descriptor: Int32
+            var attempts = 0
+            init(scheduler: Scheduler, descriptor: Int32) {
+                self.descriptor = descriptor
+                super.init(scheduler: scheduler, label: "count")
+            }
+            override var readinessDescriptor: Int32 { descriptor }
+            override func attempt() -> Int32 {
+                attempts += 1
+                return -EAGAIN
+            }
+            override func prepare(_ sqe: OpaquePointer, userData: UInt64) {}
+            override func complete(result: Int32, flags: UInt32) {}
+        }
+        var configuration = Scheduler.Configuration()
+        configuration.backend = .epoll
+        let scheduler = try Scheduler(configuration: configuration)
+        defer { scheduler.shutdown() }
+        let backend = try EpollBackend()
+        defer { backend.close() }
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
+        defer { fds.forEach { _ = Glibc.close($0) } }
+        let known = CountingOperation(scheduler: scheduler, descriptor: fds[0])
+        known.knownNotReady = true
+        backend.submit(known, userData: 10)
+        #expect(known.attempts == 0)
+        let unknown = CountingOperation(scheduler: scheduler, descriptor: fds[0])
+        backend.submit(unknown, userData: 11)
+        #expect(unknown.attempts == 1)
+        backend.cancel(known, userData: 10)
+        backend.cancel(unknown, userData: 11)
+    }
+
     /// `.back` with nothing else queued: the back of an empty queue is next, so a lone
     /// coroutine goes on without a trip through the loop, within the same budget.
     @Test func backOfAnEmptyQueueGoesOn() async throws {
