@@ -15,8 +15,9 @@ final class IOUringBackend: IOBackend {
     /// Completions pulled out of the CQ while making room to submit, handed out first.
     @exclusivity(unchecked) private var spilled: [Completion] = []
     /// Where the wake-up read lands. Owned here until the ring is closed: the kernel may
-    /// write into it as long as the read is armed.
-    private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    /// write into it as long as the read is armed. Allocated (like the reap arrays) once
+    /// nothing in `init` can throw any more, so a refused setup leaks nothing.
+    private let wakeBuffer: UnsafeMutablePointer<UInt64>
     @exclusivity(unchecked) private var wakeArmed = false
     private let counters: StatisticsCounters
     // Scratch arrays the C reaper copies CQEs into.
@@ -82,6 +83,7 @@ final class IOUringBackend: IOBackend {
         sqFlags = cogen_ring_sq_flags_pointer(ring)
         cqHead = cogen_ring_cq_head_pointer(ring)
         cqTail = cogen_ring_cq_tail_pointer(ring)
+        wakeBuffer = .allocate(capacity: 1)
         reapUserData = .allocate(capacity: reapCapacity)
         reapResults = .allocate(capacity: reapCapacity)
         reapFlags = .allocate(capacity: reapCapacity)

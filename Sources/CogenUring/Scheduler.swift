@@ -196,7 +196,6 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             bufferPool?.unregister()
             backend.close()
         }
-        coroutinesByTask.deallocate()
         completionBuffer.deallocate()
     }
 

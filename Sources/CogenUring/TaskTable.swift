@@ -5,7 +5,7 @@
 /// runs (a task is its own job); this table maps it to the coroutine. Open addressing with
 /// linear probing and backward-shift deletion over pointer keys: a lookup is a multiply, a
 /// shift and usually one probe, with no reference counting and no hashing of its own.
-struct TaskTable {
+struct TaskTable: ~Copyable {
     // Keys and values interleaved: a lookup in a large table costs one cache miss, not two.
     private struct Slot {
         var key: UInt
@@ -24,8 +24,8 @@ struct TaskTable {
         shift = UInt.bitWidth - size.trailingZeroBitCount
     }
 
-    /// Frees the storage; the table is unusable afterwards.
-    mutating func deallocate() {
+    // Freed with its owner, also when the owner's initializer throws after making it.
+    deinit {
         slots.deallocate()
     }
 

@@ -7,7 +7,6 @@ import Testing
         let scheduler = try Scheduler()
         defer { scheduler.shutdown() }
         var table = TaskTable(capacity: 8)
-        defer { table.deallocate() }
         let coroutines = (0..<500).map { _ in Coroutine<Int>(scheduler: scheduler, name: nil, reportsErrors: false) }
         // Keys 16 bytes apart, like neighbouring allocations: many share a home slot.
         let keys = (1...500).map { UnsafeRawPointer(bitPattern: $0 * 16)! }
