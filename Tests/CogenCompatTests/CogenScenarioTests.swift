@@ -138,6 +138,7 @@ struct CogenScenarioTests {
     @Test("WaitForSignal timeout carries the operation", arguments: allBackends)
     func waitTimeout(engine: Engine) async throws {
         let log = Log([])
+        let waiting = Shared(false)
         try await runCompat(engine, defaultTimeout: 0.05) { sched in
             sched.add {
                 do {
@@ -152,12 +153,17 @@ struct CogenScenarioTests {
                     log.value.append("default timeout")
                 }
                 // -1: no timeout, not even the default; a signal ends it.
+                waiting.value = true
                 let value = try await yield(WaitForSignal("never", timeout: -1))
                 log.value.append("got \(value as? Int ?? 0)")
                 return nil
             }
             sched.add {
-                try await yield(Sleep(0.3))
+                // Waits for the waiter to wait on "never" (on a loaded machine its two
+                // timeouts may fire well after their 50 ms, so no fixed sleep is enough),
+                // then four default timeouts longer: a default timeout would fire first.
+                while !waiting.value { try await yield(Sleep(0.02)) }
+                try await yield(Sleep(0.2))
                 let woken = try await yield(Signal("never", value: 7))
                 log.value.append("woke \(woken)")
                 return nil
