@@ -9,6 +9,10 @@ struct ServerTests {
         let schedulers = Mutex<[ObjectIdentifier: Int]>([:])
     }
 
+    final class Counter: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
     /// An echo handler that records which scheduler served it.
     static func echo(_ seen: Seen) -> @Sendable (Socket) async throws -> Void {
         { connection in
@@ -54,7 +58,9 @@ struct ServerTests {
     func handlersStillRunningAfterTheGracePeriodAreCut(_ backend: Engine) async throws {
         var configuration = Server.Configuration(address: .loopback())
         backend.configure(&configuration.scheduler)
+        let waiting = Counter()
         let server = try Server(configuration: configuration) { connection in
+            waiting.value.add(1, ordering: .sequentiallyConsistent)
             _ = try await connection.receive()  // the clients never send
         }
         let address = server.address
@@ -62,7 +68,9 @@ struct ServerTests {
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
                 for _ in 0..<5 { clients.value.append(try await Socket.connect(to: address)) }
-                try await scheduler.sleep(for: .milliseconds(50))  // the handlers are waiting
+                // Until all five handlers wait (the server's threads may be slow to get
+                // the CPU on a loaded machine).
+                while waiting.value.load(ordering: .sequentiallyConsistent) < 5 { try await scheduler.sleep(for: .milliseconds(5)) }
             }
         }
         let started = ContinuousClock.now
