@@ -748,14 +748,12 @@ extension ProcessWideTests {
         defer { scheduler.shutdown() }
         let backend = try EpollBackend()
         defer { backend.close() }
-        var fds: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
-        defer { fds.forEach { _ = Glibc.close($0) } }
-        let known = CountingOperation(scheduler: scheduler, descriptor: fds[0])
+        let (a, _) = Self.socketPair(scheduler)
+        let known = CountingOperation(scheduler: scheduler, descriptor: a.descriptor)
         known.knownNotReady = true
         backend.submit(known, userData: 10)
         #expect(known.attempts == 0)
-        let unknown = CountingOperation(scheduler: scheduler, descriptor: fds[0])
+        let unknown = CountingOperation(scheduler: scheduler, descriptor: a.descriptor)
         backend.submit(unknown, userData: 11)
         #expect(unknown.attempts == 1)
         backend.cancel(known, userData: 10)

@@ -22,6 +22,20 @@ class SocketOperation: IOOperation {
 
 
 
+/// The non-blocking receive a readiness backend tries: `ReceiveOperation`, and the
+/// socket's fast path before it makes one. The result reads like a CQE's.
+@inline(__always)
+func tryReceive(_ descriptor: Int32, into buffer: UnsafeMutableRawPointer, _ length: Int) -> Int32 {
+    negativeErrno(recv(descriptor, buffer, length, Int32(MSG_DONTWAIT)))
+}
+
+/// The non-blocking send (`MSG_NOSIGNAL`: a closed peer is `EPIPE`, never `SIGPIPE`) a
+/// readiness backend tries: `SendOperation`, and the socket's fast path before it makes one.
+@inline(__always)
+func trySend(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ length: Int) -> Int32 {
+    negativeErrno(Glibc.send(descriptor, bytes, length, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)))
+}
+
 /// `IORING_OP_ACCEPT` (5.5): one connection; the new descriptor is `SOCK_CLOEXEC`.
 final class AcceptOperation: SocketOperation {
     @exclusivity(unchecked) var parked: Parked<Int32>?
@@ -181,7 +195,7 @@ final class ReceiveOperation: SocketOperation {
     }
 
     override func attempt() -> Int32 {
-        negativeErrno(recv(socket.descriptor, socket.receiveBuffer, length, Int32(MSG_DONTWAIT)))
+        tryReceive(socket.descriptor, into: socket.receiveBuffer, length)
     }
 }
 
@@ -230,7 +244,7 @@ final class SendOperation: SocketOperation {
     override var interest: Readiness { .writable }
 
     override func attempt() -> Int32 {
-        negativeErrno(Glibc.send(socket.descriptor, start, length, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)))
+        trySend(socket.descriptor, start, length)
     }
 }
 

@@ -591,7 +591,7 @@ public final class Socket: @unchecked Sendable {
         }
         var notReady = false
         if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, isReceive: true, {
-            negativeErrno(recv(descriptor, receiveBuffer, maxLength, Int32(MSG_DONTWAIT)))
+            tryReceive(descriptor, into: receiveBuffer, maxLength)
         }) {
             if result >= 0 { return Int(result) }
             if result != -EAGAIN { throw SocketError(errno: -result, operation: "receive") }
@@ -698,10 +698,7 @@ public final class Socket: @unchecked Sendable {
         defer { sending = false }
         var notReady = false
         if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, {
-            bytes.withUnsafeBytes { raw in
-                negativeErrno(Glibc.send(descriptor, raw.baseAddress! + offset, raw.count - offset,
-                                         Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)))
-            }
+            bytes.withUnsafeBytes { trySend(descriptor, $0.baseAddress! + offset, $0.count - offset) }
         }) {
             if result >= 0 { return Int(result) }
             if result != -EAGAIN { throw SocketError(errno: -result, operation: "send") }
