@@ -55,9 +55,20 @@ public final class CoroutineInstance: @unchecked Sendable, CustomStringConvertib
         CogenUring.Scheduler.current?.runningCoroutine?.attachment as? CoroutineInstance
     }
 
+    /// The current coroutine, for `yield(op)`: outside one, a ``RuntimeError`` thrown
+    /// into the caller.
+    static func currentOrThrow() throws -> CoroutineInstance {
+        guard let coroutine = current else {
+            throw RuntimeError("yield: not inside a coroutine of a CogenCompat scheduler (add it with sched.add)")
+        }
+        return coroutine
+    }
+
+    /// The current coroutine, for ``Local``, whose documentation confines it to coroutines.
     static func requireCurrent() -> CoroutineInstance {
         guard let coroutine = current else {
-            preconditionFailure("yield: not inside a coroutine of a CogenCompat scheduler")
+            // invariant: `Local` is used only inside coroutines of a CogenCompat scheduler (documented misuse otherwise).
+            fatalError("Local.value: not inside a coroutine of a CogenCompat scheduler")
         }
         return coroutine
     }
@@ -110,8 +121,8 @@ public final class CoroutineInstance: @unchecked Sendable, CustomStringConvertib
             }
             return
         }
-        if case .failure(let error) = outcome, !(error is SchedulerShutdownError) {
-            scheduler.errorHandler(exception!)
+        if case .failure(let error) = outcome, !(error is SchedulerShutdownError), let exception {
+            scheduler.errorHandler(exception)
         }
         // A top-level coroutine: the joiner that came last continues immediately.
         guard let last = waking.popLast() else { return }
@@ -139,7 +150,8 @@ public final class CoroutineInstance: @unchecked Sendable, CustomStringConvertib
 /// requestID.value = 7          // in one coroutine
 /// requestID.value              // nil in another
 /// ```
-/// Use it inside coroutines of a CogenCompat scheduler. A coroutine called with
+/// Use it inside coroutines of a CogenCompat scheduler (outside one, reading or setting
+/// ``value`` stops the program with a message saying so). A coroutine called with
 /// ``events/Call(_:)`` (or a plain `await`) shares its caller's values; one started with
 /// ``events/AddCoro`` or ``events/OldCall`` has its own.
 public final class Local<Value>: @unchecked Sendable {

@@ -82,9 +82,10 @@ public final class CoroutineException: Error, @unchecked Sendable, CustomStringC
 func cogenError(_ error: any Error, for operation: AnyOperation? = nil) -> any Error {
     switch error {
     case let error as CogenUring.SocketError:
+        let message = error.message.map { "\(error.operation): \($0)" }
         return error.isConnectionClosed
-            ? ConnectionClosed(errno: error.errno, operation: error.operation)
-            : ConnectionError(errno: error.errno, operation: error.operation)
+            ? ConnectionClosed(errno: error.errno, operation: error.operation, message: message)
+            : ConnectionError(errno: error.errno, operation: error.operation, message: message)
     case let error as TimeoutError:
         guard let operation else { return error }
         return OperationTimeout(operation, bytesTransferred: error.bytesTransferred)

@@ -179,7 +179,8 @@ public final class Signal: Operation<Int>, @unchecked Sendable {
 ///
 /// The new coroutine goes to the back with the `OP` bit, to the front without (its first
 /// turn only starts it). The adder continues at once with the `CORO` bit, and goes to the
-/// back without. No kernel operation.
+/// back without. Yield it once: a second yield throws ``RuntimeError`` into the yielding
+/// coroutine. No kernel operation.
 public final class AddCoro: Operation<CoroutineInstance>, @unchecked Sendable {
     private let name: String?
     private var body: (() async throws -> (any Sendable)?)?
@@ -199,7 +200,9 @@ public final class AddCoro: Operation<CoroutineInstance>, @unchecked Sendable {
     }
 
     public override func process(_ scheduler: Scheduler, _ coroutine: CoroutineInstance) async throws -> CoroutineInstance {
-        guard let body else { preconditionFailure("an AddCoro operation is yielded once") }
+        guard let body else {
+            throw RuntimeError("an AddCoro operation is yielded once; its coroutine was already added (make a new AddCoro)")
+        }
         self.body = nil
         let new = scheduler.add(name, first: prio.favoursOperation, body)
         if !prio.favoursCoroutine { await scheduler.requeue(.back) }
@@ -261,7 +264,8 @@ public final class Join: TimedOperation<(any Sendable)?>, @unchecked Sendable {
 ///
 /// The callee goes to the front with `LAST`, to the back with any other priority; the
 /// caller continues at once when it ends. Slower than ``events/Call(_:)``, which runs the
-/// callee directly. No kernel operation.
+/// callee directly. Yield it once: a second yield throws ``RuntimeError`` into the
+/// yielding coroutine. No kernel operation.
 public final class OldCall<Value: Sendable>: Operation<Value>, @unchecked Sendable {
     private let name: String?
     private var body: (() async throws -> Value)?
@@ -278,7 +282,9 @@ public final class OldCall<Value: Sendable>: Operation<Value>, @unchecked Sendab
     }
 
     public override func process(_ scheduler: Scheduler, _ coroutine: CoroutineInstance) async throws -> Value {
-        guard let body else { preconditionFailure("an OldCall operation is yielded once") }
+        guard let body else {
+            throw RuntimeError("an OldCall operation is yielded once; its callee already ran (make a new OldCall)")
+        }
         self.body = nil
         nonisolated(unsafe) let callee = body
         let placement: Placement = prio.rawValue == 0 ? .front : .back
@@ -287,7 +293,7 @@ public final class OldCall<Value: Sendable>: Operation<Value>, @unchecked Sendab
             instance.caller = handle
             scheduler.start(instance, placement: placement) { try await callee() }
         }
-        // The callee returned a `Value` (or threw, which `park` rethrew).
+        // invariant: the callee returned a `Value` (or threw, which `park` rethrew).
         return result as! Value
     }
 }

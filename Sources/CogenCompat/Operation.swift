@@ -151,12 +151,13 @@ open class TimedOperation<Result: Sendable>: Operation<Result>, @unchecked Senda
 /// - Parameter operation: What to do.
 /// - Returns: The operation's result.
 /// - Throws: What the operation throws: ``OperationTimeout``, ``ConnectionError``,
-///   ``ConnectionClosed``, the error of a called coroutine…
+///   ``ConnectionClosed``, the error of a called coroutine…; ``RuntimeError`` when called
+///   outside a coroutine of a CogenCompat scheduler.
 ///
 /// Runs ``Operation/process(_:_:)`` on the scheduler's thread; the kernel operations are
 /// those of the operation (socket operations name theirs).
 public func yield<Result>(_ operation: Operation<Result>) async throws -> Result {
-    let coroutine = CoroutineInstance.requireCurrent()
+    let coroutine = try CoroutineInstance.currentOrThrow()
     let scheduler = coroutine.scheduler
     operation.prio = operation.prio.resolved(scheduler.defaultPriority)
     coroutine.lastOperation = operation
@@ -174,9 +175,30 @@ public func yield<Result>(_ operation: Operation<Result>) async throws -> Result
 /// this one continues.
 ///
 /// Unlike cogen, a coroutine yielding while alone still lets the loop look at deadlines
-/// and completions on the way, so a yielding loop cannot starve timers and I/O.
+/// and completions on the way, so a yielding loop cannot starve timers and I/O. Outside a
+/// CogenCompat coroutine it yields the current task (on a scheduler's thread, once through
+/// its run queue; elsewhere `Task.yield()`).
 /// No kernel operation is involved.
 public func yield() async {
-    let coroutine = CoroutineInstance.requireCurrent()
+    guard let coroutine = CoroutineInstance.current else {
+        if let core = CogenUring.Scheduler.current { await core.yield() } else { await Task.yield() }
+        return
+    }
     await coroutine.scheduler.core.yield()
+}
+
+/// A call was made where it cannot work (Python's `RuntimeError`): `yield(op)` outside a
+/// coroutine, an ``events/AddCoro`` or ``events/OldCall`` yielded a second time. Thrown into
+/// the calling coroutine.
+public struct RuntimeError: Error, Sendable, CustomStringConvertible {
+    /// What was wrong.
+    public let message: String
+
+    /// Creates the error.
+    /// - Parameter message: What was wrong.
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { "RuntimeError: \(message)" }
 }

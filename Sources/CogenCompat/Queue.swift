@@ -461,6 +461,6 @@ struct FIFO<Element> {
     mutating func removeAll(where shouldRemove: (Element) -> Bool) {
         storage.removeSubrange(..<head)
         head = 0
-        storage.removeAll { shouldRemove($0!) }
+        storage.removeAll { $0.map(shouldRemove) ?? true }  // (no taken slot is left past `head`)
     }
 }

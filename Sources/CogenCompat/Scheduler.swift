@@ -40,7 +40,9 @@ public final class Scheduler: @unchecked Sendable {
     ///   - backend: `.automatic` (io_uring where the kernel allows it, else epoll),
     ///     `.ioUring` or `.epoll`.
     ///   - configuration: The core scheduler's settings (its `backend` is replaced).
-    /// - Throws: `RingSetupError` when `.ioUring` is asked for and the kernel refuses it.
+    /// - Throws: `RingSetupError` when `.ioUring` is asked for and the kernel refuses it, or
+    ///   a configuration value is out of range; ``ValueError`` when `defaultPriority` is
+    ///   `DEFAULT`.
     ///
     /// Uses `io_uring_setup` (Linux 5.1), as `CogenUring.Scheduler` does.
     public init(
@@ -49,7 +51,9 @@ public final class Scheduler: @unchecked Sendable {
         backend: Backend = .automatic,
         configuration: CogenUring.Scheduler.Configuration = .init()
     ) throws {
-        precondition(!defaultPriority.isDefault, "the default priority cannot be DEFAULT")
+        guard !defaultPriority.isDefault else {
+            throw ValueError("the default priority cannot be DEFAULT (use LAST, CORO, OP or FIRST)")
+        }
         var configuration = configuration
         configuration.backend = backend
         core = try CogenUring.Scheduler(configuration: configuration)

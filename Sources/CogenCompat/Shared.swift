@@ -71,7 +71,8 @@ public final class Shared<Value>: @unchecked Sendable {
     private func bind(to scheduler: CogenUring.Scheduler, _ me: UInt) {
         binding.withLock { binding in
             if let bound = binding.scheduler, bound !== scheduler, bound.isRunning {
-                preconditionFailure("Shared: used from two schedulers that run at the same time")
+                // invariant: one box is not used by two running schedulers (documented misuse: a data race).
+                fatalError("Shared: used from two schedulers that run at the same time")
             }
             binding.scheduler = scheduler
             owner.store(me, ordering: .relaxed)

@@ -392,7 +392,8 @@ public class SocketOperation<Result: Sendable>: TimedOperation<Result>, @uncheck
 
     /// The work, on the core socket; errors are mapped by ``process(_:_:)``.
     func perform(on scheduler: Scheduler, placement: Placement) async throws -> Result {
-        preconditionFailure("\(type(of: self)) overrides perform(on:placement:)")
+        // invariant: every (internal) subclass overrides `perform` or `process`.
+        fatalError("\(type(of: self)) overrides perform(on:placement:)")
     }
 
     public override var description: String {
@@ -416,7 +417,8 @@ public final class Recv: SocketOperation<[UInt8]>, @unchecked Sendable {
     /// Creates the receive (cogen's `Recv(sock, len, timeout=…)`).
     /// - Parameters:
     ///   - sock: The socket.
-    ///   - bufsize: The most bytes returned; at least 1.
+    ///   - bufsize: The most bytes returned; at least 1 (yielding it with less throws
+    ///     ``ValueError``).
     ///   - timeout: Its own timeout; by default none (the scheduler's default applies).
     ///     ``Socket/recv(_:weakTimeout:prio:)`` passes the socket's.
     ///   - weakTimeout: Kept for cogen's signature.
@@ -425,13 +427,13 @@ public final class Recv: SocketOperation<[UInt8]>, @unchecked Sendable {
         _ sock: Socket, _ bufsize: Int = 4096, timeout: Timeout? = nil, weakTimeout: Bool = true,
         prio: Priority = priority.DEFAULT
     ) {
-        precondition(bufsize > 0, "Recv needs room for at least one byte")
         self.bufsize = bufsize
         super.init(sock: sock, timeout: timeout, weakTimeout: weakTimeout, prio: prio)
     }
 
     // `process` itself, not `perform`: one async frame less per receive.
     public override func process(_ scheduler: Scheduler, _ coroutine: CoroutineInstance) async throws -> [UInt8] {
+        guard bufsize > 0 else { throw ValueError("Recv: bufsize must be at least 1, got \(bufsize)") }
         let bytes: [UInt8]
         do {
             bytes = try await sock.core.receive(

@@ -20,15 +20,23 @@ public enum Timeout: Sendable, Hashable, ExpressibleByFloatLiteral, ExpressibleB
     case at(ContinuousClock.Instant)
 
     /// Seconds, cogen's usual form: `0` is ``none``, `-1` (any negative) is ``never``.
+    /// `infinity` is ``never`` too, NaN is ``none``, and more than ~292 years is ~292 years.
     /// - Parameter seconds: How many seconds.
     public init(seconds: Double) {
-        if seconds == 0 {
+        if seconds == 0 || seconds.isNaN {
             self = .none
-        } else if seconds < 0 {
+        } else if seconds < 0 || seconds == .infinity {
             self = .never
         } else {
-            self = .after(.nanoseconds(Int64((seconds * 1e9).rounded())))
+            self = .after(.nanoseconds(Self.nanoseconds(seconds)))
         }
+    }
+
+    /// Whole nanoseconds, clamped to the range of `Int64` (no trap for huge values).
+    static func nanoseconds(_ seconds: Double) -> Int64 {
+        let nanoseconds = (seconds * 1e9).rounded()
+        if nanoseconds.isNaN { return 0 }
+        return Int64(exactly: nanoseconds) ?? (nanoseconds > 0 ? .max : .min)
     }
 
     /// A `Duration`; zero or less is ``none``.
@@ -41,7 +49,7 @@ public enum Timeout: Sendable, Hashable, ExpressibleByFloatLiteral, ExpressibleB
     /// - Parameter date: When.
     public init(_ date: Date) {
         let seconds = date.timeIntervalSinceNow
-        self = .at(ContinuousClock.now.advanced(by: .nanoseconds(Int64((seconds * 1e9).rounded()))))
+        self = .at(ContinuousClock.now.advanced(by: .nanoseconds(Self.nanoseconds(seconds))))
     }
 
     public init(floatLiteral value: Double) { self.init(seconds: value) }

@@ -136,6 +136,7 @@ struct InFlightTable {
     @inline(__always)
     mutating func remove(_ userData: UInt64) -> Unmanaged<IOOperation> {
         let index = Int(truncatingIfNeeded: userData & 0xFFFF_FFFF)
+        // invariant: called only after `lookup(userData)` found this slot occupied.
         let reference = slots[index].unsafelyUnwrapped
         slots[index] = nil
         var next = generations[index] &+ 1

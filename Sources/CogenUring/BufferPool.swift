@@ -29,15 +29,23 @@ final class BufferPool {
     /// Registers a ring of `count` buffers of `size` bytes with `ring`; nil if the kernel
     /// refuses.
     init?(ring: OpaquePointer, count: Int, size: Int, maxPerConnection: Int) {
+        // invariant: `Scheduler.init` validated the configuration (`validate(count:size:maxPerConnection:)`).
         precondition(count > 0 && count & (count - 1) == 0 && count <= 32768, "buffer count: a power of two up to 32768")
+        // posix_memalign, not `allocate`: a configured size the memory cannot hold means no
+        // pool (the 5.x receive path), not a crash.
+        var raw: UnsafeMutableRawPointer?
+        guard posix_memalign(&raw, 4096, count * size) == 0, let memory = raw else { return nil }
         var bufferRing: OpaquePointer?
-        guard cogen_buf_ring_create(ring, UInt32(count), 0, &bufferRing) == 0, let bufferRing else { return nil }
+        guard cogen_buf_ring_create(ring, UInt32(count), 0, &bufferRing) == 0, let bufferRing else {
+            free(memory)
+            return nil
+        }
         self.ring = bufferRing
         ringOwner = ring
         self.count = count
         self.size = size
         self.maxPerConnection = maxPerConnection
-        memory = UnsafeMutableRawPointer.allocate(byteCount: count * size, alignment: 4096)
+        self.memory = memory
         for bid in 0..<count {
             cogen_buf_ring_add(bufferRing, memory + bid * size, UInt32(size), UInt16(bid), UInt32(count), UInt32(bid))
         }
@@ -45,9 +53,26 @@ final class BufferPool {
         available = count
     }
 
+    /// Checks the receive-ring settings of a scheduler's configuration, so that a value out
+    /// of range is a thrown error at `Scheduler.init`, never a trap when the loop first runs.
+    static func validate(count: Int, size: Int, maxPerConnection: Int) throws(RingSetupError) {
+        func invalid(_ message: String) -> RingSetupError {
+            RingSetupError(errno: EINVAL, operation: "configure the scheduler", message: message)
+        }
+        guard count > 0 && count & (count - 1) == 0 && count <= 32768 else {
+            throw invalid("receiveBufferCount must be a power of two from 1 to 32768, got \(count)")
+        }
+        guard size > 0 && size <= Int(UInt32.max), !count.multipliedReportingOverflow(by: size).overflow else {
+            throw invalid("receiveBufferSize must be from 1 to \(UInt32.max) bytes (and fit count × size in memory), got \(size)")
+        }
+        guard maxPerConnection > 0 else {
+            throw invalid("maxBuffersPerConnection must be at least 1, got \(maxPerConnection)")
+        }
+    }
+
     deinit {
         unregister()
-        memory.deallocate()
+        free(memory)
     }
 
     /// Hands the ring back to the kernel's care: call before the ring itself is closed.

@@ -131,6 +131,7 @@ public class AnyCoroutine: @unchecked Sendable {
         task = scheduler.runningTask
         assert(task != nil && task == cogen_current_task(), "a coroutine starts on its scheduler's loop")
         waiter = scheduler.acquireWaiter()
+        // invariant: `enter` runs as the coroutine's first job on the loop, which set `runningTask`.
         scheduler.coroutinesByTask.insert(task!, self)
         scheduler.liveCoroutines &+= 1
     }
@@ -236,7 +237,9 @@ public final class Coroutine<Value: Sendable>: AnyCoroutine, @unchecked Sendable
     @inlinable
     public func join(deadline: Deadline? = nil, placement: Placement = .back) async throws -> Value {
         switch _state {
+        // invariant: a completed coroutine stored its body's `Value`.
         case .completed: return storedValue as! Value
+        // invariant: a failed coroutine stored its error.
         case .failed: throw storedError!
         case .notStarted, .running: break
         }

@@ -10,8 +10,12 @@ public struct RingSetupError: Error, Sendable, CustomStringConvertible {
     public let errno: Int32
     /// What was being attempted, e.g. "io_uring_setup".
     public let operation: String
+    /// What was wrong, when the kernel was not asked: a configuration value out of range
+    /// (then ``errno`` is `EINVAL`).
+    public internal(set) var message: String? = nil
 
     public var description: String {
+        if let message { return "\(operation) failed: \(message)" }
         let reason: String
         switch errno {
         case EPERM:
@@ -80,6 +84,9 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     public let errno: Int32
     /// What was being done, e.g. "connect to 127.0.0.1:80".
     public let operation: String
+    /// What was wrong, when the error comes from a check of the call rather than from the
+    /// kernel (then ``errno`` is `EINVAL`): e.g. "maxLength must be at least 1, got 0".
+    public internal(set) var message: String? = nil
 
     /// The peer is gone: `ECONNRESET`, `EPIPE`, `ECONNABORTED`.
     public var isConnectionClosed: Bool {
@@ -87,6 +94,7 @@ public struct SocketError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
+        if let message { return "\(operation) failed: \(message)" }
         let reason = isConnectionClosed ? "connection closed" : String(cString: strerror(errno))
         return "\(operation) failed: \(reason) (errno \(errno))"
     }

@@ -98,7 +98,8 @@ final class IOUringBackend: IOBackend {
     func activate() {
         if needsEnable {
             let status = cogen_ring_enable(ring)
-            precondition(status == 0, "io_uring_enable_rings failed: errno \(-status)")
+            // Enabling our own R_DISABLED ring, once, fails only on our bug (EBADFD, EINVAL).
+            if status != 0 { Self.ringFailed("io_uring_enable_rings", status) }
             needsEnable = false
         }
         if !wakeArmed { armWake() }
@@ -143,8 +144,12 @@ final class IOUringBackend: IOBackend {
             case EINTR: continue
             case EBUSY, EAGAIN:
                 if spill() == 0 { return }
+            case ENOMEM:
+                // The kernel could not allocate requests now: the SQEs stay queued and go
+                // with the next poll or wait.
+                return
             default:
-                preconditionFailure("io_uring_submit failed: errno \(-status)")
+                Self.ringFailed("io_uring_submit", status)
             }
         }
     }
@@ -216,8 +221,9 @@ final class IOUringBackend: IOBackend {
             case EBUSY, EAGAIN:
                 spill()
                 return
+            case ENOMEM: return  // nothing submitted; the loop tries again on its next pass
             default:
-                preconditionFailure("io_uring_enter failed: errno \(-status)")
+                Self.ringFailed("io_uring_enter", status)
             }
         }
     }
@@ -231,9 +237,20 @@ final class IOUringBackend: IOBackend {
             case EINTR: continue
             case EBUSY, EAGAIN:
                 if spill() == 0 { return }
-            default: preconditionFailure("io_uring_enter failed: errno \(-status)")
+            case ENOMEM: return  // retried on the next poll
+            default: Self.ringFailed("io_uring_enter", status)
             }
         }
+    }
+
+    /// `io_uring_enter` failed with an errno that only our own bug can cause: `EBADF`,
+    /// `EBADFD`, `EFAULT`, `EINVAL`, `ENXIO`, `EOPNOTSUPP`, `EEXIST` (a `SINGLE_ISSUER`
+    /// ring entered from another thread, which `Scheduler.run` already refuses). The
+    /// transient ones (`EINTR`, `EAGAIN`, `EBUSY`, `ENOMEM`) are handled by the callers.
+    @inline(never)
+    private static func ringFailed(_ call: StaticString, _ status: Int32) -> Never {
+        // invariant: the ring is ours, alive and entered from its own thread with valid arguments.
+        fatalError("\(call) failed: \(String(cString: strerror(-status))) (errno \(-status)); this is a bug in CogenUring")
     }
 
     private func collect(into completions: UnsafeMutableBufferPointer<Completion>) -> Int {

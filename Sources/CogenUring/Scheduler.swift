@@ -17,7 +17,7 @@ import Synchronization
 /// lets them finish, and closes the ring.
 public final class Scheduler: TaskExecutor, @unchecked Sendable {
     // @unchecked Sendable: everything mutable below is confined to the loop thread (checked
-    // by `assertOnLoop()` in debug builds), except the inbox (a Mutex) and the atomics.
+    // by `assertOnLoop()`, one thread-local read), except the inbox (a Mutex) and the atomics.
 
     /// How a scheduler is set up.
     public struct Configuration: Sendable {
@@ -170,6 +170,9 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     /// `IORING_SETUP_DEFER_TASKRUN` (6.1) when present, `IORING_SETUP_COOP_TASKRUN` (5.19)
     /// otherwise, and a CQ at least twice the SQ.
     public init(configuration: Configuration = Configuration()) throws(RingSetupError) {
+        try BufferPool.validate(
+            count: configuration.receiveBufferCount, size: configuration.receiveBufferSize,
+            maxPerConnection: configuration.maxBuffersPerConnection)
         var configuration = configuration
         switch configuration.backend {
         case .ioUring:
@@ -214,9 +217,18 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         cogen_current_scheduler() == Unmanaged.passUnretained(self).toOpaque()
     }
 
+    /// Stops the program with a clear message when called off the loop thread: the
+    /// documentation confines the scheduler's objects to its thread. One thread-local read,
+    /// in release builds too.
     @inlinable
     func assertOnLoop(_ function: StaticString = #function) {
-        assert(isOnLoop, "\(function) must be called on the scheduler's thread")
+        if !isOnLoop { Self.offLoop(function) }
+    }
+
+    @usableFromInline @inline(never)
+    static func offLoop(_ function: StaticString) -> Never {
+        // invariant: the scheduler's objects are used only on its thread (documented misuse otherwise).
+        fatalError("\(function) must be called on the scheduler's thread (a scheduler's coroutines, sockets and signals belong to the thread that runs it)")
     }
 
     /// The probed kernel features.
@@ -317,12 +329,21 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     }
 
     private func enterLoop() {
-        precondition(!closed.load(ordering: .acquiring), "the scheduler was shut down")
-        precondition(cogen_current_scheduler() == nil, "another scheduler is running on this thread")
+        // The three documented misuses of run/runOnce/shutdown, each found with one check.
+        if closed.load(ordering: .acquiring) {
+            // invariant: a scheduler is not run after shutdown() (documented).
+            fatalError("Scheduler.run: the scheduler was shut down and cannot run again")
+        }
+        if cogen_current_scheduler() != nil {
+            // invariant: one scheduler per thread; run() is not called from inside a running scheduler (documented).
+            fatalError("Scheduler.run: another scheduler is running on this thread (one scheduler per thread)")
+        }
         let me = pthread_self()
         if let ownerThread {
-            precondition(pthread_equal(ownerThread, me) != 0,
-                         "a scheduler runs on the thread that first ran it (its ring is bound to that thread)")
+            if pthread_equal(ownerThread, me) == 0 {
+                // invariant: a scheduler runs only on the thread that first ran it (documented).
+                fatalError("Scheduler.run: a scheduler runs on the thread that first ran it (its ring is bound to that thread)")
+            }
         } else {
             ownerThread = me
         }
@@ -507,10 +528,17 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     /// threads, and requests still tied to an exited thread fail): when the loop stops, the
     /// thread shuts the scheduler down before it exits, resuming every coroutine still
     /// parked with ``SchedulerShutdownError``. ``join()`` waits for that.
-    public func start() {
-        thread.withLock { thread in
-            precondition(thread == nil && ownerThread == nil, "the scheduler was already started or run")
-            thread = LoopThread(name: configuration.name) { [self] in
+    ///
+    /// Call it once, on a scheduler that was never run; a second start stops the program.
+    /// - Throws: ``IOError`` (`EAGAIN`: the thread limit) when `pthread_create` fails; the
+    ///   scheduler then stays unstarted.
+    public func start() throws(IOError) {
+        try thread.withLock { (thread: inout LoopThread?) throws(IOError) in
+            if thread != nil || ownerThread != nil {
+                // invariant: start() is called once, on a scheduler never run (documented).
+                fatalError("Scheduler.start: the scheduler was already started or run")
+            }
+            thread = try LoopThread(name: configuration.name) { [self] in
                 let report = run(untilStopped: true)
                 performShutdown()
                 return report
@@ -668,15 +696,19 @@ final class LoopThread: @unchecked Sendable {
     private var result: Scheduler.RunReport?
     private let body: () -> Scheduler.RunReport
 
-    init(name: String, body: @escaping () -> Scheduler.RunReport) {
+    init(name: String, body: @escaping () -> Scheduler.RunReport) throws(IOError) {
         self.body = body
         let unmanaged = Unmanaged.passRetained(self)
         let status = pthread_create(&handle, nil, { raw in
+            // invariant: pthread_create passes the non-nil argument given below.
             let thread = Unmanaged<LoopThread>.fromOpaque(raw!).takeRetainedValue()
             thread.result = thread.body()
             return nil
         }, unmanaged.toOpaque())
-        precondition(status == 0, "pthread_create failed: \(status)")
+        guard status == 0 else {
+            unmanaged.release()
+            throw IOError(errno: status, operation: "pthread_create (start the scheduler's thread)")
+        }
         _ = cogen_set_thread_name(handle, String(name.prefix(15)))
     }
 

@@ -55,7 +55,9 @@ public final class Server: Sendable {
     ///   - handler: Runs once per connection, on the connection's scheduler; the server
     ///     closes the connection after it returns or throws (its error goes to the
     ///     scheduler's error handler).
-    /// - Throws: ``RingSetupError``, ``SocketError`` (`EADDRINUSE`…).
+    /// - Throws: ``RingSetupError`` (also `EINVAL` when `threads` is less than 1),
+    ///   ``SocketError`` (`EADDRINUSE`…), ``IOError`` when a thread cannot be started (every
+    ///   scheduler is then shut down).
     ///
     /// Listeners use plain `bind(2)`/`listen(2)`; accepts and all connection I/O go
     /// through each scheduler's ring (see ``Socket/accept(deadline:placement:)``).
@@ -63,7 +65,11 @@ public final class Server: Sendable {
         configuration: Configuration,
         handler: @escaping @Sendable (Socket) async throws -> Void
     ) throws {
-        precondition(configuration.threads >= 1, "a server needs at least one thread")
+        guard configuration.threads >= 1 else {
+            throw RingSetupError(
+                errno: EINVAL, operation: "configure the server",
+                message: "threads must be at least 1, got \(configuration.threads)")
+        }
         var schedulers: [Scheduler] = []
         var states: [State] = []
         var address = configuration.address
@@ -80,14 +86,24 @@ public final class Server: Sendable {
         self.schedulers = schedulers
         self.states = states
         self.address = address
-        for state in states {
+        for (index, state) in states.enumerated() {
             let listener = state.listener
             let options = configuration.connectionOptions
             let backoff = configuration.acceptBackoff
             state.scheduler.spawn("acceptor") {
                 await state.acceptLoop(listener, options: options, backoff: backoff, handler: handler)
             }
-            state.scheduler.start()
+            do {
+                try state.scheduler.start()
+            } catch {
+                // Started ones stop and shut down on their threads; the others here, unless
+                // this thread runs a scheduler already (one per thread): they are then left
+                // unstarted, their listeners open until the process ends.
+                for (other, scheduler) in schedulers.enumerated() where other < index || Scheduler.current == nil {
+                    scheduler.shutdown()
+                }
+                throw error
+            }
         }
     }
 

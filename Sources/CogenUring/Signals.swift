@@ -74,7 +74,8 @@ public final class Signal<Value: Sendable>: @unchecked Sendable {
     /// No kernel operation is involved.
     public func wait(deadline: Deadline? = nil, placementOnExpiry: Placement = .back) async throws -> Value {
         guard let scheduler = Scheduler.current else {
-            preconditionFailure("Signal.wait must be called from a coroutine on its scheduler's thread")
+            // invariant: a signal is used only on its scheduler's thread (documented misuse otherwise).
+            fatalError("Signal.wait must be called from a coroutine on its scheduler's thread")
         }
         let settings = ParkSettings(label: "wait for signal", deadline: deadline, placementOnExpiry: placementOnExpiry)
         return try await scheduler.suspend(settings) { (parked: Parked<Value>) in waiters.append(parked.waiter) }
@@ -92,7 +93,8 @@ public final class Signal<Value: Sendable>: @unchecked Sendable {
         _ value: Value, placement: Placement = .back, recipients: Int? = nil
     ) -> Int {
         guard let scheduler = Scheduler.current else {
-            preconditionFailure("Signal.signal must be called on its scheduler's thread")
+            // invariant: a signal is used only on its scheduler's thread (documented misuse otherwise).
+            fatalError("Signal.signal must be called on its scheduler's thread")
         }
         return waiters.wake(value, as: Value.self, placement: placement, limit: recipients ?? .max, on: scheduler)
     }

@@ -42,6 +42,7 @@ struct TimerHeap {
     }
 
     mutating func insert(_ waiter: ParkedCoroutine, deadline: UInt64) {
+        // invariant: a waiter parks at most once at a time, so it holds at most one deadline.
         precondition(waiter.timerSequence == 0, "waiter already has a deadline")
         nextSequence &+= 1
         let slot: UInt32
@@ -72,6 +73,7 @@ struct TimerHeap {
         dropStaleTop()
         guard let first = entries.first, first.deadline <= now else { return nil }
         popTop()
+        // invariant: a live (non-stale) entry's slot holds its waiter (`dropStaleTop` ran).
         let waiter = slots[Int(first.slot)].waiter!.takeUnretainedValue()
         release(slot: first.slot)
         waiter.timerSequence = 0

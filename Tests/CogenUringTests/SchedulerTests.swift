@@ -288,7 +288,7 @@ struct ThreadTests {
         let scheduler = try Scheduler(configuration: configuration)
         let count = Box(0)
         let done = Signal<Int>()
-        scheduler.start()
+        try scheduler.start()
         let threads = (0..<4).map { _ in
             Thread {
                 for _ in 0..<250 {
@@ -329,7 +329,7 @@ struct ThreadTests {
         backend.configure(&configuration)
         let scheduler = try Scheduler(configuration: configuration)
         scheduler.errorHandler = { _, _ in }  // set before the loop runs
-        scheduler.start()
+        try scheduler.start()
         defer { scheduler.shutdown() }
         let coroutine = scheduler.spawn { () -> Int in
             try await scheduler.sleep(for: .milliseconds(5))

@@ -107,7 +107,7 @@ struct CompatEcho: ParsableCommand {
             report("\(failure.coroutine.name): \(failure.error)")
         }
 
-        m.core.start()
+        try m.core.start()
         print("listening on 127.0.0.1:\(bound)")
         fflush(nil)  // all streams: `stdout` is a global var Swift 6 refuses
 

@@ -89,7 +89,7 @@ struct CogenEcho: ParsableCommand {
             scheduler.spawn("acceptor") { await acceptConnections(on: listener, placement: placement) }
             schedulers.append(scheduler)
         }
-        for scheduler in schedulers { scheduler.start() }
+        for scheduler in schedulers { try scheduler.start() }
         print("listening on 127.0.0.1:\(boundPort)")
         fflush(nil)  // all streams: `stdout` is a global var Swift 6 refuses
 

@@ -29,7 +29,9 @@ class IOOperation: KernelOperation {
         self.label = label
     }
 
+    // invariant: every (internal) subclass overrides both.
     func prepare(_ sqe: OpaquePointer, userData: UInt64) { fatalError("abstract") }
+    // invariant: every (internal) subclass overrides both.
     func complete(result: Int32, flags: UInt32) { fatalError("abstract") }
 
     // The same operation for a readiness backend (epoll): the descriptor and readiness to

@@ -28,7 +28,8 @@ final class ReadOperation: IOOperation {
 
     /// Files are always "ready": `pread` does not return `EAGAIN` for them.
     override func attempt() -> Int32 {
-        negativeErrno(pread(descriptor, buffer.baseAddress, buffer.count, off_t(offset)))
+        // Past Int64.max the offset wraps negative, and pread says EINVAL.
+        negativeErrno(pread(descriptor, buffer.baseAddress, buffer.count, off_t(truncatingIfNeeded: offset)))
     }
 }
 
@@ -42,8 +43,8 @@ extension Socket {
     ///   - timeout: Strong (whole transfer) or weak (inactivity: each chunk moves it).
     ///   - placement: Where the coroutine goes when the last send completes.
     /// - Returns: The bytes sent.
-    /// - Throws: ``TimeoutError`` (with the bytes sent so far), ``SocketError``,
-    ///   ``IOError`` for the file.
+    /// - Throws: ``TimeoutError`` (with the bytes sent so far), ``SocketError`` (`EINVAL`
+    ///   for a negative `offset` or a `chunkSize` less than 1), ``IOError`` for the file.
     ///
     /// Uses `IORING_OP_READ` and `IORING_OP_SEND` (Linux 5.6). (A zero-copy path through
     /// `IORING_OP_SPLICE`, 5.7, is not used yet.)
@@ -51,6 +52,8 @@ extension Socket {
         _ file: Int32, offset: Int64 = 0, count: Int, chunkSize: Int = 65536,
         timeout: SocketTimeout? = nil, placement: Placement = .back
     ) async throws -> Int {
+        guard offset >= 0 else { throw Self.invalid("send file", "offset must not be negative, got \(offset)") }
+        guard chunkSize > 0 else { throw Self.invalid("send file", "chunkSize must be at least 1, got \(chunkSize)") }
         var deadline: Deadline? = timeout.map {
             switch $0 { case .strong(let d), .weak(let d): .after(d) }
         }

@@ -219,7 +219,9 @@ final class SendOperation: SocketOperation {
     }
 
     private static func region(_ bytes: [UInt8], _ offset: Int) -> (UnsafeRawPointer, Int) {
+        // invariant: `Socket.send` makes an operation only for `offset < bytes.count`, so the array has storage.
         precondition(offset < bytes.count, "a send has at least one byte")
+        // invariant: non-empty (above), so `baseAddress` is non-nil.
         return bytes.withUnsafeBytes { (UnsafeRawPointer($0.baseAddress!) + offset, $0.count - offset) }
     }
 

@@ -115,6 +115,13 @@ public final class Socket: @unchecked Sendable {
     /// Connections queued beyond this pause the multishot accept (backpressure: the
     /// kernel's backlog holds the rest).
     static let acceptQueueLimit = 256
+    /// The largest buffer a single receive (the 5.x path) allocates, whatever its maxLength.
+    static let receiveBufferLimit = 1 << 20
+
+    /// A call with an argument out of range: `EINVAL` with what was wrong.
+    static func invalid(_ operation: String, _ message: String) -> SocketError {
+        SocketError(errno: EINVAL, operation: operation, message: message)
+    }
 
     init(descriptor: Int32, family: SocketAddress.Family, scheduler: Scheduler) {
         // The readiness engine tries each system call without blocking: O_NONBLOCK. (Not
@@ -154,12 +161,15 @@ public final class Socket: @unchecked Sendable {
     /// - Parameters:
     ///   - family: IPv4, IPv6 or Unix.
     ///   - scheduler: Whose ring runs its operations; the current scheduler by default.
-    /// - Throws: ``SocketError`` from `socket(2)` (`EMFILE`, `ENFILE`…).
+    /// - Throws: ``SocketError`` from `socket(2)` (`EMFILE`, `ENFILE`…); `EINVAL` when no
+    ///   scheduler is given and none runs on the calling thread.
     ///
     /// A plain `socket(2)` call, `SOCK_CLOEXEC`: it never blocks.
     public convenience init(family: SocketAddress.Family, on scheduler: Scheduler? = nil) throws(SocketError) {
         guard let scheduler = scheduler ?? Scheduler.current else {
-            preconditionFailure("Socket: no scheduler given and none running on this thread")
+            throw SocketError(
+                errno: EINVAL, operation: "socket",
+                message: "no scheduler given and none running on this thread (pass `on:` or call it from a coroutine)")
         }
         let domain: Int32 = switch family {
         case .ipv4: AF_INET
@@ -386,8 +396,8 @@ public final class Socket: @unchecked Sendable {
     ///   - placement: Where the coroutine goes when data arrives after a wait (bytes
     ///     already received are returned at once, without a trip through the run queue).
     /// - Returns: The bytes; empty at end of stream.
-    /// - Throws: ``SocketError`` (``SocketError/isConnectionClosed`` on a reset),
-    ///   ``TimeoutError``, `CancellationError`.
+    /// - Throws: ``SocketError`` (``SocketError/isConnectionClosed`` on a reset; `EINVAL`
+    ///   when `maxLength` is less than 1), ``TimeoutError``, `CancellationError`.
     ///
     /// Uses `IORING_OP_RECV` (Linux 5.6).
     public func receive(
@@ -410,7 +420,8 @@ public final class Socket: @unchecked Sendable {
     ///     already received are returned at once, without a trip through the run queue).
     /// - Returns: How many bytes `buffer` now holds; 0 at end of stream.
     /// - Throws: As ``receive(maxLength:deadline:placement:)``; `buffer` is then empty
-    ///   and the bytes stay readable.
+    ///   and the bytes stay readable. ``SocketError`` `EINVAL` when `maxLength` is less
+    ///   than 1.
     ///
     /// Uses `IORING_OP_RECV` (Linux 5.6), or the multishot receive from the provided-buffer
     /// ring (6.0), like ``receive(maxLength:deadline:placement:)``.
@@ -418,7 +429,8 @@ public final class Socket: @unchecked Sendable {
     public func receive(
         into buffer: inout [UInt8], maxLength: Int = 65536, deadline: Deadline? = nil, placement: Placement = .back
     ) async throws -> Int {
-        precondition(maxLength > 0, "receive needs room for at least one byte")
+        scheduler.assertOnLoop()
+        guard maxLength > 0 else { throw Self.invalid("receive", "maxLength must be at least 1, got \(maxLength)") }
         buffer.removeAll(keepingCapacity: true)
         if !readBuffer.isEmpty {
             let count = min(maxLength, readBuffer.count)
@@ -584,6 +596,9 @@ public final class Socket: @unchecked Sendable {
         }
         receiving = true
         defer { receiving = false }
+        // One receive returns at most what is there: a huge maxLength (a length read from
+        // the network) must not become a huge allocation.
+        let maxLength = min(maxLength, Self.receiveBufferLimit)
         if receiveCapacity < maxLength {
             receiveBuffer.deallocate()
             receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: maxLength, alignment: 16)
@@ -609,13 +624,14 @@ public final class Socket: @unchecked Sendable {
     ///   - placement: Where the coroutine goes when data arrives.
     /// - Returns: `count` bytes.
     /// - Throws: ``EndOfStreamError`` if the peer closes first, ``TimeoutError`` (with the
-    ///   bytes received so far), ``SocketError``. Bytes received before an error stay
-    ///   readable.
+    ///   bytes received so far), ``SocketError`` (`EINVAL` for a negative `count`). Bytes
+    ///   received before an error stay readable.
     ///
     /// Uses `IORING_OP_RECV` (Linux 5.6), as often as needed.
     public func receive(
         exactly count: Int, timeout: SocketTimeout? = nil, placement: Placement = .back
     ) async throws -> [UInt8] {
+        guard count >= 0 else { throw Self.invalid("receive exactly", "count must not be negative, got \(count)") }
         var deadline = timeout.map { Self.deadline(for: $0) }
         while readBuffer.count < count {
             let received: Int
@@ -640,17 +656,19 @@ public final class Socket: @unchecked Sendable {
     /// - Returns: The line with its newline; at end of stream the bytes before it (no
     ///   newline), or empty when none are left.
     /// - Throws: ``LineTooLongError`` when `limit` bytes hold no newline,
-    ///   ``TimeoutError`` (with the bytes received so far), ``SocketError``. In each case
-    ///   the bytes received stay readable.
+    ///   ``TimeoutError`` (with the bytes received so far), ``SocketError`` (`EINVAL` when
+    ///   `limit` is less than 1). In each case the bytes received stay readable.
     ///
     /// Uses `IORING_OP_RECV` (Linux 5.6), as often as needed.
     public func receiveLine(
         limit: Int = 65536, timeout: SocketTimeout? = nil, placement: Placement = .back
     ) async throws -> [UInt8] {
-        precondition(limit > 0, "a line needs room for its newline")
+        guard limit > 0 else { throw Self.invalid("receive a line", "limit must be at least 1, got \(limit)") }
         var deadline = timeout.map { Self.deadline(for: $0) }
         var searched = 0
         while true {
+            // Another coroutine's receive may have taken buffered bytes while this one waited.
+            searched = min(searched, readBuffer.count)
             if let newline = readBuffer[searched...].prefix(limit - searched).firstIndex(of: UInt8(ascii: "\n")) {
                 let line = Array(readBuffer[...newline])
                 readBuffer.removeFirst(line.count)
@@ -690,6 +708,7 @@ public final class Socket: @unchecked Sendable {
 
     @inline(__always)
     private func send(_ bytes: [UInt8], from offset: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
+        scheduler.assertOnLoop()
         guard offset < bytes.count else { return 0 }
         guard !sending else {
             throw SocketError(errno: EBUSY, operation: "send (another send is pending on this socket)")
@@ -698,6 +717,7 @@ public final class Socket: @unchecked Sendable {
         defer { sending = false }
         var notReady = false
         if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, {
+            // invariant: `offset < bytes.count` (checked above), so the array has storage.
             bytes.withUnsafeBytes { trySend(descriptor, $0.baseAddress! + offset, $0.count - offset) }
         }) {
             if result >= 0 { return Int(result) }
@@ -706,6 +726,7 @@ public final class Socket: @unchecked Sendable {
         }
         let operation: SendOperation
         if spareSend != nil && isKnownUniquelyReferenced(&spareSend) {
+            // invariant: `spareSend != nil` (checked on the line above).
             operation = spareSend.unsafelyUnwrapped
             operation.reuse(bytes: bytes, offset: offset)
         } else {

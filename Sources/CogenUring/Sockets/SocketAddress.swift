@@ -69,11 +69,13 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// 127.0.0.1 at a port (0: chosen by `bind`).
     public static func loopback(port: UInt16 = 0) -> SocketAddress {
+        // invariant: a constant dotted quad that inet_pton always parses.
         try! SocketAddress(ipv4: "127.0.0.1", port: port)
     }
 
     /// ::1 at a port (0: chosen by `bind`).
     public static func loopbackIPv6(port: UInt16 = 0) -> SocketAddress {
+        // invariant: a constant IPv6 literal that inet_pton always parses.
         try! SocketAddress(ipv6: "::1", port: port)
     }
 
