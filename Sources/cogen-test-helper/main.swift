@@ -160,6 +160,7 @@ func acceptUnderDescriptorLimit() -> Int32 {
             var reply = [UInt8](repeating: 0, count: 4)
             var got = 0
             while got < 4 {
+                // invariant: a 4-byte array has storage.
                 let n = reply.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, 4 - got) }
                 if n <= 0 { break }
                 got += n
