@@ -310,6 +310,21 @@ func refusedIOUring() -> Int32 {
     return 0
 }
 
+/// A documented misuse, a scheduler's object touched from a thread that does not run it,
+/// stops the program with a message saying so (in release builds too): never silent
+/// corruption. The test expects a crash and the message.
+func offLoopUseStops() -> Int32 {
+    do {
+        let scheduler = try Scheduler(configuration: { var c = Scheduler.Configuration(); c.backend = .epoll; return c }())
+        _ = scheduler.signal("anything")  // this thread does not run the scheduler
+        print("off-loop use: no stop")
+        return 1
+    } catch {
+        print("off-loop use: \(error)")
+        return 1
+    }
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 switch arguments.first {
 case "cancelled-operations-leak-nothing":
@@ -322,6 +337,8 @@ case "backend-selection":
     exit(backendSelection())
 case "refused-io-uring":
     exit(refusedIOUring())
+case "off-loop-use-stops":
+    exit(offLoopUseStops())
 default:
     print("usage: cogen-test-helper cancelled-operations-leak-nothing")
     exit(2)

@@ -54,6 +54,15 @@ import Testing
         }
     }
 
+    /// A documented misuse (a scheduler's object used from a thread that does not run it)
+    /// is caught by one thread-local read and stops with a message naming the rule, in a
+    /// child process.
+    @Test func offLoopUseStopsWithAClearMessage() throws {
+        let (status, output) = try runHelper("off-loop-use-stops")
+        #expect(status != 0 && status != 1, "\(status): \(output)")
+        #expect(output.contains("must be called on the scheduler's thread"), "\(output)")
+    }
+
     /// Sizes out of range throw `SocketError` `EINVAL` into the coroutine, on every
     /// engine; a huge `maxLength` (say a length read from the network) bounds one receive
     /// and allocates no more than the bytes that are there.
