@@ -77,7 +77,7 @@ public final class SocketFile: @unchecked Sendable {
             let rest = try await yield(operation)
             return try whole(take(readBuffer.count) + rest)
         }
-        let timeout = weakTimeout ? sock.gettimeout() : fixed(sock.gettimeout())
+        let timeout = weakTimeout ? sock.gettimeout() : try fixed(sock.gettimeout())
         while true {
             do {
                 readBuffer += try await yield(Recv(sock, readChunkSize, timeout: timeout, prio: prio))
@@ -239,8 +239,8 @@ public final class SocketFile: @unchecked Sendable {
     }
 
     /// A relative timeout (the socket's, else the scheduler's default) as a fixed date.
-    private func fixed(_ timeout: Timeout) -> Timeout {
-        let effective = timeout.isSet ? timeout : CoroutineInstance.requireCurrent().scheduler.defaultTimeout
+    private func fixed(_ timeout: Timeout) throws -> Timeout {
+        let effective = timeout.isSet ? timeout : try CoroutineInstance.currentOrThrow().scheduler.defaultTimeout
         guard case .after(let duration) = effective else { return effective }
         return .at(ContinuousClock.now + duration)
     }
