@@ -320,7 +320,9 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     ///
     /// The first thread that runs a scheduler owns its ring (`IORING_SETUP_SINGLE_ISSUER`
     /// binds it, through `IORING_REGISTER_ENABLE_RINGS`); running it on another thread
-    /// later is a programming error.
+    /// later, on a thread already running a scheduler (from inside a coroutine), or after
+    /// ``shutdown()`` is a programming error that stops the program with a message saying
+    /// which.
     @discardableResult
     public func run(untilStopped: Bool = false) -> RunReport {
         enterLoop()
@@ -336,7 +338,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         }
         if cogen_current_scheduler() != nil {
             // invariant: one scheduler per thread; run() is not called from inside a running scheduler (documented).
-            fatalError("Scheduler.run: another scheduler is running on this thread (one scheduler per thread)")
+            fatalError("Scheduler.run: a scheduler is already running on this thread (one per thread; not from inside a coroutine)")
         }
         let me = pthread_self()
         if let ownerThread {
