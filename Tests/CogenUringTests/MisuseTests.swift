@@ -63,6 +63,33 @@ import Testing
         #expect(output.contains("must be called on the scheduler's thread"), "\(output)")
     }
 
+    /// A receive ring larger than the address space (32768 × 4 GiB) is no crash: the
+    /// scheduler goes without the pool (the 5.x receive path) and still echoes.
+    @Test(arguments: allBackends)
+    func receiveRingTooLargeForMemoryFallsBack(_ backend: Engine) async throws {
+        let echoed = Box<[UInt8]>([])
+        try await runScheduler(backend, configure: {
+            $0.receiveBufferCount = 32768
+            $0.receiveBufferSize = Int(UInt32.max)
+        }) { scheduler in
+            let listener = try Socket.listening(on: .loopback(), on: scheduler)
+            let address = try listener.localAddress
+            scheduler.spawn {
+                let server = try await listener.accept()
+                try await server.sendAll(try await server.receive(exactly: 5))
+                try await server.close()
+                try await listener.close()
+            }
+            scheduler.spawn {
+                let client = try await Socket.connect(to: address)
+                try await client.sendAll(Array("hello".utf8))
+                echoed.value = try await client.receive(exactly: 5)
+                try await client.close()
+            }
+        }
+        #expect(echoed.value == Array("hello".utf8))
+    }
+
     /// Sizes out of range throw `SocketError` `EINVAL` into the coroutine, on every
     /// engine; a huge `maxLength` (say a length read from the network) bounds one receive
     /// and allocates no more than the bytes that are there.
