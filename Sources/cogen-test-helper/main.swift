@@ -321,6 +321,8 @@ case "backend-selection":
     exit(backendSelection())
 case "refused-io-uring":
     exit(refusedIOUring())
+case "dropped-sockets-free-their-numbers":
+    exit(droppedSocketsFreeTheirNumbers(engine: getenv("COGEN_TEST_ENGINE").map { String(cString: $0) } ?? ""))
 default:
     print("usage: cogen-test-helper cancelled-operations-leak-nothing")
     exit(2)
