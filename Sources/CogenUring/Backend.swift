@@ -172,6 +172,8 @@ protocol KernelOperation: AnyObject {
     var isStream: Bool { get }
     /// epoll: the descriptor whose readiness the operation waits for (-1: never waits).
     var readinessDescriptor: Int32 { get }
+    /// epoll: the owner of `readinessDescriptor` (a socket's serial; 0: not ours).
+    var readinessOwner: UInt64 { get }
     /// epoll: the readiness to wait for.
     var interest: Readiness { get }
     /// epoll: the non-blocking system call, once; a CQE-like result, `-EAGAIN` to wait.

@@ -23,6 +23,9 @@ final class EpollBackend: IOBackend {
         var writers: [Waiting] = []
         /// Events registered with epoll; nil when the descriptor is not registered.
         var registered: UInt32?
+        /// Whose registration it is (`readinessOwner`: a socket's serial, 0 for a
+        /// descriptor that is not ours).
+        var owner: UInt64 = 0
     }
     /// By descriptor number (descriptors are small integers): no hashing per operation.
     @exclusivity(unchecked) private var registrations: [Registration] = []
@@ -87,6 +90,7 @@ final class EpollBackend: IOBackend {
         }
         let waiting = Waiting(userData: userData, operation: operation)
         ensureSlot(descriptor)
+        adopt(descriptor, for: operation.readinessOwner)
         if operation.interest == .writable {
             registrations[Int(descriptor)].writers.append(waiting)
         } else {
@@ -107,6 +111,23 @@ final class EpollBackend: IOBackend {
         guard registrations[index].readers.count + registrations[index].writers.count < before else { return }
         waitingCount -= 1
         ready.append(Completion(userData: userData, result: -ECANCELED, flags: 0))
+    }
+
+    /// A registration belongs to the socket that made it. A socket dropped without
+    /// `close()` closes its descriptor in `deinit`, on any thread, without telling the
+    /// loop; the kernel then drops the descriptor from the epoll set, and the number goes
+    /// to the next socket. A registration made for another owner (or for a descriptor that
+    /// is not ours, whose lifetime we cannot see) is therefore not trusted once nothing
+    /// waits on it: the descriptor is registered again (`EPOLL_CTL_ADD`, or `MOD` when it
+    /// turns out to be still there).
+    @inline(__always)
+    private func adopt(_ descriptor: Int32, for owner: UInt64) {
+        let index = Int(descriptor)
+        guard registrations[index].owner != owner || owner == 0 else { return }
+        if registrations[index].readers.isEmpty && registrations[index].writers.isEmpty {
+            registrations[index].registered = nil
+            registrations[index].owner = owner
+        }
     }
 
     /// Registers a descriptor the first time something waits on it, for good, and

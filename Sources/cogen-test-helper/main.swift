@@ -339,6 +339,8 @@ case "refused-io-uring":
     exit(refusedIOUring())
 case "off-loop-use-stops":
     exit(offLoopUseStops())
+case "dropped-sockets-free-their-numbers":
+    exit(droppedSocketsFreeTheirNumbers(engine: getenv("COGEN_TEST_ENGINE").map { String(cString: $0) } ?? ""))
 default:
     print("usage: cogen-test-helper cancelled-operations-leak-nothing")
     exit(2)

@@ -782,3 +782,23 @@ extension ProcessWideTests {
         #expect(passes.value < 160 / Scheduler.inlineBudgetPerTurn + 10, "\(passes.value) passes")
     }
 }
+
+/// Sockets dropped without `close()` free their descriptor numbers on every engine: on
+/// epoll the registration left behind by a descriptor closed in `deinit` must not keep the
+/// next socket given that number from ever becoming ready. In a child process: the test
+/// asserts that the number is reused, which other tests opening descriptors would spoil.
+@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
+struct DroppedSocketTests {
+    @Test(arguments: allBackends)
+    func droppedSocketsFreeTheirNumbers(_ backend: Engine) throws {
+        let engine = backend.backend == .epoll ? "epoll" : backend.modern ? "io_uring" : "io_uring-5.x"
+        let (status, output) = try runHelper(
+            "dropped-sockets-free-their-numbers", environment: ["COGEN_TEST_ENGINE": engine])
+        #expect(status == 0, "\(output)")
+        for mode in ["idle", "mid-receive", "mid-send", "streams-armed", "off-the-loop"] {
+            for reuse in ["accept", "connect"] {
+                #expect(output.contains("\(mode)/\(reuse): number"), "\(mode)/\(reuse): \(output)")
+            }
+        }
+    }
+}

@@ -41,6 +41,12 @@ class IOOperation: KernelOperation {
     /// The descriptor whose readiness the operation waits for; -1 when it never waits.
     var readinessDescriptor: Int32 { -1 }
 
+    /// Who owns `readinessDescriptor`: a socket's serial number, or 0 for a descriptor the
+    /// library does not own (``Scheduler/poll(_:events:deadline:placement:)``). A readiness
+    /// registration made for one owner is not trusted for another: the descriptor may have
+    /// been closed (and its registration dropped by the kernel) and its number reused.
+    var readinessOwner: UInt64 { 0 }
+
     /// The readiness the operation waits for.
     var interest: Readiness { .readable }
 

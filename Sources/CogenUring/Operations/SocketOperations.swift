@@ -18,6 +18,8 @@ class SocketOperation: IOOperation {
     override func error(errno: Int32) -> any Error { SocketError(errno: errno, operation: "\(label)") }
 
     override var readinessDescriptor: Int32 { socket.descriptor }
+
+    override var readinessOwner: UInt64 { socket.serial }
 }
 
 

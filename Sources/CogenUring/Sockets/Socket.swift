@@ -1,5 +1,10 @@
 import CURing
 import Glibc
+import Synchronization
+
+/// Serial numbers of sockets: a descriptor number is reused as soon as it is closed, a
+/// serial never is (the epoll engine tells a reused number's new socket from the old one).
+private let socketSerials = Atomic<UInt64>(0)
 
 /// How long a socket operation may take.
 public enum SocketTimeout: Sendable, Hashable {
@@ -69,6 +74,10 @@ public final class Socket: @unchecked Sendable {
     public let scheduler: Scheduler
     /// The address family.
     public let family: SocketAddress.Family
+    /// This socket's serial number, unique in the process: the epoll engine's readiness
+    /// registrations belong to it, not to the descriptor number, which the kernel reuses as
+    /// soon as a dropped socket's `deinit` closes it.
+    let serial: UInt64
     /// The descriptor, or -1 once closed.
     @exclusivity(unchecked) public private(set) var descriptor: Int32
     /// Where receives land: the kernel writes here until the receive's final CQE (the
@@ -132,6 +141,7 @@ public final class Socket: @unchecked Sendable {
         self.descriptor = descriptor
         self.family = family
         self.scheduler = scheduler
+        serial = socketSerials.wrappingAdd(1, ordering: .relaxed).newValue
         receiveCapacity = 0
         receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 16)
     }
@@ -149,10 +159,20 @@ public final class Socket: @unchecked Sendable {
                 scheduler.post { operation.requestCancel(.closed) }
             }
         }
+        // The epoll engine may still hold a registration for this descriptor number: it is
+        // tied to `serial`, so the next socket given the same number registers afresh
+        // (the kernel drops a closed descriptor from the epoll set by itself).
         if descriptor >= 0 { Glibc.close(descriptor) }
         for fd in accepted[acceptedHead...] { Glibc.close(fd) }
-        if let pool = scheduler.bufferPool {
-            for chunk in chunks[chunksHead...] { pool.giveBack(chunk.buffer) }
+        if let pool = scheduler.bufferPool, chunksHead < chunks.count {
+            // The ring is the loop's: buffers go back there, whichever thread drops us.
+            let held = chunks[chunksHead...].map(\.buffer)
+            if scheduler.isOnLoop {
+                for buffer in held { pool.giveBack(buffer) }
+            } else {
+                nonisolated(unsafe) let pool = pool
+                scheduler.post { for buffer in held { pool.giveBack(buffer) } }
+            }
         }
         receiveBuffer.deallocate()
     }
