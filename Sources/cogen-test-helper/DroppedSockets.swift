@@ -110,15 +110,14 @@ private func dropAndReuse(
     _ mode: DropMode, by reuse: String, listener: Socket, address: SocketAddress, _ scheduler: Scheduler
 ) async throws -> Int32 {
     let client = try await Socket.connect(to: address)
-    let accepted = try await listener.accept()
+    // The only reference to the accepted socket: each mode drops it its own way.
+    let holder = Holder(try await listener.accept())
     // A receive that has to wait: epoll registers the descriptor, io_uring arms its stream.
     scheduler.spawn {
         try await scheduler.sleep(for: .milliseconds(5))
         try await client.sendAll([1])
     }
-    _ = try await accepted.receive(deadline: .after(.seconds(5)))
-    // The only reference from here on: each mode drops it its own way.
-    let holder = Holder(accepted)
+    _ = try await holder.socket?.receive(deadline: .after(.seconds(5)))
     // For an accept to get the freed number, the client that will connect must already
     // have its descriptor: a raw one, connected with a plain blocking connect(2) (loopback
     // completes it from the backlog, before any accept).
