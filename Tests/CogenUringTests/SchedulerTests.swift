@@ -9,12 +9,15 @@ struct TimerTests {
     func timersFireInDeadlineOrder(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
-            // Deadlines from one instant, so that the order does not depend on how fast the
-            // coroutines' first steps run (slow under ThreadSanitizer on a loaded machine).
-            let start = ContinuousClock.now
+            // Deadlines fixed here, from one instant, so that the order does not depend on
+            // how fast the coroutines' first steps run (under ThreadSanitizer on a loaded
+            // machine they took longer than 30 ms; `.after` and `.at` clamp a passed
+            // deadline to the moment of the call).
+            let start = monotonicNanoseconds()
             for (name, ms) in [("c", 30), ("a", 10), ("b", 20), ("a2", 10), ("zero", 0)] {
+                let deadline = Deadline(nanoseconds: start + UInt64(ms) * 1_000_000)
                 scheduler.spawn {
-                    try await scheduler.sleep(until: .at(start + .milliseconds(ms)))
+                    try await scheduler.sleep(until: deadline)
                     log.value.append(name)
                 }
             }
