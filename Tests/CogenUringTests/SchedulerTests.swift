@@ -330,6 +330,53 @@ struct ThreadTests {
     }
 
     @Test(arguments: allBackends)
+    func cancelResumeAndShutdownFromOtherThreads(_ backend: Engine) async throws {
+        var configuration = Scheduler.Configuration()
+        backend.configure(&configuration)
+        let scheduler = try Scheduler(configuration: configuration)
+        scheduler.errorHandler = { _, _ in }  // set before the loop runs
+        scheduler.start()
+        // A watchdog: stopping shuts the scheduler down, which ends every wait below.
+        let watchdog = DispatchWorkItem { scheduler.stop() }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 30, execute: watchdog)
+        let handle = Box<Parked<Int>?>(nil)  // loop-confined
+        let parked = Flag()
+        // Spawned from this thread (not the loop's): through the inbox.
+        let cancelled = scheduler.spawn { () -> Int in
+            _ = try await scheduler.wait(forSignal: "never")
+            return 0
+        }
+        let resumed = scheduler.spawn { () -> Int in
+            try await scheduler.park { (parked_: Parked<Int>) in
+                handle.value = parked_
+                parked.set()
+            }
+        }
+        let sleeper = scheduler.spawn { () -> Int in
+            try await scheduler.sleep(for: .seconds(60))
+            return 0
+        }
+        // A plain thread cancels one coroutine and resumes the other (on the loop, with
+        // `execute`, the way to touch loop-confined state from elsewhere).
+        Thread {
+            cancelled.cancel()
+            let limit = ContinuousClock.now + .seconds(20)
+            while !parked.isSet && ContinuousClock.now < limit { usleep(1000) }
+            scheduler.execute {
+                if let parked = handle.value { scheduler.resume(parked, returning: 7) }
+            }
+        }.start()
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        #expect(try await resumed.value == 7)
+        // Shut down from this thread: the sleeper is resumed with the shutdown error. Its
+        // state is read after the loop thread was joined.
+        let report = await Task.detached { scheduler.shutdown() }.value
+        watchdog.cancel()
+        #expect(sleeper.error is SchedulerShutdownError)
+        #expect(report.liveCoroutines == 0)
+    }
+
+    @Test(arguments: allBackends)
     func valueOfACoroutineFromAnotherThread(_ backend: Engine) async throws {
         var configuration = Scheduler.Configuration()
         backend.configure(&configuration)
