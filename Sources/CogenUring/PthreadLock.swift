@@ -3,13 +3,14 @@ import Glibc
 /// A value behind a pthread mutex: what cross-thread hand-offs go through instead of
 /// `Synchronization.Mutex`.
 ///
-/// Why not `Mutex`: on Linux (Swift 6.3) it is a futex driven by the standard library's
-/// uninstrumented atomics, so ThreadSanitizer sees neither its lock nor its unlock. Every
-/// object handed over through one (a job posted to the inbox, a coroutine handle made on
-/// another thread) then reads as a data race on the loop thread. TSan intercepts
-/// `pthread_mutex_lock`/`unlock` and sees the hand-off. Uncontended, both are one atomic
-/// each, like `Mutex`; the mutex lives in its own allocation because a `pthread_mutex_t`
-/// must not move.
+/// Why not `Mutex`: on Linux (Swift 6.3) only its uncontended path is an atomic inlined
+/// into our (instrumented) code. A contended `Mutex` is taken and released in the standard
+/// library's uninstrumented slow path, through a futex the kernel hands over, so
+/// ThreadSanitizer misses that hand-off: whatever went through it (a job posted to the
+/// inbox, a coroutine handle made on another thread) then reads as a data race on the loop
+/// thread, in some runs and not others. TSan intercepts `pthread_mutex_lock`/`unlock` and
+/// sees every hand-off. Uncontended, both are one atomic each, like `Mutex`; the mutex
+/// lives in its own allocation because a `pthread_mutex_t` must not move.
 package final class PthreadLock<Value: ~Copyable>: @unchecked Sendable {
     // @unchecked Sendable: `value` is only touched between lock and unlock.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
