@@ -321,7 +321,7 @@ struct ThreadTests {
             scheduler.stop()
         }
         waiter.start()
-        let report = await Task.detached { scheduler.join() }.value
+        let report = await offThePool { scheduler.join() }
         _ = done
         #expect(allRan.isSet)
         #expect(report?.reason == .stopped)
@@ -370,7 +370,7 @@ struct ThreadTests {
         #expect(try await resumed.value == 7)
         // Shut down from this thread: the sleeper is resumed with the shutdown error. Its
         // state is read after the loop thread was joined.
-        let report = await Task.detached { scheduler.shutdown() }.value
+        let report = await offThePool { scheduler.shutdown() }
         watchdog.cancel()
         #expect(sleeper.error is SchedulerShutdownError)
         #expect(report.liveCoroutines == 0)

@@ -130,6 +130,23 @@ func runSchedulerWithShutdown(
     return (report, final)
 }
 
+/// Runs a blocking call (`join()`, `shutdown()`, a server's shutdown) on a thread of its
+/// own and awaits its result: blocking one of the cooperative pool's two threads instead
+/// starves every other test's tasks meanwhile (slow enough under ThreadSanitizer to trip
+/// their watchdogs). The result goes through a pthread lock, which ThreadSanitizer sees.
+func offThePool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    let result = PthreadLock<T?>(nil)
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+        Thread {
+            let value = body()
+            result.withLock { $0 = value }
+            done.resume()
+        }.start()
+    }
+    // Always set before the resume.
+    return result.withLock { $0 }!
+}
+
 /// A non-blocking, close-on-exec pipe.
 func makePipe() -> (read: Int32, write: Int32) {
     var fds: [Int32] = [0, 0]
