@@ -22,7 +22,7 @@ public final class Shared<Value>: @unchecked Sendable {
     // while no scheduler runs.
     private var storage: Value
     private let owner = Atomic<UInt>(0)
-    private let binding = Mutex(Binding())
+    private let binding = PthreadLock(Binding())
 
     private struct Binding: ~Copyable {
         weak var scheduler: CogenUring.Scheduler?

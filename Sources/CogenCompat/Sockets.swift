@@ -1,9 +1,8 @@
 public import CogenUring
 import Glibc
-import Synchronization
 
 /// The timeout new sockets get (``sockets/setdefaulttimeout(_:)``).
-private let defaultSocketTimeout = Mutex<Timeout>(.none)
+private let defaultSocketTimeout = PthreadLock<Timeout>(.none)
 
 /// cogen's socket (`cogen.core.sockets.Socket`) on a ``CogenUring/Socket``: plain methods
 /// for the set-up (`bind`, `listen`, options, timeout), and factories of the operations a

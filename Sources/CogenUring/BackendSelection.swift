@@ -1,7 +1,6 @@
 import CURing
 import Glibc
 import Logging
-import Synchronization
 
 /// `Backend.automatic`: io_uring where the kernel allows it, epoll otherwise, one log line.
 enum BackendSelection {
@@ -62,7 +61,7 @@ enum BackendSelection {
 
 /// Runs a closure once per process (the selection is logged once, not per scheduler).
 private final class LogOnce: Sendable {
-    private let done = Mutex(false)
+    private let done = PthreadLock(false)
     func once(_ body: () -> Void) {
         let first = done.withLock { done -> Bool in
             defer { done = true }

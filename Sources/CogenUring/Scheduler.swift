@@ -17,7 +17,7 @@ import Synchronization
 /// lets them finish, and closes the ring.
 public final class Scheduler: TaskExecutor, @unchecked Sendable {
     // @unchecked Sendable: everything mutable below is confined to the loop thread (checked
-    // by `assertOnLoop()`, one thread-local read), except the inbox (a Mutex) and the atomics.
+    // by `assertOnLoop()`, one thread-local read), except the inbox (a PthreadLock) and the atomics.
 
     /// How a scheduler is set up.
     public struct Configuration: Sendable {
@@ -137,16 +137,18 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         case job(UnownedJob)
         case action(@Sendable () -> Void)
     }
-    private let inbox = Mutex<[InboxItem]>([])
+    /// A pthread mutex, not `Synchronization.Mutex`, which ThreadSanitizer cannot see (see
+    /// `PthreadLock`): everything a job or action hands to the loop goes through it.
+    private let inbox = PthreadLock<[InboxItem]>([])
     private let inboxPending = Atomic<Bool>(false)
     private let sleeping = Atomic<Bool>(false)
     private let stopRequested = Atomic<Bool>(false)
     private let inLoop = Atomic<Bool>(false)
-    private let shutdownReport = Mutex<RunReport?>(nil)
+    private let shutdownReport = PthreadLock<RunReport?>(nil)
     private let closed = Atomic<Bool>(false)
     let statistics = StatisticsCounters()
     let coroutineIDs = Atomic<UInt64>(0)
-    private let thread = Mutex<LoopThread?>(nil)
+    private let thread = PthreadLock<LoopThread?>(nil)
 
     /// Called with every error that escapes a top-level coroutine (one started with
     /// ``spawn(_:placement:_:)``); the other coroutines keep running. The default writes

@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 
 /// A TCP server: listens, runs one handler coroutine per connection, and shuts down
 /// gracefully. With several threads, each runs a scheduler of its own with its own
@@ -131,7 +130,8 @@ public final class Server: Sendable {
 
 /// One scheduler's share of a server: its listener, its live handlers, its counts.
 private final class State: @unchecked Sendable {
-    // @unchecked Sendable: everything but `report` is confined to the scheduler's thread.
+    // @unchecked Sendable: everything but `report` (a pthread lock, seen by ThreadSanitizer)
+    // is confined to the scheduler's thread.
     let scheduler: Scheduler
     let listener: Socket
     private var handlers: [Int: AnyCoroutine] = [:]
@@ -141,7 +141,7 @@ private final class State: @unchecked Sendable {
     private var served = 0
     private var cut = 0
     private var exhaustions = 0
-    let report = Mutex(Server.Report(served: 0, cut: 0, descriptorExhaustions: 0))
+    let report = PthreadLock(Server.Report(served: 0, cut: 0, descriptorExhaustions: 0))
 
     init(scheduler: Scheduler, listener: Socket) {
         self.scheduler = scheduler

@@ -62,7 +62,11 @@ func runCompat(
     afterRun: @escaping @Sendable (CogenCompat.Scheduler, CogenCompat.Scheduler.RunReport) -> Void = { _, _ in },
     _ setup: @escaping @Sendable (CogenCompat.Scheduler) throws -> Void
 ) async throws -> CogenCompat.Scheduler.RunReport {
-    let outcome: Result<(CogenCompat.Scheduler.RunReport, Bool), any Error> = await withCheckedContinuation { done in
+    // Through a pthread lock as well as the continuation: a resume that wins the race with
+    // the await takes a runtime path ThreadSanitizer cannot see (see CogenUringTests'
+    // `runSchedulerWithShutdown`).
+    let handOff = PthreadLock<Result<(CogenCompat.Scheduler.RunReport, Bool), any Error>?>(nil)
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
         let thread = Thread {
             do {
                 var configuration = CogenUring.Scheduler.Configuration()
@@ -84,14 +88,16 @@ func runCompat(
                 afterRun(scheduler, report)
                 scheduler.shutdown()
                 watchdog.cancel()
-                done.resume(returning: .success((report, timedOut.isSet)))
+                handOff.withLock { $0 = .success((report, timedOut.isSet)) }
             } catch {
-                done.resume(returning: .failure(error))
+                handOff.withLock { $0 = .failure(error) }
             }
+            done.resume()
         }
         thread.stackSize = 8 << 20
         thread.start()
     }
+    let outcome = handOff.withLock { $0 } ?? .failure(SchedulerTimedOut(bound: bound))  // always set
     let (report, expired) = try outcome.get()
     if expired {
         Issue.record(SchedulerTimedOut(bound: bound), sourceLocation: sourceLocation)

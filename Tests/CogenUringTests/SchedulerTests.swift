@@ -9,9 +9,15 @@ struct TimerTests {
     func timersFireInDeadlineOrder(_ backend: Engine) async throws {
         let log = Log([])
         try await runScheduler(backend) { scheduler in
+            // Deadlines fixed here, from one instant, so that the order does not depend on
+            // how fast the coroutines' first steps run (under ThreadSanitizer on a loaded
+            // machine they took longer than 30 ms; `.after` and `.at` clamp a passed
+            // deadline to the moment of the call).
+            let start = monotonicNanoseconds()
             for (name, ms) in [("c", 30), ("a", 10), ("b", 20), ("a2", 10), ("zero", 0)] {
+                let deadline = Deadline(nanoseconds: start + UInt64(ms) * 1_000_000)
                 scheduler.spawn {
-                    try await scheduler.sleep(for: .milliseconds(ms))
+                    try await scheduler.sleep(until: deadline)
                     log.value.append(name)
                 }
             }
@@ -302,7 +308,7 @@ struct ThreadTests {
         let waiter = Thread {
             let limit = ContinuousClock.now + .seconds(20)
             while ContinuousClock.now < limit {
-                let seen = Mutex(0)
+                let seen = PthreadLock(0)  // seen by ThreadSanitizer, unlike `Mutex`
                 let ready = Flag()
                 scheduler.execute {
                     seen.withLock { $0 = count.value }
@@ -315,12 +321,59 @@ struct ThreadTests {
             scheduler.stop()
         }
         waiter.start()
-        let report = await Task.detached { scheduler.join() }.value
+        let report = await offThePool { scheduler.join() }
         _ = done
         #expect(allRan.isSet)
         #expect(report?.reason == .stopped)
         #expect(scheduler.counters.inboxItems >= 1000)
         scheduler.shutdown()
+    }
+
+    @Test(arguments: allBackends)
+    func cancelResumeAndShutdownFromOtherThreads(_ backend: Engine) async throws {
+        var configuration = Scheduler.Configuration()
+        backend.configure(&configuration)
+        let scheduler = try Scheduler(configuration: configuration)
+        scheduler.errorHandler = { _, _ in }  // set before the loop runs
+        try scheduler.start()
+        // A watchdog: stopping shuts the scheduler down, which ends every wait below.
+        let watchdog = DispatchWorkItem { scheduler.stop() }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 30, execute: watchdog)
+        let handle = Box<Parked<Int>?>(nil)  // loop-confined
+        let parked = Flag()
+        // Spawned from this thread (not the loop's): through the inbox.
+        let cancelled = scheduler.spawn { () -> Int in
+            _ = try await scheduler.wait(forSignal: "never")
+            return 0
+        }
+        let resumed = scheduler.spawn { () -> Int in
+            try await scheduler.park { (parked_: Parked<Int>) in
+                handle.value = parked_
+                parked.set()
+            }
+        }
+        let sleeper = scheduler.spawn { () -> Int in
+            try await scheduler.sleep(for: .seconds(60))
+            return 0
+        }
+        // A plain thread cancels one coroutine and resumes the other (on the loop, with
+        // `execute`, the way to touch loop-confined state from elsewhere).
+        Thread {
+            cancelled.cancel()
+            let limit = ContinuousClock.now + .seconds(20)
+            while !parked.isSet && ContinuousClock.now < limit { usleep(1000) }
+            scheduler.execute {
+                if let parked = handle.value { scheduler.resume(parked, returning: 7) }
+            }
+        }.start()
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        #expect(try await resumed.value == 7)
+        // Shut down from this thread: the sleeper is resumed with the shutdown error. Its
+        // state is read after the loop thread was joined.
+        let report = await offThePool { scheduler.shutdown() }
+        watchdog.cancel()
+        #expect(sleeper.error is SchedulerShutdownError)
+        #expect(report.liveCoroutines == 0)
     }
 
     @Test(arguments: allBackends)

@@ -86,7 +86,13 @@ func runSchedulerWithShutdown(
     sourceLocation: SourceLocation = #_sourceLocation,
     _ setup: @escaping @Sendable (Scheduler) throws -> Void
 ) async throws -> (run: Scheduler.RunReport, shutdown: Scheduler.RunReport) {
-    let outcome: Result<(Scheduler.RunReport, Scheduler.RunReport, Bool), any Error> = await withCheckedContinuation { done in
+    // The outcome goes through a pthread lock, not only through the continuation: when the
+    // thread resumes before this task has suspended, the runtime takes a fast path that
+    // ThreadSanitizer cannot see (`swift_continuation_await` finds it resumed, with an
+    // uninstrumented acquire), and everything the scheduler's thread wrote would read as a
+    // race here. The lock makes that hand-off visible.
+    let handOff = PthreadLock<Result<(Scheduler.RunReport, Scheduler.RunReport, Bool), any Error>?>(nil)
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
         let thread = Thread {
             do {
                 var configuration = Scheduler.Configuration()
@@ -107,19 +113,38 @@ func runSchedulerWithShutdown(
                 let final = scheduler.shutdown()
                 watchdog.cancel()
                 let expired = timedOut.isSet
-                done.resume(returning: .success((report, final, expired)))
+                handOff.withLock { $0 = .success((report, final, expired)) }
             } catch {
-                done.resume(returning: .failure(error))
+                handOff.withLock { $0 = .failure(error) }
             }
+            done.resume()
         }
         thread.stackSize = 8 << 20
         thread.start()
     }
+    let outcome = handOff.withLock { $0 } ?? .failure(SchedulerTimedOut(bound: bound))  // always set
     let (report, final, expired) = try outcome.get()
     if expired {
         Issue.record(SchedulerTimedOut(bound: bound), sourceLocation: sourceLocation)
     }
     return (report, final)
+}
+
+/// Runs a blocking call (`join()`, `shutdown()`, a server's shutdown) on a thread of its
+/// own and awaits its result: blocking one of the cooperative pool's two threads instead
+/// starves every other test's tasks meanwhile (slow enough under ThreadSanitizer to trip
+/// their watchdogs). The result goes through a pthread lock, which ThreadSanitizer sees.
+func offThePool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    let result = PthreadLock<T?>(nil)
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+        Thread {
+            let value = body()
+            result.withLock { $0 = value }
+            done.resume()
+        }.start()
+    }
+    // Always set before the resume.
+    return result.withLock { $0 }!
 }
 
 /// A non-blocking, close-on-exec pipe.
