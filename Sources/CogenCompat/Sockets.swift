@@ -591,7 +591,11 @@ public final class SendAll: SendingOperation, @unchecked Sendable {
 /// Accepts a connection (cogen's `Accept`); `yield` returns the connected ``Socket`` (with
 /// the module's default timeout, not the listener's, as in cogen) and the peer's address.
 ///
-/// Throws ``OperationTimeout``, ``ConnectionError`` (`EMFILE`…).
+/// A connection the peer reset (or closed) before it was accepted is returned like any
+/// other, with the address the kernel reported at accept time (with the multishot accept,
+/// which reports none, `getpeername(2)`; the unspecified address `0.0.0.0:0` once that
+/// fails): its first receive or send reports the reset (``ConnectionClosed``), as in
+/// cogen. Throws ``OperationTimeout``, ``ConnectionError`` (`EMFILE`…).
 ///
 /// Uses one multishot `IORING_OP_ACCEPT` per listener (`IORING_ACCEPT_MULTISHOT`, Linux
 /// 5.19) that stays armed and queues connections, or one `IORING_OP_ACCEPT` (5.5) per
@@ -610,7 +614,21 @@ public final class Accept: SocketOperation<(Socket, SocketAddress)>, @unchecked 
 
     override func perform(on scheduler: Scheduler, placement: Placement) async throws -> (Socket, SocketAddress) {
         let connection = try await sock.core.accept(deadline: deadline(on: scheduler), placement: placement)
-        return (Socket(wrapping: connection), try connection.remoteAddress)
+        return (Socket(wrapping: connection), Self.peerAddress(of: connection))
+    }
+
+    /// cogen's `addr`, which never fails the accept: the address the accept reported, else
+    /// `getpeername(2)` (the multishot accept reports none), else — the peer has already
+    /// reset the connection — the unspecified address of the family (`0.0.0.0:0`, `[::]:0`,
+    /// an unnamed Unix address). The connection's first receive or send reports the reset.
+    static func peerAddress(of connection: CogenUring.Socket) -> SocketAddress {
+        if let address = connection.acceptedPeerAddress ?? (try? connection.remoteAddress) { return address }
+        let unspecified: SocketAddress? = switch connection.family {
+        case .ipv4: try? SocketAddress(ipv4: "0.0.0.0", port: 0)
+        case .ipv6: try? SocketAddress(ipv6: "::", port: 0)
+        case .unix: try? SocketAddress(unixPath: "")
+        }
+        return unspecified ?? .loopback(port: 0)  // never nil: the literals parse
     }
 }
 

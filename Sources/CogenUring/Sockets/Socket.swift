@@ -235,7 +235,21 @@ public final class Socket: @unchecked Sendable {
         get throws(SocketError) { try address(getsockname, "getsockname") }
     }
 
+    /// The peer's address as reported by the accept that made this socket: the
+    /// `sockaddr` the kernel fills for `IORING_OP_ACCEPT` (`accept4(2)` on the epoll
+    /// backend), there even when the peer reset the connection before it was accepted
+    /// (when ``remoteAddress``, a `getpeername(2)` call, fails with `ENOTCONN`).
+    ///
+    /// `nil` for a socket that was not accepted, and for a connection of the multishot
+    /// accept (`IORING_ACCEPT_MULTISHOT`), whose one `sockaddr` all its connections
+    /// would share: ask ``remoteAddress`` for those.
+    public private(set) var acceptedPeerAddress: SocketAddress?
+
     /// The peer's address.
+    ///
+    /// A `getpeername(2)` call: it throws ``SocketError`` (`ENOTCONN`) once the peer has
+    /// reset the connection, even for a connection just accepted (see
+    /// ``acceptedPeerAddress``).
     public var remoteAddress: SocketAddress {
         get throws(SocketError) { try address(getpeername, "getpeername") }
     }
@@ -282,7 +296,10 @@ public final class Socket: @unchecked Sendable {
     /// - Parameters:
     ///   - deadline: When to give up.
     ///   - placement: Where the coroutine goes when the connection arrives.
-    /// - Returns: The connected socket, `O_CLOEXEC`.
+    /// - Returns: The connected socket, `O_CLOEXEC`. A connection the peer has already
+    ///   reset is returned too (its first receive or send reports the reset); its
+    ///   ``acceptedPeerAddress`` holds the address the accept reported, if any. A
+    ///   connection the kernel could not hand over (`ECONNABORTED`) is skipped.
     /// - Throws: ``SocketError`` (`EMFILE`, `ENFILE`…), ``TimeoutError``, `CancellationError`.
     ///
     /// Uses one multishot `IORING_OP_ACCEPT` per listener (`IORING_ACCEPT_MULTISHOT`,
@@ -291,10 +308,18 @@ public final class Socket: @unchecked Sendable {
     /// `IORING_OP_ACCEPT` (5.5) per call, cancelled in the kernel at the deadline.
     public func accept(deadline: Deadline? = nil, placement: Placement = .back) async throws -> Socket {
         guard scheduler.multishotAccept else {
-            let descriptor: Int32 = try await run(AcceptOperation(socket: self), deadline: deadline, placement: placement) {
-                $0.parked = $1
+            while true {
+                let operation = AcceptOperation(socket: self)
+                let descriptor: Int32
+                do {
+                    descriptor = try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
+                } catch let error as SocketError where error.errno == ECONNABORTED {
+                    continue  // a connection that went away before it was accepted: take the next
+                }
+                let connection = Socket(descriptor: descriptor, family: family, scheduler: scheduler)
+                connection.acceptedPeerAddress = operation.peerAddress
+                return connection
             }
-            return Socket(descriptor: descriptor, family: family, scheduler: scheduler)
         }
         scheduler.assertOnLoop()
         while true {
@@ -336,7 +361,9 @@ public final class Socket: @unchecked Sendable {
                 accepted.append(result)
                 if accepted.count - acceptedHead >= Self.acceptQueueLimit { operation.requestCancel(.paused) }
             }
-        } else if result != -ECANCELED {
+        } else if result != -ECANCELED && result != -ECONNABORTED {
+            // (ECONNABORTED: a connection that went away before it was accepted; the
+            // acceptor takes the next.)
             acceptError = SocketError(errno: -result, operation: "accept")
         }
         if final {
