@@ -235,21 +235,38 @@ public final class Socket: @unchecked Sendable {
         get throws(SocketError) { try address(getsockname, "getsockname") }
     }
 
-    /// The peer's address as reported by the accept that made this socket: the
-    /// `sockaddr` the kernel fills for `IORING_OP_ACCEPT` (`accept4(2)` on the epoll
-    /// backend), there even when the peer reset the connection before it was accepted
-    /// (when ``remoteAddress``, a `getpeername(2)` call, fails with `ENOTCONN`).
+    /// The peer's address as the kernel recorded it when the connection was made; unlike
+    /// ``remoteAddress`` (`getpeername(2)`, `ENOTCONN` once the peer has reset the
+    /// connection), still there after a reset, even one that came before the accept.
     ///
-    /// `nil` for a socket that was not accepted, and for a connection of the multishot
-    /// accept (`IORING_ACCEPT_MULTISHOT`), whose one `sockaddr` all its connections
-    /// would share: ask ``remoteAddress`` for those.
-    public private(set) var acceptedPeerAddress: SocketAddress?
+    /// For a socket accepted by one `IORING_OP_ACCEPT` (`accept4(2)` on the epoll backend),
+    /// the address that accept wrote: no system call. Otherwise (the multishot accept,
+    /// `IORING_ACCEPT_MULTISHOT`, shares one `sockaddr` between all its connections, so it
+    /// reports none; a connected socket) a `getsockopt(SO_PEERNAME)` call, which reads the
+    /// same record (`getpeername(2)` for Unix-domain sockets). `nil` when there is no peer
+    /// (not connected, closed).
+    public var peerAddress: SocketAddress? {
+        guard descriptor >= 0 else { return nil }
+        if let acceptedPeerAddress { return acceptedPeerAddress }
+        guard family != .unix else { return try? remoteAddress }
+        var storage = sockaddr_storage()
+        // SO_PEERNAME wants a length no longer than the address it holds.
+        var length = socklen_t(family == .ipv4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
+        let status = withUnsafeMutablePointer(to: &storage) {
+            getsockopt(descriptor, SOL_SOCKET, SO_PEERNAME, $0, &length)
+        }
+        guard status == 0 else { return nil }
+        return SocketAddress(storage: storage, length: length)
+    }
+
+    /// The address a single-shot accept wrote (see ``peerAddress``).
+    @exclusivity(unchecked) private var acceptedPeerAddress: SocketAddress?
 
     /// The peer's address.
     ///
     /// A `getpeername(2)` call: it throws ``SocketError`` (`ENOTCONN`) once the peer has
-    /// reset the connection, even for a connection just accepted (see
-    /// ``acceptedPeerAddress``).
+    /// reset the connection, even for a connection just accepted (``peerAddress`` does
+    /// not).
     public var remoteAddress: SocketAddress {
         get throws(SocketError) { try address(getpeername, "getpeername") }
     }
@@ -297,8 +314,8 @@ public final class Socket: @unchecked Sendable {
     ///   - deadline: When to give up.
     ///   - placement: Where the coroutine goes when the connection arrives.
     /// - Returns: The connected socket, `O_CLOEXEC`. A connection the peer has already
-    ///   reset is returned too (its first receive or send reports the reset); its
-    ///   ``acceptedPeerAddress`` holds the address the accept reported, if any. A
+    ///   reset is returned too (its first receive or send reports the reset; its
+    ///   ``peerAddress`` is the peer's, where ``remoteAddress`` throws). A
     ///   connection the kernel could not hand over (`ECONNABORTED`) is skipped.
     /// - Throws: ``SocketError`` (`EMFILE`, `ENFILE`…), ``TimeoutError``, `CancellationError`.
     ///
