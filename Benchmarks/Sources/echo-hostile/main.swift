@@ -130,7 +130,7 @@ enum Phase: String, CaseIterable {
                     break
                 }
             }
-            for fd in open {
+            for fd in open where self != .resetBeforeAccept && self != .vanish {  // those are closed
                 if monotonicNanoseconds() >= deadline {  // a server that stopped serving: no more waits
                     client.reset(fd)
                     continue
