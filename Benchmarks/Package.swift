@@ -13,6 +13,7 @@ import PackageDescription
 //   c-epoll-echo  level-triggered epoll, non-blocking sockets
 //   nio-echo      SwiftNIO, one event loop
 //   echo-load     the load generator (checks every echoed byte, records latency)
+//   echo-hostile  misbehaving clients (resets, half-closes), phase by phase: does a server survive?
 //   echo-matrix   runs each server pinned to CPU 0 and echo-load pinned to CPU 1
 let cSettings: [CSetting] = [.define("_GNU_SOURCE")]
 
@@ -91,6 +92,13 @@ let package = Package(
                 "EchoBenchSupport",
                 "CEchoLinux",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "echo-hostile",
+            dependencies: [
+                "EchoBenchSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -15,9 +15,11 @@ public final class CoroutineInstance: @unchecked Sendable, CustomStringConvertib
         case running
         /// Returned a value.
         case completed
-        /// Threw an error (kept in ``CoroutineInstance/exception``).
+        /// Threw an error (kept in ``CoroutineInstance/exception``) and no joiner has been
+        /// resumed yet; a caller rethrows the error and leaves it in this state.
         case failed
-        /// Its result was taken by a caller or a joiner.
+        /// Its outcome was taken by a caller (a result) or a joiner (a result, or `nil`
+        /// after a failure: ``CoroutineInstance/exception`` is kept).
         case finalized
 
         public static func < (lhs: State, rhs: State) -> Bool { lhs.rawValue < rhs.rawValue }
@@ -130,12 +132,11 @@ public final class CoroutineInstance: @unchecked Sendable, CustomStringConvertib
         wake(last, placement: .front)
     }
 
+    /// Resumes a joiner with the result (`nil` after a failure, the error staying in
+    /// ``exception``). Like cogen's `finalize`, a joiner that got the outcome makes the
+    /// coroutine ``State/finalized``, failed or not (cogen-semantics.md §3.2).
     private func wake(_ joiner: Parked<(any Sendable)?>, placement: Placement) {
-        if state == .completed || state == .finalized {
-            if scheduler.core.resume(joiner, returning: result, placement: placement) { state = .finalized }
-        } else {
-            scheduler.core.resume(joiner, returning: nil, placement: placement)
-        }
+        if scheduler.core.resume(joiner, returning: result, placement: placement) { state = .finalized }
     }
 
     public var description: String {

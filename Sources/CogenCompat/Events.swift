@@ -211,7 +211,8 @@ public final class AddCoro: Operation<CoroutineInstance>, @unchecked Sendable {
 }
 
 /// Waits for a coroutine to end (cogen's `Join`); returns its result, or `nil` if it
-/// failed (the error stays in ``CoroutineInstance/exception``).
+/// failed (the error stays in ``CoroutineInstance/exception``). Either way the target is
+/// then ``CoroutineInstance/State/finalized``, as in cogen.
 ///
 /// When the target ends, the last joiner continues at once and the others go to the front
 /// in reverse order (to the back in order when the scheduler's default priority is
@@ -238,11 +239,11 @@ public final class Join: TimedOperation<(any Sendable)?>, @unchecked Sendable {
 
     public override func process(_ scheduler: Scheduler, _ coroutine: CoroutineInstance) async throws -> (any Sendable)? {
         switch target.state {
-        case .completed, .finalized:
+        case .completed, .failed, .finalized:
+            // The joiner takes the outcome (`nil` after a failure): finalized, as when
+            // the target ends while joined.
             target.state = .finalized
             return target.result
-        case .failed:
-            return nil
         case .notStarted, .running:
             return try await scheduler.park(timed: self) { (handle: Parked<(any Sendable)?>) in
                 parked = handle

@@ -592,7 +592,11 @@ public final class SendAll: SendingOperation, @unchecked Sendable {
 /// Accepts a connection (cogen's `Accept`); `yield` returns the connected ``Socket`` (with
 /// the module's default timeout, not the listener's, as in cogen) and the peer's address.
 ///
-/// Throws ``OperationTimeout``, ``ConnectionError`` (`EMFILE`…).
+/// A connection the peer reset (or closed) before it was accepted is returned like any
+/// other, with the peer's address (``CogenUring/Socket/peerAddress``: the one the accept
+/// wrote, or `getsockopt(SO_PEERNAME)` after the multishot accept, which writes none); its
+/// first receive or send reports the reset (``ConnectionClosed``), as in cogen. Throws
+/// ``OperationTimeout``, ``ConnectionError`` (`EMFILE`…).
 ///
 /// Uses one multishot `IORING_OP_ACCEPT` per listener (`IORING_ACCEPT_MULTISHOT`, Linux
 /// 5.19) that stays armed and queues connections, or one `IORING_OP_ACCEPT` (5.5) per
@@ -611,7 +615,21 @@ public final class Accept: SocketOperation<(Socket, SocketAddress)>, @unchecked 
 
     override func perform(on scheduler: Scheduler, placement: Placement) async throws -> (Socket, SocketAddress) {
         let connection = try await sock.core.accept(deadline: deadline(on: scheduler), placement: placement)
-        return (Socket(wrapping: connection), try connection.remoteAddress)
+        return (Socket(wrapping: connection), Self.peerAddress(of: connection))
+    }
+
+    /// cogen's `addr`, which never fails the accept (Python's `accept` reads the address
+    /// the kernel recorded, as ``CogenUring/Socket/peerAddress`` does, even for a connection
+    /// already reset); should the kernel have none, the unspecified address of the family
+    /// (`0.0.0.0:0`, `[::]:0`, an unnamed Unix address).
+    static func peerAddress(of connection: CogenUring.Socket) -> SocketAddress {
+        if let address = connection.peerAddress { return address }
+        let unspecified: SocketAddress? = switch connection.family {
+        case .ipv4: try? SocketAddress(ipv4: "0.0.0.0", port: 0)
+        case .ipv6: try? SocketAddress(ipv6: "::", port: 0)
+        case .unix: try? SocketAddress(unixPath: "")
+        }
+        return unspecified ?? .loopback(port: 0)  // never nil: the literals parse
     }
 }
 

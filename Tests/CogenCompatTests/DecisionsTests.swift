@@ -196,13 +196,52 @@ struct DecisionsTests {
                 log.value.append("states \(done.state) \(failed.state)")
                 log.value.append("done → \(try await yield(Join(done)) as? Int ?? -1)")
                 log.value.append("failed → \(try await yield(Join(failed)) as Any), \(failed.exception?.error is Boom)")
-                log.value.append("done is now \(done.state)")
+                log.value.append("done is now \(done.state), failed is now \(failed.state)")
                 return nil
             }
         }
         #expect(log.value == [
-            "states completed failed", "done → 7", "failed → nil, true", "done is now finalized",
+            "states completed failed", "done → 7", "failed → nil, true",
+            "done is now finalized, failed is now finalized",
         ])
+    }
+
+    /// cogen-semantics.md §3.2 and §3.6: a coroutine that fails while joined is FINALIZED
+    /// once its joiners are resumed (they get `nil`, the error stays on the handle); one
+    /// nobody joins stays FAILED. Under LAST (cogen's run order): the last joiner continues at
+    /// once, the other goes to the back, behind "alone".
+    @Test("a failed coroutine is finalized by its joiners, failed without", arguments: allBackends)
+    func failedAndJoined(engine: Engine) async throws {
+        struct Boom: Error {}
+        let log = Log([])
+        let joined = Shared<CoroutineInstance?>(nil)
+        let alone = Shared<CoroutineInstance?>(nil)
+        try await runCompat(engine) { sched in
+            sched.errorHandler = { exception in log.value.append("hook \(exception.coroutine.name)") }
+            let target = sched.add("joined") { () async throws -> (any Sendable)? in
+                await yield()
+                throw Boom()
+            }
+            joined.value = target
+            alone.value = sched.add("alone") { () async throws -> (any Sendable)? in
+                await yield()
+                throw Boom()
+            }
+            for name in ["J1", "J2"] {
+                sched.add(name) {
+                    let value = try await yield(Join(target))
+                    log.value.append("\(name) → \(value as Any), \(target.state), \(target.exception?.error is Boom)")
+                    return nil
+                }
+            }
+        }
+        #expect(log.value == [
+            "hook joined", "J2 → nil, finalized, true", "hook alone", "J1 → nil, finalized, true",
+        ])
+        #expect(joined.value?.state == .finalized)
+        #expect(joined.value?.exception?.error is Boom)
+        #expect(alone.value?.state == .failed)
+        #expect(alone.value?.exception?.error is Boom)
     }
 
     /// Item 17: a wait whose signal came in just before its deadline gets the value; the

@@ -85,6 +85,34 @@ private func withConnection(
     }
 }
 
+/// Connects a plain blocking socket to `address` (an IPv4 listener), then resets the
+/// connection (`SO_LINGER` 0 and close: an RST, no FIN). Returns the client's port.
+private func resetConnection(to address: SocketAddress) throws -> UInt16 {
+    struct Failed: Error { let call: String, errno: Int32 }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw Failed(call: "socket", errno: errno) }
+    defer { Glibc.close(fd) }
+    var peer = sockaddr_in()
+    peer.sin_family = sa_family_t(AF_INET)
+    peer.sin_port = address.port.bigEndian
+    peer.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    let size = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let status = withUnsafePointer(to: &peer) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, size) }
+    }
+    guard status == 0 else { throw Failed(call: "connect", errno: errno) }
+    var local = sockaddr_in()
+    var length = size
+    _ = withUnsafeMutablePointer(to: &local) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+    guard setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size)) == 0 else {
+        throw Failed(call: "setsockopt", errno: errno)
+    }
+    return UInt16(bigEndian: local.sin_port)
+}
+
 /// Receives until end of stream with plain `Recv`s.
 private func receiveAll(_ sock: sockets.Socket, bufsize: Int = 65536) async throws -> [UInt8] {
     var got: [UInt8] = []
@@ -247,6 +275,72 @@ struct SocketTests {
             "connect returns the socket: true", "peer is the listener: true", "peer matches: true",
             "local matches: true", "fd: true", "ok",
         ], "\(log.value)")
+    }
+
+    /// Issue 11: connections whose peer reset them (SO_LINGER 0, then close) before the
+    /// server accepted them do not fail the accept. Each is returned with its peer's
+    /// address (the accept's sockaddr, or SO_PEERNAME after the multishot accept), though
+    /// getpeername fails on it; setting an option on it works; its first recv and a
+    /// sendall report the reset as ConnectionClosed (cogen's epoll backend: 'Hang up.').
+    /// The accept loop then serves a normal client.
+    @Test("a peer that resets before the accept does not fail it", arguments: allBackends)
+    func resetBeforeAccept(engine: Engine) async throws {
+        let resets = 8
+        let log = Log([])
+        try await runWithListener(engine) { sched, listener, address in
+            // Connected and reset before the scheduler runs: they wait in the backlog.
+            var clientPorts: [UInt16] = []
+            for _ in 0..<resets { clientPorts.append(try resetConnection(to: address)) }
+            sched.add("server") {
+                for index in 0...resets {
+                    let (conn, addr) = try await yield(listener.accept())
+                    if index == resets {
+                        // The normal client: served as usual.
+                        let data = try await yield(conn.recv(100))
+                        _ = try await yield(conn.sendall(data))
+                        try await conn.close()
+                        break
+                    }
+                    if addr.description != "127.0.0.1:\(clientPorts[index])" || conn.core.peerAddress != addr {
+                        log.value.append("reset \(index): address \(addr), core \(conn.core.peerAddress as Any)")
+                    }
+                    // getpeername fails on it, as in Python.
+                    if (try? conn.getpeername()) != nil { log.value.append("reset \(index): getpeername answered") }
+                    do {
+                        try conn.setOption(.noDelay(true))
+                    } catch {
+                        log.value.append("reset \(index): setOption threw \(error)")
+                    }
+                    do {
+                        let data = try await yield(conn.recv(100))
+                        log.value.append("reset \(index): recv returned \(data.count) bytes")
+                    } catch is ConnectionClosed {
+                    } catch {
+                        log.value.append("reset \(index): recv threw \(type(of: error)) \(error)")
+                    }
+                    do {
+                        _ = try await yield(conn.sendall(Array("late".utf8)))
+                        log.value.append("reset \(index): sendall succeeded")
+                    } catch is ConnectionClosed {
+                    } catch {
+                        log.value.append("reset \(index): sendall threw \(type(of: error)) \(error)")
+                    }
+                    try await conn.close()
+                }
+                try await listener.close()
+                log.value.append("server done")
+                return nil
+            }
+            sched.add("client") {
+                let sock = try sockets.Socket()
+                _ = try await yield(sock.connect(address))
+                _ = try await yield(sock.sendall(Array("hello".utf8)))
+                log.value.append(text(try await yield(RecvAll(sock, 5))))
+                try await sock.close()
+                return nil
+            }
+        }
+        #expect(Set(log.value) == ["hello", "server done"], "\(log.value)")
     }
 
     /// A refused connect is a ConnectionError with ECONNREFUSED (not ConnectionClosed).

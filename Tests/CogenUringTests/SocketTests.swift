@@ -122,6 +122,49 @@ struct SocketTests {
         #expect(got.value == Array("hello".utf8))
     }
 
+    /// A connection its peer reset before the accept is accepted like any other (the
+    /// first receive reports the reset); `peerAddress` gives the peer's address where
+    /// `remoteAddress` (getpeername) fails with ENOTCONN: from the accept's sockaddr, or
+    /// SO_PEERNAME after the multishot accept.
+    @Test(arguments: allBackends, ["ipv4", "ipv6"])
+    func peerAddressOfAConnectionResetBeforeTheAccept(_ backend: Engine, kind: String) async throws {
+        let log = Box<[String]>([])
+        try await runScheduler(backend) { scheduler in
+            let listener = try Socket.listening(on: kind == "ipv4" ? .loopback() : .loopbackIPv6(), on: scheduler)
+            let bound = try listener.localAddress
+            // A plain blocking connect, then SO_LINGER 0 and close: an RST, before any accept.
+            let fd = socket(bound.domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            var target = bound.storage
+            let connected = withUnsafePointer(to: &target) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, bound.length) }
+            }
+            #expect(fd >= 0 && connected == 0)
+            var local = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = withUnsafeMutablePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            let client = SocketAddress(storage: local, length: length)
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            close(fd)
+            scheduler.spawn("acceptor") {
+                let connection = try await listener.accept()
+                try await listener.close()
+                if connection.peerAddress != client { log.value.append("peer \(connection.peerAddress as Any) for \(client)") }
+                if (try? connection.remoteAddress) != nil { log.value.append("getpeername answered") }
+                do {
+                    let bytes = try await connection.receive()
+                    if !bytes.isEmpty { log.value.append("received \(bytes.count) bytes") }
+                } catch let error as SocketError where error.isConnectionClosed {
+                }
+                try await connection.close()
+                if connection.peerAddress != nil { log.value.append("closed, still a peer") }
+            }
+        }
+        #expect(log.value == [])
+    }
+
     @Test(arguments: allBackends)
     func acceptsEveryQueuedConnection(_ backend: Engine) async throws {
         // 300 connections land before anyone accepts: more than the multishot accept

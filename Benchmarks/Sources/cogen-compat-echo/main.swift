@@ -1,6 +1,7 @@
 // cogen-compat-echo: cogen's echo server, ported line by line to CogenCompat.
 //
-//   cogen-compat-echo [--port N] [--backend io_uring|epoll|auto] [--priority first|op|coro|last] [--stats]
+//   cogen-compat-echo [--port N] [--backend io_uring|epoll|auto] [--priority first|op|coro|last]
+//                     [--no-multishot] [--stats]
 //
 // The Python original (cogen's examples/echoserver.py, bytes instead of lines):
 //
@@ -47,6 +48,9 @@ struct CompatEcho: ParsableCommand {
     @Option(help: "The scheduler's default priority: first, op, coro or last.")
     var priority: String = "first"
 
+    @Flag(inversion: .prefixedNo, help: "io_uring: multishot accept and receive with provided buffers; --no-multishot runs the 5.x paths (one SQE per accept and receive).")
+    var multishot = true
+
     @Flag(help: "On exit, print the scheduler's counters.")
     var stats = false
 
@@ -81,7 +85,12 @@ struct CompatEcho: ParsableCommand {
         }
         let m: CogenCompat.Scheduler
         do {
-            m = try CogenCompat.Scheduler(defaultPriority: defaultPriority, backend: engine)
+            var configuration = CogenUring.Scheduler.Configuration()
+            if !multishot {
+                configuration.useMultishotAccept = false
+                configuration.useProvidedBuffers = false
+            }
+            m = try CogenCompat.Scheduler(defaultPriority: defaultPriority, backend: engine, configuration: configuration)
         } catch {
             report("\(error)")
             throw ExitCode.failure

@@ -46,7 +46,8 @@ final class AcceptOperation: SocketOperation {
     let addressLength = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
 
     init(socket: Socket) {
-        addressLength.pointee = UInt32(MemoryLayout<sockaddr_storage>.size)
+        address.initialize(to: sockaddr_storage())
+        addressLength.initialize(to: UInt32(MemoryLayout<sockaddr_storage>.size))
         super.init(socket: socket, label: "accept")
     }
 
@@ -61,6 +62,15 @@ final class AcceptOperation: SocketOperation {
 
     override func complete(result: Int32, flags: UInt32) {
         finish(parked, result: result) { $0 }
+    }
+
+    /// The peer's address the kernel wrote, once the operation has accepted a connection
+    /// (the kernel fills it even for a connection already reset); `nil` if it wrote none.
+    var peerAddress: SocketAddress? {
+        let length = addressLength.pointee
+        guard length >= socklen_t(MemoryLayout<sa_family_t>.size), length <= socklen_t(MemoryLayout<sockaddr_storage>.size)
+        else { return nil }
+        return SocketAddress(storage: address.pointee, length: length)
     }
 
     override func attempt() -> Int32 {

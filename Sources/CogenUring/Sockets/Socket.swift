@@ -265,7 +265,38 @@ public final class Socket: @unchecked Sendable {
         get throws(SocketError) { try address(getsockname, "getsockname") }
     }
 
+    /// The peer's address as the kernel recorded it when the connection was made; unlike
+    /// ``remoteAddress`` (`getpeername(2)`, `ENOTCONN` once the peer has reset the
+    /// connection), still there after a reset, even one that came before the accept.
+    ///
+    /// For a socket accepted by one `IORING_OP_ACCEPT` (`accept4(2)` on the epoll backend),
+    /// the address that accept wrote: no system call. Otherwise (the multishot accept,
+    /// `IORING_ACCEPT_MULTISHOT`, shares one `sockaddr` between all its connections, so it
+    /// reports none; a connected socket) a `getsockopt(SO_PEERNAME)` call, which reads the
+    /// same record (`getpeername(2)` for Unix-domain sockets). `nil` when there is no peer
+    /// (not connected, closed).
+    public var peerAddress: SocketAddress? {
+        guard descriptor >= 0 else { return nil }
+        if let acceptedPeerAddress { return acceptedPeerAddress }
+        guard family != .unix else { return try? remoteAddress }
+        var storage = sockaddr_storage()
+        // SO_PEERNAME wants a length no longer than the address it holds.
+        var length = socklen_t(family == .ipv4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
+        let status = withUnsafeMutablePointer(to: &storage) {
+            getsockopt(descriptor, SOL_SOCKET, SO_PEERNAME, $0, &length)
+        }
+        guard status == 0 else { return nil }
+        return SocketAddress(storage: storage, length: length)
+    }
+
+    /// The address a single-shot accept wrote (see ``peerAddress``).
+    @exclusivity(unchecked) private var acceptedPeerAddress: SocketAddress?
+
     /// The peer's address.
+    ///
+    /// A `getpeername(2)` call: it throws ``SocketError`` (`ENOTCONN`) once the peer has
+    /// reset the connection, even for a connection just accepted (``peerAddress`` does
+    /// not).
     public var remoteAddress: SocketAddress {
         get throws(SocketError) { try address(getpeername, "getpeername") }
     }
@@ -312,7 +343,10 @@ public final class Socket: @unchecked Sendable {
     /// - Parameters:
     ///   - deadline: When to give up.
     ///   - placement: Where the coroutine goes when the connection arrives.
-    /// - Returns: The connected socket, `O_CLOEXEC`.
+    /// - Returns: The connected socket, `O_CLOEXEC`. A connection the peer has already
+    ///   reset is returned too (its first receive or send reports the reset; its
+    ///   ``peerAddress`` is the peer's, where ``remoteAddress`` throws). A
+    ///   connection the kernel could not hand over (`ECONNABORTED`) is skipped.
     /// - Throws: ``SocketError`` (`EMFILE`, `ENFILE`…), ``TimeoutError``, `CancellationError`.
     ///
     /// Uses one multishot `IORING_OP_ACCEPT` per listener (`IORING_ACCEPT_MULTISHOT`,
@@ -321,10 +355,18 @@ public final class Socket: @unchecked Sendable {
     /// `IORING_OP_ACCEPT` (5.5) per call, cancelled in the kernel at the deadline.
     public func accept(deadline: Deadline? = nil, placement: Placement = .back) async throws -> Socket {
         guard scheduler.multishotAccept else {
-            let descriptor: Int32 = try await run(AcceptOperation(socket: self), deadline: deadline, placement: placement) {
-                $0.parked = $1
+            while true {
+                let operation = AcceptOperation(socket: self)
+                let descriptor: Int32
+                do {
+                    descriptor = try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
+                } catch let error as SocketError where error.errno == ECONNABORTED {
+                    continue  // a connection that went away before it was accepted: take the next
+                }
+                let connection = Socket(descriptor: descriptor, family: family, scheduler: scheduler)
+                connection.acceptedPeerAddress = operation.peerAddress
+                return connection
             }
-            return Socket(descriptor: descriptor, family: family, scheduler: scheduler)
         }
         scheduler.assertOnLoop()
         while true {
@@ -366,7 +408,9 @@ public final class Socket: @unchecked Sendable {
                 accepted.append(result)
                 if accepted.count - acceptedHead >= Self.acceptQueueLimit { operation.requestCancel(.paused) }
             }
-        } else if result != -ECANCELED {
+        } else if result != -ECANCELED && result != -ECONNABORTED {
+            // (ECONNABORTED: a connection that went away before it was accepted; the
+            // acceptor takes the next.)
             acceptError = SocketError(errno: -result, operation: "accept")
         }
         if final {
