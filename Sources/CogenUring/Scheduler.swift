@@ -58,6 +58,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         /// wake-up of the loop (Linux's timer slack, for the loop's one kernel wait). No
         /// deadline ever fires early. Zero: wake for each deadline exactly.
         public var timerSlack: Duration = .microseconds(500)
+        #if DEBUG
+        /// Test builds only: faults to inject (see `FaultInjection.swift`).
+        var faultInjection: FaultInjection? = nil
+        #endif
 
         /// The defaults: io_uring, 256 SQ entries, every probed feature on.
         public init() {}
@@ -145,6 +149,9 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     private let shutdownReport = Mutex<RunReport?>(nil)
     private let closed = Atomic<Bool>(false)
     let statistics = StatisticsCounters()
+    #if DEBUG
+    let faultInjector: FaultInjector?
+    #endif
     let coroutineIDs = Atomic<UInt64>(0)
     private let thread = Mutex<LoopThread?>(nil)
 
@@ -171,6 +178,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     /// otherwise, and a CQ at least twice the SQ.
     public init(configuration: Configuration = Configuration()) throws(RingSetupError) {
         var configuration = configuration
+        #if DEBUG
+        faultInjector = configuration.faultInjection.map(FaultInjector.init)
+        #endif
+        inFlight.counters = statistics
         switch configuration.backend {
         case .ioUring:
             backend = try IOUringBackend(configuration: configuration, counters: statistics)
@@ -237,6 +248,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             timeouts: statistics.timeouts.value,
             completionQueueOverflows: statistics.overflows.value,
             staleCompletions: statistics.stale.value,
+            operationsInFlight: statistics.inFlight.value,
             passes: statistics.passes.value,
             jobsRun: statistics.jobs.value,
             inboxItems: statistics.inbox.value,
@@ -472,6 +484,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             if completion.userData != UserData.ignored { statistics.stale.increment() }
             return
         }
+        #if DEBUG
+        var completion = completion
+        faultInjector?.delivering(&completion, to: operation.takeUnretainedValue(), scheduler: self)
+        #endif
         // A multishot operation posts CQEs with IORING_CQE_F_MORE and stays in flight;
         // only its final CQE (without the flag) releases the slot, and the table's
         // reference once the completion has been delivered.
@@ -480,6 +496,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             statistics.completed.increment()
             reference._withUnsafeGuaranteedRef {
                 if $0.isStream { streams -= 1 }
+                if completion.result == -ECANCELED && resubmitsAfterSpuriousCancel($0) { return }
                 $0.complete(result: completion.result, flags: completion.flags)
             }
             reference.release()
