@@ -25,7 +25,7 @@ class IOOperation: KernelOperation {
     @exclusivity(unchecked) var knownNotReady = false
     /// `-ECANCELED` completions nobody asked for (each is retried, up to a bound).
     @exclusivity(unchecked) var spuriousCancels = 0
-    static let spuriousCancelRetries = 8
+    static let spuriousCancelRetries = 16
 
     init(scheduler: Scheduler, label: StaticString) {
         self.scheduler = scheduler
