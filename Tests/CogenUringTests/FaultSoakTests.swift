@@ -61,6 +61,78 @@ struct FaultSoakTests {
         }
     }
 
+    /// A kernel that cancels every attempt of a receive: it is submitted again a bounded
+    /// number of times, then fails cleanly with `ECANCELED`; nothing stays in flight.
+    @Test(arguments: allBackends.filter { !$0.modern })
+    func spuriousCancelsAreRetriedThenReported(_ engine: Engine) async throws {
+        if engine.backend == .ioUring && !KernelFeatures.current.isAvailable { return }
+        let outcome = Box<String>("not run")
+        let fired = Box(0)
+        let counters = Box<SchedulerStatistics?>(nil)
+        try await runScheduler(engine, configure: {
+            $0.faultInjection = FaultInjection(seed: 1, probabilities: [.cancelledEarly: 1])
+        }, afterRun: { scheduler, _ in
+            fired.value = scheduler.faultInjector?.fires[.cancelledEarly] ?? 0
+            counters.value = scheduler.counters
+        }) { scheduler in
+            var fds: [Int32] = [0, 0]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+                outcome.value = "socketpair failed"
+                return
+            }
+            let (a, b) = (Socket(descriptor: fds[0], family: .unix, scheduler: scheduler),
+                          Socket(descriptor: fds[1], family: .unix, scheduler: scheduler))
+            scheduler.spawn {
+                do {
+                    _ = try await a.receive()  // nothing is ever sent
+                    outcome.value = "received"
+                } catch let error as SocketError {
+                    outcome.value = "errno \(error.errno)"
+                } catch {
+                    outcome.value = "\(error)"
+                }
+                try await a.close()
+                try await b.close()
+            }
+        }
+        #expect(outcome.value == "errno \(ECANCELED)")
+        #expect(fired.value == IOOperation.spuriousCancelRetries + 1)
+        if let counters = counters.value {
+            #expect(counters.operationsSubmitted == counters.operationsCompleted && counters.operationsInFlight == 0,
+                    "\(counters)")
+        }
+    }
+
+    /// The in-flight counter follows the in-flight table.
+    @Test(arguments: allBackends)
+    func inFlightCounter(_ engine: Engine) async throws {
+        if engine.backend == .ioUring && !KernelFeatures.current.isAvailable { return }
+        let during = Box(-1)
+        let after = Box(-1)
+        try await runScheduler(engine, afterRun: { scheduler, _ in
+            after.value = scheduler.counters.operationsInFlight
+        }) { scheduler in
+            var fds: [Int32] = [0, 0]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+                return
+            }
+            let (a, b) = (Socket(descriptor: fds[0], family: .unix, scheduler: scheduler),
+                          Socket(descriptor: fds[1], family: .unix, scheduler: scheduler))
+            scheduler.spawn {
+                _ = try await a.receive(maxLength: 1)
+                try await a.close()
+            }
+            scheduler.spawn {
+                await scheduler.yield()
+                during.value = scheduler.counters.operationsInFlight
+                try await b.sendAll([1])
+                try await b.close()
+            }
+        }
+        #expect(during.value == 1)
+        #expect(after.value == 0)
+    }
+
     // MARK: The workload
 
     /// What one connection sends: a few chunks, echoed one at a time; a connection the
@@ -79,8 +151,15 @@ struct FaultSoakTests {
         var error: String?
     }
 
-    /// Connections per run; a reset run needs 100 resets within 10 %.
-    static func connections(for fault: Fault) -> Int { fault == .connectionReset ? 1100 : 300 }
+    /// Connections per run; a reset run needs 100 resets within 10 %, and a multishot
+    /// accept is armed (and can fail) only every few connections.
+    static func connections(for fault: Fault) -> Int {
+        switch fault {
+        case .connectionReset: 1100
+        case .descriptorLimit: 600
+        default: 300
+        }
+    }
     static let lanes = 24
     static let resets = 105
 
@@ -121,6 +200,8 @@ struct FaultSoakTests {
         case .descriptorLimit:
             // A multishot accept is armed once per many connections: fail most arms.
             probabilities[.descriptorLimit] = run.engine.backend == .ioUring && run.engine.modern ? 0.9 : 0.5
+        case .enterFailure:
+            probabilities[.enterFailure] = 0.4
         default:
             probabilities[run.fault] = 0.3
         }
