@@ -10,7 +10,10 @@ import Testing
 ///
 /// CI runs the fixed seeds below. `COGEN_SOAK=long swift test --filter FaultSoak` runs
 /// `COGEN_SOAK_ROUNDS` (default 20) random seeds per engine and fault instead.
-@Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
+@Suite(
+    .enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"),
+    .serialized  // one soak at a time: the other suites keep their share of a 2-CPU machine
+)
 struct FaultSoakTests {
     /// One run: an engine, a fault.
     struct Case: Sendable, CustomTestStringConvertible {
@@ -219,7 +222,6 @@ struct FaultSoakTests {
 
     static func soak(_ run: Case, seed: UInt64) async throws {
         let fault = run.fault
-        let plans = Self.plans(fault, seed: seed)
         let tag = "seed \(seed) (\(run.testDescription); reproduce with COGEN_SOAK_SEEDS=\(seed))"
 
         var serverConfiguration = Server.Configuration(address: .loopback())
@@ -238,16 +240,21 @@ struct FaultSoakTests {
         }
         let address = server.address
 
-        let outcomes = Box([Outcome](repeating: Outcome(), count: plans.count))
-        let clientCounters = Box<SchedulerStatistics?>(nil)
-        let clientFires = Box<[Fault: Int]>([:])
+        // The plans are made and the outcomes checked on the client's thread, never in
+        // the 2-thread cooperative pool that other tests need.
+        let connections = Self.connections(for: fault)
+        let outcomes = Box([Outcome](repeating: Outcome(), count: connections))
+        let client = Box(ClientSummary())
         let report = try await runScheduler(
             run.engine, bound: .seconds(120), configure: { configure(&$0, run, seed: seed &+ 1) },
             afterRun: { scheduler, _ in
-                clientCounters.value = scheduler.counters
-                clientFires.value = scheduler.faultInjector?.fires ?? [:]
+                client.value = ClientSummary(
+                    counters: scheduler.counters, fires: scheduler.faultInjector?.fires ?? [:],
+                    outcomes: outcomes.value)
+                outcomes.value = []
             }
         ) { scheduler in
+            let plans = Self.plans(fault, seed: seed)
             for lane in 0..<lanes {
                 scheduler.spawn("lane \(lane)") {
                     for index in stride(from: lane, to: plans.count, by: lanes) {
@@ -256,38 +263,29 @@ struct FaultSoakTests {
                 }
             }
         }
-        let serverReport = server.shutdown(gracePeriod: .seconds(30))
+        let serverReport = await offThePool { server.shutdown(gracePeriod: .seconds(30)) }
         let serverScheduler = server.schedulers[0]
         let serverCounters = serverScheduler.counters
+        let summary = client.value
         var fires = serverScheduler.faultInjector?.fires ?? [:]
-        fires.merge(clientFires.value, uniquingKeysWith: +)
-        fires[.connectionReset] = outcomes.value.count { $0.reset }
+        fires.merge(summary.fires, uniquingKeysWith: +)
+        fires[.connectionReset] = summary.resets
         fires[.completionQueueOverflow] =
-            serverCounters.completionQueueOverflows + (clientCounters.value?.completionQueueOverflows ?? 0)
+            serverCounters.completionQueueOverflows + (summary.counters?.completionQueueOverflows ?? 0)
 
         // Every fault fired often enough to mean something.
         #expect(fires[fault, default: 0] >= 100, "\(fault) fired \(fires[fault, default: 0]) times; \(tag)")
         // Most connections completed; each one's bytes are a prefix of what it sent, all
         // of them unless the injector cut it.
-        let completed = outcomes.value.count { $0.completed }
-        #expect(completed * 10 >= plans.count * 9, "\(completed) of \(plans.count) connections completed; \(tag)")
-        var failures: [String] = []
-        for (index, outcome) in outcomes.value.enumerated() {
-            if outcome.received.count > outcome.sent.count
-                || mismatch(Array(outcome.sent.prefix(outcome.received.count)), outcome.received) != nil
-            {
-                failures.append("connection \(index): received bytes are not a prefix of those sent")
-            } else if !outcome.reset && (!outcome.completed || outcome.received.count != outcome.sent.count) {
-                failures.append("connection \(index): \(outcome.received.count) of \(outcome.sent.count) bytes, "
-                    + "error \(outcome.error ?? "none")")
-            }
-        }
-        #expect(failures.isEmpty, "\(failures.count) connections failed (first: \(failures.prefix(3))); \(tag)")
+        let completed = summary.completed
+        #expect(completed * 10 >= connections * 9, "\(completed) of \(connections) connections completed; \(tag)")
+        #expect(summary.failures.isEmpty,
+                "\(summary.failures.count) connections failed (first: \(summary.failures.prefix(3))); \(tag)")
         // Every coroutine finished, none parked; every operation completed.
         #expect(report.reason == .idle && report.parkedCoroutines == 0 && report.liveCoroutines == 0,
                 "client: \(report); \(tag)")
-        #expect(serverReport.cut == 0 && serverReport.served == plans.count, "server: \(serverReport); \(tag)")
-        for (side, counters) in [("client", clientCounters.value), ("server", serverCounters)] {
+        #expect(serverReport.cut == 0 && serverReport.served == connections, "server: \(serverReport); \(tag)")
+        for (side, counters) in [("client", summary.counters), ("server", serverCounters)] {
             guard let counters else {
                 Issue.record("\(side): no counters; \(tag)")
                 continue
@@ -300,7 +298,42 @@ struct FaultSoakTests {
         }
         let counts = Fault.allCases.compactMap { fault in fires[fault].flatMap { $0 > 0 ? "\(fault) \($0)" : nil } }
         print("fault soak \(run.testDescription), seed \(seed): fired \(counts.joined(separator: ", ")); "
-            + "\(completed)/\(plans.count) completed")
+            + "\(completed)/\(connections) completed")
+    }
+
+    /// What the client's thread found, once its scheduler has stopped.
+    struct ClientSummary: Sendable {
+        var counters: SchedulerStatistics?
+        var fires: [Fault: Int] = [:]
+        var completed = 0
+        var resets = 0
+        var failures: [String] = []
+
+        init() {}
+
+        init(counters: SchedulerStatistics, fires: [Fault: Int], outcomes: [Outcome]) {
+            self.counters = counters
+            self.fires = fires
+            for (index, outcome) in outcomes.enumerated() {
+                if outcome.completed { completed += 1 }
+                if outcome.reset { resets += 1 }
+                if outcome.received.count > outcome.sent.count
+                    || mismatch(Array(outcome.sent.prefix(outcome.received.count)), outcome.received) != nil
+                {
+                    failures.append("connection \(index): received bytes are not a prefix of those sent")
+                } else if !outcome.reset && (!outcome.completed || outcome.received.count != outcome.sent.count) {
+                    failures.append("connection \(index): \(outcome.received.count) of \(outcome.sent.count) bytes, "
+                        + "error \(outcome.error ?? "none")")
+                }
+            }
+        }
+    }
+
+    /// Runs blocking work (joining a server's threads) on a thread of its own.
+    static func offThePool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { done in
+            Thread { done.resume(returning: body()) }.start()
+        }
     }
 
     /// One client connection: each chunk is sent, then its echo awaited; then end of
