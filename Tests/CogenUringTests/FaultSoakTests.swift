@@ -58,7 +58,6 @@ struct FaultSoakTests {
 
     @Test(arguments: cases)
     func echoUnderFault(_ run: Case) async throws {
-        if run.engine.backend == .ioUring && !KernelFeatures.current.isAvailable { return }
         for seed in Self.seeds(for: run.fault) {
             try await Self.soak(run, seed: seed)
         }
@@ -68,7 +67,6 @@ struct FaultSoakTests {
     /// number of times, then fails cleanly with `ECANCELED`; nothing stays in flight.
     @Test(arguments: allBackends.filter { !$0.modern })
     func spuriousCancelsAreRetriedThenReported(_ engine: Engine) async throws {
-        if engine.backend == .ioUring && !KernelFeatures.current.isAvailable { return }
         let outcome = Box<String>("not run")
         let fired = Box(0)
         let counters = Box<SchedulerStatistics?>(nil)
@@ -109,7 +107,6 @@ struct FaultSoakTests {
     /// The in-flight counter follows the in-flight table.
     @Test(arguments: allBackends)
     func inFlightCounter(_ engine: Engine) async throws {
-        if engine.backend == .ioUring && !KernelFeatures.current.isAvailable { return }
         let during = Box(-1)
         let after = Box(-1)
         try await runScheduler(engine, afterRun: { scheduler, _ in
