@@ -248,7 +248,6 @@ struct FaultSoakTests {
                 client.value = ClientSummary(
                     counters: scheduler.counters, fires: scheduler.faultInjector?.fires ?? [:],
                     outcomes: outcomes.value)
-                outcomes.value = []
             }
         ) { scheduler in
             let plans = Self.plans(fault, seed: seed)
