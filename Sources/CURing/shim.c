@@ -171,6 +171,14 @@ void cogen_sqe_set_flags(cogen_sqe *sqe, uint8_t flags) {
     io_uring_sqe_set_flags((struct io_uring_sqe *)sqe, flags);
 }
 
+unsigned cogen_sqe_len(const cogen_sqe *sqe) {
+    return ((const struct io_uring_sqe *)sqe)->len;
+}
+
+void cogen_sqe_set_len(cogen_sqe *sqe, unsigned len) {
+    ((struct io_uring_sqe *)sqe)->len = len;
+}
+
 void cogen_prep_nop(cogen_sqe *s, uint64_t user_data) {
     struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
     io_uring_prep_nop(sqe);

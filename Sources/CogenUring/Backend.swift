@@ -98,6 +98,8 @@ struct InFlightTable {
     private var generations: [UInt32] = []
     private var free: [UInt32] = []
     private(set) var count = 0
+    /// Where `count` is published for other threads (`SchedulerStatistics.operationsInFlight`).
+    var counters: StatisticsCounters?
 
     mutating func insert(_ operation: IOOperation) -> UInt64 {
         let index: UInt32
@@ -111,6 +113,7 @@ struct InFlightTable {
             generations.append(1)
         }
         count += 1
+        counters?.inFlight.increment()
         return UserData.make(index: index, generation: generations[Int(index)])
     }
 
@@ -144,6 +147,7 @@ struct InFlightTable {
         generations[index] = next
         free.append(UInt32(index))
         count -= 1
+        counters?.inFlight.increment(by: -1)
         return reference
     }
 }

@@ -96,6 +96,9 @@ final class BufferPool {
     /// Gives buffer `id` back to the kernel, and arms the sockets that were starved.
     func giveBack(_ id: UInt16) {
         guard let ring else { return }
+        #if DEBUG
+        if FaultInjector.current?.withholds(id, from: self) == true { return }
+        #endif
         cogen_buf_ring_add(ring, memory + Int(id) * size, UInt32(size), id, UInt32(count), 0)
         cogen_buf_ring_advance(ring, 1)
         available += 1

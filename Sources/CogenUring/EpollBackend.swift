@@ -98,6 +98,9 @@ final class EpollBackend: IOBackend {
         }
         waitingCount += 1
         updateInterest(descriptor)
+        #if DEBUG
+        if FaultInjector.current?.cancelsEarly(operation, userData: userData) == true { cancel(operation, userData: userData) }
+        #endif
     }
 
     func cancel(_ operation: any KernelOperation, userData: UInt64) {
@@ -196,6 +199,12 @@ final class EpollBackend: IOBackend {
     }
 
     private func gather(timeout: Int64) {
+        #if DEBUG
+        if let owed = FaultInjector.current?.takeOwedEdges() {  // edges injected EAGAINs swallowed
+            for descriptor in owed { retry(descriptor, writers: false); retry(descriptor, writers: true) }
+            return
+        }
+        #endif
         let count = cogen_epoll_wait(epoll, eventData, eventFlags, Int32(eventCapacity), timeout)
         guard count > 0 else { return }  // 0: timeout; -EINTR: the loop re-checks
         for i in 0..<Int(count) {

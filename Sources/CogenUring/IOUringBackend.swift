@@ -116,6 +116,9 @@ final class IOUringBackend: IOBackend {
     private func nextSQE() -> OpaquePointer {
         unsubmitted += 1
         if let sqe = cogen_ring_get_sqe(ring) { return sqe }
+        #if DEBUG
+        FaultInjector.current?.count(.smallSubmissionQueue)
+        #endif
         flush()
         while true {
             if let sqe = cogen_ring_get_sqe(ring) { return sqe }
@@ -126,7 +129,11 @@ final class IOUringBackend: IOBackend {
     }
 
     func submit(_ operation: any KernelOperation, userData: UInt64) {
-        operation.prepare(nextSQE(), userData: userData)
+        let sqe = nextSQE()
+        operation.prepare(sqe, userData: userData)
+        #if DEBUG
+        FaultInjector.current?.prepared(sqe, for: operation, userData: userData, backend: self)
+        #endif
     }
 
     func cancel(_ operation: any KernelOperation, userData: UInt64) {
@@ -138,7 +145,7 @@ final class IOUringBackend: IOBackend {
     private func flush() {
         defer { unsubmitted = Int(cogen_ring_sq_ready(ring)) }
         while cogen_ring_sq_ready(ring) > 0 {
-            let status = cogen_ring_submit(ring)
+            let status = enterKernel { cogen_ring_submit(ring) }
             if status >= 0 { return }
             switch -status {
             case EINTR: continue
@@ -214,7 +221,7 @@ final class IOUringBackend: IOBackend {
     private func _blockingWaitForCompletions(timeout: UInt64?) {
         let nanoseconds = timeout.map { Int64(clamping: $0) } ?? -1
         while true {
-            let status = cogen_ring_submit_and_wait(ring, nanoseconds)
+            let status = enterKernel { cogen_ring_submit_and_wait(ring, nanoseconds) }
             if status >= 0 || status == -ETIME { return }
             switch -status {
             case EINTR: return  // a signal: the loop re-checks its deadlines
@@ -231,7 +238,7 @@ final class IOUringBackend: IOBackend {
     @inline(__always)
     private func enter(_ call: () -> Int32) {
         while true {
-            let status = call()
+            let status = enterKernel(call)
             if status >= 0 { return }
             switch -status {
             case EINTR: continue

@@ -58,6 +58,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         /// wake-up of the loop (Linux's timer slack, for the loop's one kernel wait). No
         /// deadline ever fires early. Zero: wake for each deadline exactly.
         public var timerSlack: Duration = .microseconds(500)
+        #if DEBUG
+        /// Test builds only: faults to inject (see `FaultInjection.swift`).
+        var faultInjection: FaultInjection? = nil
+        #endif
 
         /// The defaults: io_uring, 256 SQ entries, every probed feature on.
         public init() {}
@@ -147,6 +151,9 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     private let shutdownReport = PthreadLock<RunReport?>(nil)
     private let closed = Atomic<Bool>(false)
     let statistics = StatisticsCounters()
+    #if DEBUG
+    let faultInjector: FaultInjector?
+    #endif
     let coroutineIDs = Atomic<UInt64>(0)
     private let thread = PthreadLock<LoopThread?>(nil)
 
@@ -176,6 +183,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             count: configuration.receiveBufferCount, size: configuration.receiveBufferSize,
             maxPerConnection: configuration.maxBuffersPerConnection)
         var configuration = configuration
+        #if DEBUG
+        faultInjector = configuration.faultInjection.map(FaultInjector.init)
+        #endif
+        inFlight.counters = statistics
         switch configuration.backend {
         case .ioUring:
             backend = try IOUringBackend(configuration: configuration, counters: statistics)
@@ -251,6 +262,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             timeouts: statistics.timeouts.value,
             completionQueueOverflows: statistics.overflows.value,
             staleCompletions: statistics.stale.value,
+            operationsInFlight: statistics.inFlight.value,
             passes: statistics.passes.value,
             jobsRun: statistics.jobs.value,
             inboxItems: statistics.inbox.value,
@@ -497,6 +509,10 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             if completion.userData != UserData.ignored { statistics.stale.increment() }
             return
         }
+        #if DEBUG
+        var completion = completion
+        faultInjector?.delivering(&completion, to: operation.takeUnretainedValue(), scheduler: self)
+        #endif
         // A multishot operation posts CQEs with IORING_CQE_F_MORE and stays in flight;
         // only its final CQE (without the flag) releases the slot, and the table's
         // reference once the completion has been delivered.
@@ -505,6 +521,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             statistics.completed.increment()
             reference._withUnsafeGuaranteedRef {
                 if $0.isStream { streams -= 1 }
+                if completion.result == -ECANCELED && resubmitsAfterSpuriousCancel($0) { return }
                 $0.complete(result: completion.result, flags: completion.flags)
             }
             reference.release()

@@ -15,6 +15,9 @@ public struct SchedulerStatistics: Sendable, CustomStringConvertible {
     public var completionQueueOverflows: Int
     /// Completions whose user_data named a released or reused slot; ignored.
     public var staleCompletions: Int
+    /// Operations in the kernel now (in the in-flight table, multishot streams included):
+    /// 0 once a scheduler has shut down.
+    public var operationsInFlight: Int = 0
     /// Loop passes.
     public var passes: Int
     /// Jobs (coroutine steps) run.
@@ -26,7 +29,8 @@ public struct SchedulerStatistics: Sendable, CustomStringConvertible {
 
     public var description: String {
         "submitted \(operationsSubmitted), completed \(operationsCompleted), cancellations \(cancellations), "
-            + "timeouts \(timeouts), CQ overflows \(completionQueueOverflows), stale \(staleCompletions), "
+            + "in flight \(operationsInFlight), timeouts \(timeouts), CQ overflows \(completionQueueOverflows), "
+            + "stale \(staleCompletions), "
             + "passes \(passes), jobs \(jobsRun), inbox \(inboxItems), inline \(inlineCompletions)"
     }
 }
@@ -40,6 +44,7 @@ final class StatisticsCounters: Sendable {
     let cancellations = Atomic<Int>(0)
     let timeouts = Atomic<Int>(0)
     let stale = Atomic<Int>(0)
+    let inFlight = Atomic<Int>(0)
     let overflows = Atomic<Int>(0)
     let passes = Atomic<Int>(0)
     let jobs = Atomic<Int>(0)

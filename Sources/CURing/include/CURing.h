@@ -117,6 +117,9 @@ unsigned cogen_ring_reap(cogen_ring *ring, uint64_t *user_data, int32_t *res,
                          uint32_t *flags, unsigned max);
 
 void cogen_sqe_set_flags(cogen_sqe *sqe, uint8_t flags);
+/// The SQE's length field (bytes for a receive or send); fault injection shortens it.
+unsigned cogen_sqe_len(const cogen_sqe *sqe);
+void cogen_sqe_set_len(cogen_sqe *sqe, unsigned len);
 void cogen_prep_nop(cogen_sqe *sqe, uint64_t user_data);
 void cogen_prep_poll_add(cogen_sqe *sqe, int fd, uint32_t mask, uint64_t user_data);
 void cogen_prep_read(cogen_sqe *sqe, int fd, void *buf, unsigned len, uint64_t offset,

@@ -23,6 +23,9 @@ class IOOperation: KernelOperation {
     @exclusivity(unchecked) var isStream = false
     /// A readiness backend's fast path (`attemptInline`) has just got `EAGAIN` for it.
     @exclusivity(unchecked) var knownNotReady = false
+    /// `-ECANCELED` completions nobody asked for (each is retried, up to a bound).
+    @exclusivity(unchecked) var spuriousCancels = 0
+    static let spuriousCancelRetries = 16
 
     init(scheduler: Scheduler, label: StaticString) {
         self.scheduler = scheduler
@@ -177,6 +180,25 @@ extension Scheduler {
             await yield(placement: .back)
         }
         return result
+    }
+
+    /// A final `-ECANCELED` that nobody asked for (no deadline, cancellation, close or
+    /// shutdown): the kernel dropped the request without running it (as it may when the
+    /// worker or task it belonged to goes away), so nothing was transferred. The operation
+    /// is submitted again, at most `spuriousCancelRetries` times; then its coroutine gets
+    /// the error. Streams end instead (their socket arms them again).
+    /// - Returns: Whether it was submitted again (its completion is then not delivered).
+    func resubmitsAfterSpuriousCancel(_ operation: IOOperation) -> Bool {
+        guard operation.cancelReason == nil, !operation.isStream, !shuttingDown,
+              operation.spuriousCancels < IOOperation.spuriousCancelRetries
+        else { return false }
+        operation.spuriousCancels += 1
+        operation.knownNotReady = false
+        let userData = inFlight.insert(operation)
+        operation.userData = userData
+        backend.submit(operation, userData: userData)
+        statistics.submitted.increment()
+        return true
     }
 
     func cancelInKernel(_ operation: any KernelOperation, userData: UInt64) {

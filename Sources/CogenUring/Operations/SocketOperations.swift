@@ -28,14 +28,16 @@ class SocketOperation: IOOperation {
 /// socket's fast path before it makes one. The result reads like a CQE's.
 @inline(__always)
 func tryReceive(_ descriptor: Int32, into buffer: UnsafeMutableRawPointer, _ length: Int) -> Int32 {
-    negativeErrno(recv(descriptor, buffer, length, Int32(MSG_DONTWAIT)))
+    nonBlockingCall(.receive, descriptor, length: length) { recv(descriptor, buffer, $0, Int32(MSG_DONTWAIT)) }
 }
 
 /// The non-blocking send (`MSG_NOSIGNAL`: a closed peer is `EPIPE`, never `SIGPIPE`) a
 /// readiness backend tries: `SendOperation`, and the socket's fast path before it makes one.
 @inline(__always)
 func trySend(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ length: Int) -> Int32 {
-    negativeErrno(Glibc.send(descriptor, bytes, length, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)))
+    nonBlockingCall(.send, descriptor, length: length) {
+        Glibc.send(descriptor, bytes, $0, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+    }
 }
 
 /// `IORING_OP_ACCEPT` (5.5): one connection; the new descriptor is `SOCK_CLOEXEC`.
@@ -74,11 +76,12 @@ final class AcceptOperation: SocketOperation {
     }
 
     override func attempt() -> Int32 {
-        addressLength.pointee = UInt32(MemoryLayout<sockaddr_storage>.size)
-        let status = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            cogen_accept4(socket.descriptor, $0, addressLength)
+        nonBlockingCall(.accept, socket.descriptor, length: 0) { _ in
+            addressLength.pointee = UInt32(MemoryLayout<sockaddr_storage>.size)
+            return Int(address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                cogen_accept4(socket.descriptor, $0, addressLength)
+            })
         }
-        return negativeErrno(Int(status))
     }
 }
 
@@ -244,6 +247,7 @@ final class SendOperation: SocketOperation {
         parked = nil
         cancelReason = nil
         userData = 0
+        spuriousCancels = 0
     }
 
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
