@@ -88,8 +88,8 @@ public final class Socket: @unchecked Sendable {
     @exclusivity(unchecked) private var readBuffer: [UInt8] = []
     @exclusivity(unchecked) private var receiving = false
     /// `close()` has begun: no new operation, nothing more queued.
-    @exclusivity(unchecked) private var closing = false
-    @exclusivity(unchecked) private var sending = false
+    @exclusivity(unchecked) private(set) var closing = false
+    @exclusivity(unchecked) var sending = false
     @exclusivity(unchecked) private var pending: [IOOperation] = []
     @exclusivity(unchecked) private var closeWaiters: [Parked<Void>] = []
     // Multishot accept: connections the kernel accepted and no coroutine took yet, the
@@ -317,7 +317,7 @@ public final class Socket: @unchecked Sendable {
 
     /// Runs a socket operation, tracking it so `close()` can cancel it and wait for it.
     @inline(__always)
-    private func run<Value: Sendable, Operation: SocketOperation>(
+    func run<Value: Sendable, Operation: SocketOperation>(
         _ operation: Operation, deadline: Deadline?, placement: Placement,
         bind: (Operation, Parked<Value>) -> Void
     ) async throws -> Value {
