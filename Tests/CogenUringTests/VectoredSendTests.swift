@@ -260,6 +260,39 @@ struct VectoredSendTests {
         #expect(mismatch(received.value, Array(expected.prefix(received.value.count))) == nil)
     }
 
+    /// The send lets go of the buffers when it returns (the socket keeps its operation for
+    /// the next send, not the caller's arrays): mutating one afterwards does not copy it.
+    @Test(arguments: allBackends)
+    func buffersAreLetGoWhenTheSendReturns(_ backend: Engine) async throws {
+        let moved = Box<[String]>([])
+        let received = Box<[UInt8]>([])
+        try await runScheduler(backend, bound: .seconds(60)) { scheduler in
+            scheduler.spawn {
+                let (client, server) = try await smallBufferedPair(scheduler, size: 65536)
+                var head = Array("HTTP/1.1 200 OK\r\n\r\n".utf8)
+                var body = pattern(30_000, seed: 2)
+                for round in 0..<3 {
+                    let before = body.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+                    if round == 2 {
+                        _ = try await client.send([head, body])
+                    } else {
+                        try await client.sendAll([head, body], timeout: .weak(.seconds(20)))
+                        received.value += try await server.receive(exactly: head.count + body.count, timeout: .weak(.seconds(20)))
+                    }
+                    body[0] &+= 1
+                    head[0] = head[0]
+                    if body.withUnsafeBufferPointer({ UInt(bitPattern: $0.baseAddress) }) != before {
+                        moved.value.append("round \(round)")
+                    }
+                }
+                try await client.close()
+                try await server.close()
+            }
+        }
+        #expect(moved.value == [])
+        #expect(received.value.count == 2 * (19 + 30_000))
+    }
+
     /// One vectored send and one plain send cannot be pending together on a socket.
     @Test(arguments: allBackends)
     func aSecondSendIsBusy(_ backend: Engine) async throws {

@@ -90,6 +90,12 @@ final class SendMessageOperation: SocketOperation {
         fill(from: position)
     }
 
+    /// Lets go of the buffers once the operation is not in flight (it never went to the
+    /// kernel, or its final completion has arrived).
+    func letGo() {
+        buffers = []
+    }
+
     /// Points the iovecs at the bytes from `position` on: at most `capacity` non-empty
     /// buffers, the first from its offset.
     private func fill(from position: VectoredPosition) {

@@ -20,7 +20,11 @@ extension Socket {
     /// Uses `IORING_OP_SENDMSG` (Linux 5.3) with `MSG_NOSIGNAL`; on the epoll backend a
     /// non-blocking `sendmsg(2)`, tried at once and again when the socket is writable.
     public func send(_ buffers: [[UInt8]], deadline: Deadline? = nil, placement: Placement = .back) async throws -> Int {
-        var spare: SendMessageOperation?
+        // The socket's spare operation, taken for the call (not held `inout` across a
+        // suspension) and given back after it.
+        var spare = spareSendMessage
+        spareSendMessage = nil
+        defer { spareSendMessage = spare }
         return try await sendMessage(
             buffers, from: VectoredPosition(), reusing: &spare, deadline: deadline, placement: placement)
     }
@@ -47,7 +51,9 @@ extension Socket {
         var position = VectoredPosition()
         let total = position.remaining(in: buffers)
         var sent = 0
-        var spare: SendMessageOperation?
+        var spare = spareSendMessage
+        spareSendMessage = nil
+        defer { spareSendMessage = spare }
         while sent < total {
             let count: Int
             do {
@@ -64,7 +70,7 @@ extension Socket {
     }
 
     /// One `sendmsg` of the bytes from `position` on. `spare`: a finished operation to
-    /// reuse when nothing else holds it any more (a send-all makes one, not one per send).
+    /// reuse when nothing else holds it any more (one per socket, not one per send).
     private func sendMessage(
         _ buffers: [[UInt8]], from position: VectoredPosition, reusing spare: inout SendMessageOperation?,
         deadline: Deadline?, placement: Placement
@@ -79,6 +85,10 @@ extension Socket {
             operation = SendMessageOperation(socket: self, buffers: buffers, from: position)
             spare = operation
         }
+        // However this call ends, the operation is no longer in flight then (a pending
+        // one resumes this frame only at its final completion): let go of the buffers,
+        // so the caller's arrays are unique again.
+        defer { operation.letGo() }
         guard operation.length > 0 else { return 0 }
         guard !sending else {
             throw SocketError(errno: EBUSY, operation: "send message (another send is pending on this socket)")

@@ -120,6 +120,8 @@ public final class Socket: @unchecked Sendable {
     /// not per send) once nothing else holds it: the in-flight table and the readiness
     /// index let go of an operation at its final completion.
     @exclusivity(unchecked) private var spareSend: SendOperation?
+    /// The same for vectored sends (`Socket+Vectored.swift`).
+    @exclusivity(unchecked) var spareSendMessage: SendMessageOperation?
 
     /// Connections queued beyond this pause the multishot accept (backpressure: the
     /// kernel's backlog holds the rest).
