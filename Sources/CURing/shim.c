@@ -333,6 +333,12 @@ void cogen_prep_send(cogen_sqe *s, int fd, const void *buf, size_t len, int flag
     sqe->user_data = user_data;
 }
 
+void cogen_prep_sendmsg(cogen_sqe *s, int fd, const void *msg, int flags, uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    io_uring_prep_sendmsg(sqe, fd, (const struct msghdr *)msg, (unsigned)(flags | MSG_NOSIGNAL));
+    sqe->user_data = user_data;
+}
+
 void cogen_prep_shutdown(cogen_sqe *s, int fd, int how, uint64_t user_data) {
     struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
     io_uring_prep_shutdown(sqe, fd, how);

@@ -136,6 +136,9 @@ void cogen_prep_connect(cogen_sqe *sqe, int fd, const void *addr, unsigned addrl
 void cogen_prep_recv(cogen_sqe *sqe, int fd, void *buf, size_t len, int flags, uint64_t user_data);
 /// IORING_OP_SEND with MSG_NOSIGNAL added: a closed peer is an error, never SIGPIPE.
 void cogen_prep_send(cogen_sqe *sqe, int fd, const void *buf, size_t len, int flags, uint64_t user_data);
+/// IORING_OP_SENDMSG (5.3) of `msg` (a `struct msghdr`, read by the kernel until the CQE,
+/// its iovecs included) with MSG_NOSIGNAL added: a closed peer is an error, never SIGPIPE.
+void cogen_prep_sendmsg(cogen_sqe *sqe, int fd, const void *msg, int flags, uint64_t user_data);
 void cogen_prep_shutdown(cogen_sqe *sqe, int fd, int how, uint64_t user_data);
 void cogen_prep_close(cogen_sqe *sqe, int fd, uint64_t user_data);
 

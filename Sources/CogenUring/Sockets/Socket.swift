@@ -88,8 +88,8 @@ public final class Socket: @unchecked Sendable {
     @exclusivity(unchecked) private var readBuffer: [UInt8] = []
     @exclusivity(unchecked) private var receiving = false
     /// `close()` has begun: no new operation, nothing more queued.
-    @exclusivity(unchecked) private var closing = false
-    @exclusivity(unchecked) private var sending = false
+    @exclusivity(unchecked) private(set) var closing = false
+    @exclusivity(unchecked) var sending = false
     @exclusivity(unchecked) private var pending: [IOOperation] = []
     @exclusivity(unchecked) private var closeWaiters: [Parked<Void>] = []
     // Multishot accept: connections the kernel accepted and no coroutine took yet, the
@@ -120,6 +120,8 @@ public final class Socket: @unchecked Sendable {
     /// not per send) once nothing else holds it: the in-flight table and the readiness
     /// index let go of an operation at its final completion.
     @exclusivity(unchecked) private var spareSend: SendOperation?
+    /// The same for vectored sends (`Socket+Vectored.swift`).
+    @exclusivity(unchecked) var spareSendMessage: SendMessageOperation?
 
     /// Connections queued beyond this pause the multishot accept (backpressure: the
     /// kernel's backlog holds the rest).
@@ -317,7 +319,7 @@ public final class Socket: @unchecked Sendable {
 
     /// Runs a socket operation, tracking it so `close()` can cancel it and wait for it.
     @inline(__always)
-    private func run<Value: Sendable, Operation: SocketOperation>(
+    func run<Value: Sendable, Operation: SocketOperation>(
         _ operation: Operation, deadline: Deadline?, placement: Placement,
         bind: (Operation, Parked<Value>) -> Void
     ) async throws -> Value {
