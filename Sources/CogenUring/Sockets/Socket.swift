@@ -99,9 +99,12 @@ public final class Socket: @unchecked Sendable {
     }
     @exclusivity(unchecked) private var multishotReceive: MultishotReceiveOperation?
     /// Chunks copied out of the ring for a lagging reader (see `spillChunks`): they come
-    /// after `readBuffer` and before `chunks`.
+    /// after `readBuffer` and before `chunks`; those before `spilledHead` were read.
     @exclusivity(unchecked) private var spilled: [UInt8] = []
+    @exclusivity(unchecked) private var spilledHead = 0
     @exclusivity(unchecked) private var chunks: [Chunk] = []
+    /// Bytes in `chunks` not yet copied out.
+    @exclusivity(unchecked) private var chunkBytes = 0
     @exclusivity(unchecked) private var chunksHead = 0
     @exclusivity(unchecked) private var receivedEnd = false
     @exclusivity(unchecked) private var receiveFailure: SocketError?
@@ -423,7 +426,7 @@ public final class Socket: @unchecked Sendable {
         if !readBuffer.isEmpty {
             let count = min(maxLength, readBuffer.count)
             buffer.append(contentsOf: readBuffer.prefix(count))
-            readBuffer.removeFirst(count)
+            consumeReadBuffer(count)
             return count
         }
         if scheduler.bufferPool != nil {
@@ -435,9 +438,9 @@ public final class Socket: @unchecked Sendable {
             }
             return buffer.count
         }
-        let count = try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement)
-        buffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: count))
-        return count
+        return try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement) {
+            buffer.append(contentsOf: $0)
+        }
     }
 
     /// Appends up to `maxLength` newly received bytes to `readBuffer`; 0 at end of stream.
@@ -450,10 +453,26 @@ public final class Socket: @unchecked Sendable {
             }
             return count
         }
-        let count = try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement)
-        readBuffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: count))
-        return count
+        return try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement) {
+            readBuffer.append(contentsOf: $0)
+        }
     }
+
+    /// Arrays that grew past this give their storage back once mostly read.
+    private static let keptCapacity = 64 << 10
+
+    /// Drops the first `count` bytes of `readBuffer`; storage it no longer needs goes back.
+    private func consumeReadBuffer(_ count: Int) {
+        readBuffer.removeFirst(count)
+        if readBuffer.capacity > Self.keptCapacity && readBuffer.count <= readBuffer.capacity / 4 {
+            readBuffer = readBuffer.isEmpty ? [] : Array(readBuffer)
+        }
+    }
+
+    /// Bytes taken from the kernel and not yet returned by a receive: `readBuffer`, the
+    /// spilled bytes and the chunks. What the read-ahead limit bounds (the bytes an exact
+    /// or line read is still collecting count too, and a waiting read may always arm).
+    var heldBytes: Int { readBuffer.count + (spilled.count - spilledHead) + chunkBytes }
 
     /// The provided-buffer path: waits for chunks, then copies out up to `maxLength`
     /// bytes, giving each buffer back once emptied. Nothing copied: end of stream.
@@ -468,11 +487,12 @@ public final class Socket: @unchecked Sendable {
         receiving = true
         defer { receiving = false }
         guard let pool = scheduler.bufferPool else { return }
-        while chunksHead == chunks.count && spilled.isEmpty && !receivedEnd && receiveFailure == nil {
+        while chunksHead == chunks.count && spilledHead == spilled.count && !receivedEnd && receiveFailure == nil {
             guard descriptor >= 0 && !closing else {
                 throw SocketError(errno: EBADF, operation: "receive (the socket is closed)")
             }
-            if multishotReceive == nil && !starvedForBuffers { armReceive(pool) }
+            // Nothing is held but what this read is collecting: the whole limit is room.
+            if multishotReceive == nil && !starvedForBuffers { armReceive(pool, limit: scheduler.readAheadLimit) }
             let settings = ParkSettings(label: "receive", deadline: deadline)
             scheduler.streamWaiters += 1
             defer { scheduler.streamWaiters -= 1 }
@@ -480,14 +500,17 @@ public final class Socket: @unchecked Sendable {
         }
         var remaining = maxLength
         // The exact size, not a whole buffer's: most receives are far smaller.
-        var available = spilled.count
-        for chunk in chunks[chunksHead...] where available < maxLength { available += chunk.length - chunk.offset }
-        reserve(min(available, maxLength))
-        if !spilled.isEmpty {
+        reserve(min(spilled.count - spilledHead + chunkBytes, maxLength))
+        if spilledHead < spilled.count {
             // Spilled bytes come first: they arrived before any chunk still held.
-            let count = min(remaining, spilled.count)
-            spilled.withUnsafeBytes { take(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
-            spilled.removeFirst(count)
+            let count = min(remaining, spilled.count - spilledHead)
+            let start = spilledHead
+            spilled.withUnsafeBytes { take(UnsafeRawBufferPointer(rebasing: $0[start..<(start + count)])) }
+            spilledHead += count
+            if spilledHead == spilled.count {
+                if spilled.capacity > Self.keptCapacity { spilled = [] } else { spilled.removeAll(keepingCapacity: true) }
+                spilledHead = 0
+            }
             remaining -= count
         }
         while remaining > 0 && chunksHead < chunks.count {
@@ -495,6 +518,7 @@ public final class Socket: @unchecked Sendable {
             let count = min(remaining, chunk.length - chunk.offset)
             take(UnsafeRawBufferPointer(rebasing: pool.bytes(chunk.buffer, count: chunk.length)[chunk.offset..<(chunk.offset + count)]))
             remaining -= count
+            chunkBytes -= count
             if chunk.offset + count == chunk.length {
                 chunksHead += 1
                 pool.giveBack(chunk.buffer)
@@ -510,10 +534,20 @@ public final class Socket: @unchecked Sendable {
             receiveFailure = nil
             throw failure
         }
+        // The receive ended at its byte limit: armed again once the reader has brought
+        // what is held to half the limit, with the room left as the new limit.
+        if multishotReceive == nil && !starvedForBuffers && !receivedEnd && receiveFailure == nil
+            && descriptor >= 0 && !closing
+        {
+            let held = heldBytes
+            if held <= scheduler.readAheadLimit / 2 { armReceive(pool, limit: scheduler.readAheadLimit - held) }
+        }
     }
 
-    private func armReceive(_ pool: BufferPool) {
-        let operation = MultishotReceiveOperation(socket: self, pool: pool)
+    /// Arms the receive for at most `limit` bytes (see `MultishotReceiveOperation`).
+    private func armReceive(_ pool: BufferPool, limit: Int) {
+        let operation = MultishotReceiveOperation(
+            socket: self, pool: pool, limit: limit, multishot: !scheduler.receiveLimitRefused)
         multishotReceive = operation
         pending.append(operation)
         scheduler.start(operation)
@@ -529,8 +563,13 @@ public final class Socket: @unchecked Sendable {
                 pool.giveBack(buffer)
             } else {
                 chunks.append(Chunk(buffer: buffer, length: Int(result), offset: 0))
-                if chunks.count - chunksHead >= pool.maxPerConnection { spillChunks(operation, pool) }
+                chunkBytes += Int(result)
+                if chunks.count - chunksHead >= pool.maxPerConnection { spillChunks(pool) }
             }
+        } else if result == -EINVAL && operation.multishot && !scheduler.receiveLimitRefused {
+            // A kernel before 6.17 refuses the multishot's byte limit: single receives
+            // from the ring from now on (armed again at the next wait).
+            scheduler.receiveLimitRefused = true
         } else if result == 0 {
             receivedEnd = true
         } else if result == -ENOBUFS {
@@ -553,54 +592,83 @@ public final class Socket: @unchecked Sendable {
         }
     }
 
-    /// A connection whose reader lags must not keep the shared ring: the kernel may fill
-    /// dozens of buffers for one connection before its CQEs are seen (multishot receive
-    /// retries inline while data is there), so pausing alone cannot bound its share. Its
-    /// chunks are copied, in order, to the connection's own read buffer (bounded by what
-    /// arrives before the pause takes effect), the ring buffers go back at once, and the
-    /// receive pauses until the reader catches up.
-    private func spillChunks(_ operation: MultishotReceiveOperation, _ pool: BufferPool) {
+    /// A connection whose reader lags must not keep the shared ring: past
+    /// `maxPerConnection` buffers its chunks are copied, in order, to the connection's own
+    /// memory and the ring buffers go back at once. The read-ahead limit bounds what it
+    /// holds either way (the receive's byte limit), so this moves bytes, never adds any.
+    private func spillChunks(_ pool: BufferPool) {
+        if spilledHead > 0 {
+            spilled.removeFirst(spilledHead)
+            spilledHead = 0
+        }
+        spilled.reserveCapacity(spilled.count + chunkBytes)
         for chunk in chunks[chunksHead...] {
             spilled.append(contentsOf: pool.bytes(chunk.buffer, count: chunk.length)[chunk.offset...])
             pool.giveBack(chunk.buffer)
         }
         chunks.removeAll(keepingCapacity: true)
         chunksHead = 0
-        operation.requestCancel(.paused)
+        chunkBytes = 0
     }
 
     /// The buffer pool has buffers again after this socket's receive found none.
     func buffersReturned() {
         starvedForBuffers = false
         if receiver != nil, multishotReceive == nil, !closing, let pool = scheduler.bufferPool {
-            armReceive(pool)
+            armReceive(pool, limit: scheduler.readAheadLimit)  // a waiting read holds nothing extra
         }
     }
 
+    /// The 5.x and epoll path: one receive of up to `maxLength` bytes, handed to `take`.
+    /// The epoll fast path receives into the scheduler's scratch buffer and copies out at
+    /// once; a receive that waits uses the socket's own buffer, given back afterwards when
+    /// larger than `keptReceiveCapacity` (nothing read ahead stays in it).
     @inline(__always)
-    private func receiveIntoBuffer(maxLength: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
+    private func receiveIntoBuffer(
+        maxLength: Int, deadline: Deadline?, placement: Placement, _ take: (UnsafeRawBufferPointer) -> Void
+    ) async throws -> Int {
         guard !receiving else {
             throw SocketError(errno: EBUSY, operation: "receive (another receive is pending on this socket)")
         }
         receiving = true
         defer { receiving = false }
+        var notReady = false
+        if descriptor >= 0 && !closing && scheduler.attemptsInline {
+            let length = min(maxLength, Scheduler.receiveScratchLimit)
+            let scratch = scheduler.receiveScratch(length)
+            let descriptor = descriptor
+            if let result = await scheduler.attemptInline(placement: placement, isReceive: true, {
+                let result = tryReceive(descriptor, into: scratch, length)
+                if result > 0 { take(UnsafeRawBufferPointer(start: scratch, count: Int(result))) }
+                return result
+            }) {
+                if result >= 0 { return Int(result) }
+                if result != -EAGAIN { throw SocketError(errno: -result, operation: "receive") }
+                notReady = true
+            }
+        }
         if receiveCapacity < maxLength {
             receiveBuffer.deallocate()
             receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: maxLength, alignment: 16)
             receiveCapacity = maxLength
         }
-        var notReady = false
-        if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, isReceive: true, {
-            tryReceive(descriptor, into: receiveBuffer, maxLength)
-        }) {
-            if result >= 0 { return Int(result) }
-            if result != -EAGAIN { throw SocketError(errno: -result, operation: "receive") }
-            notReady = true
+        // The operation's final completion has come when `run` returns or throws.
+        defer {
+            if receiveCapacity > Self.keptReceiveCapacity {
+                receiveBuffer.deallocate()
+                receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 16)
+                receiveCapacity = 0
+            }
         }
         let operation = ReceiveOperation(socket: self, length: maxLength)
         operation.knownNotReady = notReady
-        return try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
+        let count = try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
+        take(UnsafeRawBufferPointer(start: receiveBuffer, count: count))
+        return count
     }
+
+    /// A socket's own receive buffer up to this size stays for its next receive.
+    private static let keptReceiveCapacity = 16 << 10
 
     /// Receives exactly `count` bytes.
     /// - Parameters:
@@ -620,15 +688,17 @@ public final class Socket: @unchecked Sendable {
         while readBuffer.count < count {
             let received: Int
             do {
+                // What is missing, and at most the read-ahead limit beyond it.
                 received = try await fill(
-                    maxLength: max(count - readBuffer.count, 4096), deadline: deadline, placement: placement)
+                    maxLength: count - readBuffer.count + scheduler.readAheadLimit, deadline: deadline,
+                    placement: placement)
             } catch is TimeoutError {
                 throw TimeoutError(operation: "receive exactly \(count) bytes", bytesTransferred: readBuffer.count)
             }
             if received == 0 { throw EndOfStreamError(bytesAvailable: readBuffer.count, bytesWanted: count) }
             if case .weak(let duration) = timeout { deadline = .after(duration) }
         }
-        defer { readBuffer.removeFirst(count) }
+        defer { consumeReadBuffer(count) }
         return Array(readBuffer.prefix(count))
     }
 
@@ -653,15 +723,17 @@ public final class Socket: @unchecked Sendable {
         while true {
             if let newline = readBuffer[searched...].prefix(limit - searched).firstIndex(of: UInt8(ascii: "\n")) {
                 let line = Array(readBuffer[...newline])
-                readBuffer.removeFirst(line.count)
+                consumeReadBuffer(line.count)
                 return line
             }
             searched = readBuffer.count
             if searched >= limit { throw LineTooLongError(limit: limit) }
             let received: Int
             do {
+                // Bytes past the newline are read ahead: at most the limit.
                 received = try await fill(
-                    maxLength: min(max(limit - searched, 1), 65536), deadline: deadline, placement: placement)
+                    maxLength: min(max(limit - searched, 1), scheduler.readAheadLimit), deadline: deadline,
+                    placement: placement)
             } catch is TimeoutError {
                 throw TimeoutError(operation: "receive a line", bytesTransferred: readBuffer.count)
             }
@@ -797,7 +869,9 @@ public final class Socket: @unchecked Sendable {
         }
         chunks = []
         chunksHead = 0
+        chunkBytes = 0
         spilled = []
+        spilledHead = 0
         if !pending.isEmpty {
             // Not cancellable: the descriptor must not be closed under a pending operation.
             let _: Void = try await scheduler.park { (parked: Parked<Void>) in closeWaiters.append(parked) }
