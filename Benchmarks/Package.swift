@@ -14,6 +14,7 @@ import PackageDescription
 //   nio-echo      SwiftNIO, one event loop
 //   echo-load     the load generator (checks every echoed byte, records latency)
 //   echo-matrix   runs each server pinned to CPU 0 and echo-load pinned to CPU 1
+//   slow-readers  slow readers against one server: its RSS growth and a ping's latency
 let cSettings: [CSetting] = [.define("_GNU_SOURCE")]
 
 let package = Package(
@@ -91,6 +92,12 @@ let package = Package(
                 "EchoBenchSupport",
                 "CEchoLinux",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "slow-readers",
+            dependencies: [
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -2,6 +2,7 @@
 //
 //   cogen-echo [--port N] [--backend io_uring|epoll|auto] [--threads N] [--placement back|front] [--stats]
 //              [--ring-entries N] [--buffer-count N] [--buffer-size B] [--buffers-per-connection N]
+//              [--read-ahead-limit B]
 //
 // Each of the N schedulers runs on its own thread with its own listener on the same port
 // (SO_REUSEPORT: the kernel spreads connections over them). Prints
@@ -38,8 +39,10 @@ struct CogenEcho: ParsableCommand {
     var bufferCount: Int?
     @Option(name: .customLong("buffer-size"), help: "Bytes per receive-ring buffer.")
     var bufferSize: Int?
-    @Option(name: .customLong("buffers-per-connection"), help: "Ring buffers a connection may hold before its receive pauses.")
+    @Option(name: .customLong("buffers-per-connection"), help: "Ring buffers a connection may hold before its chunks are copied out.")
     var buffersPerConnection: Int?
+    @Option(name: .customLong("read-ahead-limit"), help: "Bytes a connection may read ahead of its coroutine.")
+    var readAheadLimit: Int?
 
     func validate() throws {
         guard ["io_uring", "epoll", "auto"].contains(backend) else {
@@ -71,6 +74,10 @@ struct CogenEcho: ParsableCommand {
             if let bufferCount { configuration.receiveBufferCount = bufferCount }
             if let bufferSize { configuration.receiveBufferSize = bufferSize }
             if let buffersPerConnection { configuration.maxBuffersPerConnection = buffersPerConnection }
+            if let readAheadLimit { configuration.readAheadLimit = readAheadLimit }
+            // The receive ring is resident from the start: memory growth under load is
+            // what connections hold, not the ring's first touch.
+            configuration.prefaultReceiveBuffers = true
             let scheduler: Scheduler
             do {
                 scheduler = try Scheduler(configuration: configuration)

@@ -124,8 +124,9 @@ final class MultishotReceiveOperation: IOOperation {
         descriptor = socket.descriptor
         self.pool = pool
         self.multishot = multishot
-        perReceive = min(pool.size, max(limit, 1))
-        total = max(limit, 1) - perReceive + 1
+        let limit = min(max(limit, 1), 1 << 30)
+        perReceive = min(pool.size, limit)
+        total = limit - perReceive + 1
         super.init(scheduler: socket.scheduler, label: "receive")
     }
 
@@ -191,10 +192,14 @@ final class ConnectOperation: SocketOperation {
     }
 }
 
-/// `IORING_OP_RECV` (5.6) into the socket's own receive buffer.
+/// `IORING_OP_RECV` (5.6) into the socket's own receive buffer. On a readiness backend the
+/// call is made once the socket is readable, into the scheduler's scratch buffer, and the
+/// bytes are kept in `received` (exactly their size) until the coroutine takes them: a
+/// socket waiting for data holds no buffer.
 final class ReceiveOperation: SocketOperation {
     @exclusivity(unchecked) var parked: Parked<Int>?
     let length: Int
+    @exclusivity(unchecked) var received: [UInt8] = []
 
     init(socket: Socket, length: Int) {
         self.length = length
@@ -210,7 +215,11 @@ final class ReceiveOperation: SocketOperation {
     }
 
     override func attempt() -> Int32 {
-        tryReceive(socket.descriptor, into: socket.receiveBuffer, length)
+        let length = min(self.length, Scheduler.receiveScratchLimit)
+        let scratch = scheduler.receiveScratch(length)
+        let result = tryReceive(socket.descriptor, into: scratch, length)
+        if result > 0 { received = Array(UnsafeRawBufferPointer(start: scratch, count: Int(result))) }
+        return result
     }
 }
 

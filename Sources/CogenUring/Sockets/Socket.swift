@@ -110,6 +110,9 @@ public final class Socket: @unchecked Sendable {
     @exclusivity(unchecked) private var receiveFailure: SocketError?
     @exclusivity(unchecked) private var starvedForBuffers = false
     @exclusivity(unchecked) private var receiver: (Parked<Void>, Placement)?
+    /// Bytes the waiting `receiver` is sure to take (an exact read's missing bytes): room
+    /// beyond the read-ahead limit when its receive is armed.
+    @exclusivity(unchecked) private var receiverWants = 0
     /// The last send's operation, for the next send to reuse (one allocation per socket,
     /// not per send) once nothing else holds it: the in-flight table and the readiness
     /// index let go of an operation at its final completion.
@@ -444,10 +447,13 @@ public final class Socket: @unchecked Sendable {
     }
 
     /// Appends up to `maxLength` newly received bytes to `readBuffer`; 0 at end of stream.
-    private func fill(maxLength: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
+    /// `wanted` of them the caller is sure to take (an exact read's missing bytes).
+    private func fill(maxLength: Int, wanted: Int = 0, deadline: Deadline?, placement: Placement) async throws -> Int {
+        // The exact room, not the array's doubling: what a socket holds is what it read.
+        readBuffer.reserveCapacity(readBuffer.count + maxLength)
         if scheduler.bufferPool != nil {
             var count = 0
-            try await receiveChunks(maxLength: maxLength, deadline: deadline, placement: placement) {
+            try await receiveChunks(maxLength: maxLength, wanted: wanted, deadline: deadline, placement: placement) {
                 readBuffer.append(contentsOf: $0)
                 count += $0.count
             }
@@ -463,6 +469,12 @@ public final class Socket: @unchecked Sendable {
 
     /// Drops the first `count` bytes of `readBuffer`; storage it no longer needs goes back.
     private func consumeReadBuffer(_ count: Int) {
+        if count == readBuffer.count {
+            // (removeFirst of everything would give the storage up, and the next fill
+            // allocate it again.)
+            readBuffer.removeAll(keepingCapacity: readBuffer.capacity <= Self.keptCapacity)
+            return
+        }
         readBuffer.removeFirst(count)
         if readBuffer.capacity > Self.keptCapacity && readBuffer.count <= readBuffer.capacity / 4 {
             readBuffer = readBuffer.isEmpty ? [] : Array(readBuffer)
@@ -474,11 +486,14 @@ public final class Socket: @unchecked Sendable {
     /// or line read is still collecting count too, and a waiting read may always arm).
     var heldBytes: Int { readBuffer.count + (spilled.count - spilledHead) + chunkBytes }
 
+    /// The storage the socket's own byte arrays keep (tests).
+    var heldCapacity: Int { readBuffer.capacity + spilled.capacity }
+
     /// The provided-buffer path: waits for chunks, then copies out up to `maxLength`
     /// bytes, giving each buffer back once emptied. Nothing copied: end of stream.
     @inline(__always)
     private func receiveChunks(
-        maxLength: Int, deadline: Deadline?, placement: Placement, reserve: (Int) -> Void = { _ in },
+        maxLength: Int, wanted: Int = 0, deadline: Deadline?, placement: Placement, reserve: (Int) -> Void = { _ in },
         _ take: (UnsafeRawBufferPointer) -> Void
     ) async throws {
         guard !receiving else {
@@ -491,8 +506,12 @@ public final class Socket: @unchecked Sendable {
             guard descriptor >= 0 && !closing else {
                 throw SocketError(errno: EBADF, operation: "receive (the socket is closed)")
             }
-            // Nothing is held but what this read is collecting: the whole limit is room.
-            if multishotReceive == nil && !starvedForBuffers { armReceive(pool, limit: scheduler.readAheadLimit) }
+            // Nothing is held but what this read is collecting: the whole limit is room,
+            // beyond what the read still wants.
+            receiverWants = wanted
+            if multishotReceive == nil && !starvedForBuffers {
+                armReceive(pool, limit: scheduler.readAheadLimit + wanted)
+            }
             let settings = ParkSettings(label: "receive", deadline: deadline)
             scheduler.streamWaiters += 1
             defer { scheduler.streamWaiters -= 1 }
@@ -615,14 +634,15 @@ public final class Socket: @unchecked Sendable {
     func buffersReturned() {
         starvedForBuffers = false
         if receiver != nil, multishotReceive == nil, !closing, let pool = scheduler.bufferPool {
-            armReceive(pool, limit: scheduler.readAheadLimit)  // a waiting read holds nothing extra
+            armReceive(pool, limit: scheduler.readAheadLimit + receiverWants)  // as in receiveChunks
         }
     }
 
     /// The 5.x and epoll path: one receive of up to `maxLength` bytes, handed to `take`.
-    /// The epoll fast path receives into the scheduler's scratch buffer and copies out at
-    /// once; a receive that waits uses the socket's own buffer, given back afterwards when
-    /// larger than `keptReceiveCapacity` (nothing read ahead stays in it).
+    /// On epoll the call goes into the scheduler's scratch buffer and the bytes are copied
+    /// out at once (a receive that waits keeps them in its operation meanwhile). The 5.x
+    /// path receives into the socket's own buffer, given back afterwards when larger than
+    /// `keptReceiveCapacity`.
     @inline(__always)
     private func receiveIntoBuffer(
         maxLength: Int, deadline: Deadline?, placement: Placement, _ take: (UnsafeRawBufferPointer) -> Void
@@ -647,6 +667,14 @@ public final class Socket: @unchecked Sendable {
                 notReady = true
             }
         }
+        let operation = ReceiveOperation(socket: self, length: maxLength)
+        operation.knownNotReady = notReady
+        if scheduler.attemptsInline {
+            // The readiness engine copies the bytes out when it makes the call.
+            let count = try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
+            operation.received.withUnsafeBytes { take($0) }
+            return count
+        }
         if receiveCapacity < maxLength {
             receiveBuffer.deallocate()
             receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: maxLength, alignment: 16)
@@ -660,8 +688,6 @@ public final class Socket: @unchecked Sendable {
                 receiveCapacity = 0
             }
         }
-        let operation = ReceiveOperation(socket: self, length: maxLength)
-        operation.knownNotReady = notReady
         let count = try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
         take(UnsafeRawBufferPointer(start: receiveBuffer, count: count))
         return count
@@ -690,16 +716,19 @@ public final class Socket: @unchecked Sendable {
             do {
                 // What is missing, and at most the read-ahead limit beyond it.
                 received = try await fill(
-                    maxLength: count - readBuffer.count + scheduler.readAheadLimit, deadline: deadline,
-                    placement: placement)
+                    maxLength: count - readBuffer.count + scheduler.readAheadLimit, wanted: count - readBuffer.count,
+                    deadline: deadline, placement: placement)
             } catch is TimeoutError {
                 throw TimeoutError(operation: "receive exactly \(count) bytes", bytesTransferred: readBuffer.count)
             }
             if received == 0 { throw EndOfStreamError(bytesAvailable: readBuffer.count, bytesWanted: count) }
             if case .weak(let duration) = timeout { deadline = .after(duration) }
         }
-        defer { consumeReadBuffer(count) }
-        return Array(readBuffer.prefix(count))
+        // Two statements: the slice is gone before the bytes are dropped, which then
+        // move in place instead of copying the whole buffer.
+        let bytes = Array(readBuffer[..<count])
+        consumeReadBuffer(count)
+        return bytes
     }
 
     /// Receives one line, up to and including its `\n`.
