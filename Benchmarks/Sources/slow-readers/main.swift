@@ -21,6 +21,7 @@
 import ArgumentParser
 import Foundation  // JSONSerialization
 import Glibc
+import Synchronization
 
 struct SlowReaders: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -65,9 +66,9 @@ struct SlowReaders: ParsableCommand {
 
     func run() throws {
         var limit = rlimit()
-        getrlimit(RLIMIT_NOFILE, &limit)
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         limit.rlim_cur = limit.rlim_max
-        setrlimit(RLIMIT_NOFILE, &limit)
+        setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         signal(SIGPIPE, SIG_IGN)
 
         let rssBefore = serverPID.flatMap { statusField($0, "VmRSS:") }
@@ -93,11 +94,15 @@ struct SlowReaders: ParsableCommand {
         let interval = UInt64(readInterval) * 1_000_000
         // Stagger the slow reads over one interval.
         for index in clients.indices { clients[index].nextRead = start + interval * UInt64(index) / UInt64(clients.count) }
-        var ping = Ping(fd: pingFD, interval: UInt64(pingInterval) * 1_000_000, next: start)
+        // The ping runs on a thread of its own, so that its round trips do not wait for
+        // this loop's turns.
+        let pinger = Pinger(ping: Ping(fd: pingFD, interval: UInt64(pingInterval) * 1_000_000, next: start))
+        let pingThread = Thread { pinger.run() }
+        pingThread.start()
         var scratch = [UInt8](repeating: 0, count: 1 << 16)
         var peakSampled = 0
         var nextSample = start
-        var pollSet = [pollfd](repeating: pollfd(), count: clients.count + 1)
+        var pollSet = [pollfd](repeating: pollfd(), count: clients.count)
         var drained = false
         var failure: String?
 
@@ -109,12 +114,6 @@ struct SlowReaders: ParsableCommand {
                 peakSampled = max(peakSampled, statusField(pid, "VmRSS:") ?? 0)
                 nextSample = t + 50_000_000
             }
-            // Pings: one every interval, until the drain is over.
-            if !drained && t >= ping.next {
-                ping.send(at: t)
-                ping.next += ping.interval
-                if ping.next < t { ping.next = t + ping.interval }
-            }
             // Slow reads whose time has come.
             if slow {
                 for index in clients.indices where t >= clients[index].nextRead && !clients[index].done {
@@ -124,7 +123,7 @@ struct SlowReaders: ParsableCommand {
             }
             if failure != nil { break }
             drained = !slow && clients.allSatisfy { $0.done }
-            if drained && ping.outstanding.isEmpty { break }
+            if drained { break }
 
             // Wait for writability (clients with bytes left), readability (the drain, the
             // ping), or the next timed event.
@@ -134,8 +133,7 @@ struct SlowReaders: ParsableCommand {
                 if !slow && !client.done { events |= Int16(POLLIN) }
                 pollSet[index] = pollfd(fd: client.fd, events: events, revents: 0)
             }
-            pollSet[clients.count] = pollfd(fd: pingFD, events: Int16(POLLIN), revents: 0)
-            var wake = drained ? t + 10_000_000 : ping.next
+            var wake = t + 100_000_000
             if slow { wake = min(wake, clients.lazy.filter { !$0.done }.map(\.nextRead).min() ?? wake, slowEnd) }
             if serverPID != nil { wake = min(wake, nextSample) }
             let timeout = wake > t ? Int32(min((wake - t + 999_999) / 1_000_000, 1000)) : 0
@@ -159,8 +157,11 @@ struct SlowReaders: ParsableCommand {
                 if failure != nil { break }
             }
             if failure != nil { break }
-            if pollSet[clients.count].revents != 0, let error = ping.read(at: now()) { failure = error; break }
         }
+        pinger.stop.store(true, ordering: .releasing)
+        pinger.done.wait()
+        let ping = pinger.ping
+        if failure == nil, let error = pinger.failure { failure = error }
 
         let peak = serverPID.flatMap { statusField($0, "VmHWM:") }
         let verified = clients.filter { $0.done && $0.mismatch == nil }.count
@@ -204,11 +205,24 @@ struct SlowReaders: ParsableCommand {
     }
 }
 
-/// The byte at `offset` of client `seed`'s stream.
+/// Client `seed`'s stream is a fixed random pattern of `patternPeriod` bytes, repeated,
+/// starting at a point that depends on the client: sending and checking are copies and
+/// comparisons of slices of `patternTable` (which repeats the start, so that any slice of
+/// up to 64 KiB is contiguous).
+let patternPeriod = 65521
+let patternTable: [UInt8] = {
+    var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+    var table = [UInt8](repeating: 0, count: patternPeriod + (1 << 16))
+    for i in 0..<patternPeriod {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        table[i] = UInt8(truncatingIfNeeded: state >> 33)
+    }
+    for i in 0..<(1 << 16) { table[patternPeriod + i] = table[i] }
+    return table
+}()
+
 @inline(__always)
-func patternByte(_ seed: Int, _ offset: Int) -> UInt8 {
-    UInt8(truncatingIfNeeded: (offset &* 31) ^ (offset >> 11) ^ (seed &* 101))
-}
+func patternStart(_ seed: Int, _ offset: Int) -> Int { (offset + seed &* 7919) % patternPeriod }
 
 struct Client {
     let fd: Int32
@@ -229,9 +243,11 @@ struct Client {
     /// Sends what the socket takes now; an error message if it failed.
     mutating func write(_ scratch: inout [UInt8]) -> String? {
         while sent < total {
-            let count = min(scratch.count, total - sent)
-            for i in 0..<count { scratch[i] = patternByte(seed, sent + i) }
-            let n = scratch.withUnsafeBytes { Glibc.send(fd, $0.baseAddress!, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            let count = min(1 << 16, total - sent)
+            let start = patternStart(seed, sent)
+            let n = patternTable.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + start, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            }
             if n < 0 {
                 if errno == EAGAIN || errno == EINTR { return nil }
                 return "client \(seed): send: errno \(errno)"
@@ -251,14 +267,52 @@ struct Client {
         }
         if n == 0 { return done ? nil : "client \(seed): end of stream after \(received) of \(total) bytes" }
         if mismatch == nil {
-            for i in 0..<n where scratch[i] != patternByte(seed, received + i) {
-                mismatch = "client \(seed): byte \(received + i) is \(scratch[i]), expected \(patternByte(seed, received + i))"
-                break
+            let start = patternStart(seed, received)
+            let same = scratch.withUnsafeBytes { got in
+                patternTable.withUnsafeBytes { memcmp(got.baseAddress!, $0.baseAddress! + start, n) == 0 }
+            }
+            if !same {
+                let at = (0..<n).first { scratch[$0] != patternTable[start + $0] } ?? 0
+                mismatch = "client \(seed): byte \(received + at) is \(scratch[at]), expected \(patternTable[start + at])"
             }
         }
         received += n
         if received > total { return "client \(seed): \(received - total) bytes more than sent" }
         return nil
+    }
+}
+
+/// Sends a ping every interval until told to stop (then waits up to 2 s for the echoes
+/// still out), reading the echoes as they come.
+final class Pinger: @unchecked Sendable {
+    // @unchecked: `ping` and `failure` belong to the ping thread until `done` is signalled.
+    var ping: Ping
+    var failure: String?
+    let stop = Atomic<Bool>(false)
+    let done = DispatchSemaphore(value: 0)
+
+    init(ping: Ping) { self.ping = ping }
+
+    func run() {
+        defer { done.signal() }
+        var stopAt: UInt64?
+        while true {
+            let t = now()
+            if stopAt == nil && stop.load(ordering: .acquiring) { stopAt = t + 2_000_000_000 }
+            if let stopAt, ping.outstanding.isEmpty || t >= stopAt { return }
+            if stopAt == nil && t >= ping.next {
+                ping.send(at: t)
+                ping.next += ping.interval
+                if ping.next < t { ping.next = t + ping.interval }
+            }
+            var set = pollfd(fd: ping.fd, events: Int16(POLLIN), revents: 0)
+            let wake = stopAt == nil ? ping.next : t + 10_000_000
+            let timeout = wake > t ? Int32(min((wake - t + 999_999) / 1_000_000, 100)) : 0
+            if poll(&set, 1, timeout) > 0, let error = ping.read(at: now()) {
+                failure = error
+                return
+            }
+        }
     }
 }
 
@@ -304,6 +358,9 @@ struct Ping {
             outstanding.removeFirst()
             pending.removeFirst(64)
             latencies.append(Double(time - sentAt) / 1e6)
+            if getenv("SLOW_READERS_TRACE") != nil && time - sentAt > 50_000_000 {
+                print("slow ping \(expected): \(Double(time - sentAt) / 1e6) ms")
+            }
         }
         return nil
     }
