@@ -449,8 +449,9 @@ public final class Socket: @unchecked Sendable {
     /// Appends up to `maxLength` newly received bytes to `readBuffer`; 0 at end of stream.
     /// `wanted` of them the caller is sure to take (an exact read's missing bytes).
     private func fill(maxLength: Int, wanted: Int = 0, deadline: Deadline?, placement: Placement) async throws -> Int {
-        // The exact room, not the array's doubling: what a socket holds is what it read.
-        readBuffer.reserveCapacity(readBuffer.count + maxLength)
+        // The exact room the first time, not the array's doubling (what a socket holds is
+        // what it read); doubling when a long line keeps asking for more.
+        Self.reserve(&readBuffer, readBuffer.count + maxLength)
         if scheduler.bufferPool != nil {
             var count = 0
             try await receiveChunks(maxLength: maxLength, wanted: wanted, deadline: deadline, placement: placement) {
@@ -466,6 +467,12 @@ public final class Socket: @unchecked Sendable {
 
     /// Arrays that grew past this give their storage back once mostly read.
     private static let keptCapacity = 64 << 10
+
+    /// Room for `count` bytes: exactly that when the array must grow the first time, at
+    /// least twice its storage after that (appends stay linear).
+    private static func reserve(_ bytes: inout [UInt8], _ count: Int) {
+        if bytes.capacity < count { bytes.reserveCapacity(bytes.capacity == 0 ? count : max(count, bytes.capacity * 2)) }
+    }
 
     /// Drops the first `count` bytes of `readBuffer`; storage it no longer needs goes back.
     private func consumeReadBuffer(_ count: Int) {
@@ -620,7 +627,7 @@ public final class Socket: @unchecked Sendable {
             spilled.removeFirst(spilledHead)
             spilledHead = 0
         }
-        spilled.reserveCapacity(spilled.count + chunkBytes)
+        Self.reserve(&spilled, spilled.count + chunkBytes)
         for chunk in chunks[chunksHead...] {
             spilled.append(contentsOf: pool.bytes(chunk.buffer, count: chunk.length)[chunk.offset...])
             pool.giveBack(chunk.buffer)
@@ -667,6 +674,9 @@ public final class Socket: @unchecked Sendable {
                 notReady = true
             }
         }
+        // At most the scratch buffer's size in one call: a huge exact read must not make
+        // a huge buffer (a receive may return less than asked, and its caller asks again).
+        let maxLength = min(maxLength, Scheduler.receiveScratchLimit)
         let operation = ReceiveOperation(socket: self, length: maxLength)
         operation.knownNotReady = notReady
         if scheduler.attemptsInline {
@@ -706,7 +716,9 @@ public final class Socket: @unchecked Sendable {
     ///   bytes received so far), ``SocketError``. Bytes received before an error stay
     ///   readable.
     ///
-    /// Uses `IORING_OP_RECV` (Linux 5.6), as often as needed.
+    /// Uses `IORING_OP_RECV` (Linux 5.6), as often as needed; each call asks for the
+    /// missing bytes plus at most ``Scheduler/Configuration/readAheadLimit``, which stay
+    /// for the next read.
     public func receive(
         exactly count: Int, timeout: SocketTimeout? = nil, placement: Placement = .back
     ) async throws -> [UInt8] {
