@@ -192,14 +192,10 @@ final class ConnectOperation: SocketOperation {
     }
 }
 
-/// `IORING_OP_RECV` (5.6) into the socket's own receive buffer. On a readiness backend the
-/// call is made once the socket is readable, into the scheduler's scratch buffer, and the
-/// bytes are kept in `received` (exactly their size) until the coroutine takes them: a
-/// socket waiting for data holds no buffer.
+/// `IORING_OP_RECV` (5.6) into the socket's own receive buffer.
 final class ReceiveOperation: SocketOperation {
     @exclusivity(unchecked) var parked: Parked<Int>?
     let length: Int
-    @exclusivity(unchecked) var received: [UInt8] = []
 
     init(socket: Socket, length: Int) {
         self.length = length
@@ -215,11 +211,7 @@ final class ReceiveOperation: SocketOperation {
     }
 
     override func attempt() -> Int32 {
-        let length = min(self.length, Scheduler.receiveScratchLimit)
-        let scratch = scheduler.receiveScratch(length)
-        let result = tryReceive(socket.descriptor, into: scratch, length)
-        if result > 0 { received = Array(UnsafeRawBufferPointer(start: scratch, count: Int(result))) }
-        return result
+        tryReceive(socket.descriptor, into: socket.receiveBuffer, length)
     }
 }
 

@@ -646,10 +646,9 @@ public final class Socket: @unchecked Sendable {
     }
 
     /// The 5.x and epoll path: one receive of up to `maxLength` bytes, handed to `take`.
-    /// On epoll the call goes into the scheduler's scratch buffer and the bytes are copied
-    /// out at once (a receive that waits keeps them in its operation meanwhile). The 5.x
-    /// path receives into the socket's own buffer, given back afterwards when larger than
-    /// `keptReceiveCapacity`.
+    /// The epoll fast path receives into the scheduler's scratch buffer and copies out at
+    /// once; a receive that waits uses the socket's own buffer (on epoll at most
+    /// `keptReceiveCapacity`), given back afterwards when larger than that.
     @inline(__always)
     private func receiveIntoBuffer(
         maxLength: Int, deadline: Deadline?, placement: Placement, _ take: (UnsafeRawBufferPointer) -> Void
@@ -674,17 +673,12 @@ public final class Socket: @unchecked Sendable {
                 notReady = true
             }
         }
-        // At most the scratch buffer's size in one call: a huge exact read must not make
-        // a huge buffer (a receive may return less than asked, and its caller asks again).
-        let maxLength = min(maxLength, Scheduler.receiveScratchLimit)
+        // A huge exact read must not make a huge buffer (a receive may return less than
+        // asked, and its caller asks again). On epoll a receive that waited takes at most
+        // what the socket's kept buffer holds (the fast path takes the rest at once).
+        let maxLength = min(maxLength, scheduler.attemptsInline ? Self.keptReceiveCapacity : Scheduler.receiveScratchLimit)
         let operation = ReceiveOperation(socket: self, length: maxLength)
         operation.knownNotReady = notReady
-        if scheduler.attemptsInline {
-            // The readiness engine copies the bytes out when it makes the call.
-            let count = try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
-            operation.received.withUnsafeBytes { take($0) }
-            return count
-        }
         if receiveCapacity < maxLength {
             receiveBuffer.deallocate()
             receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: maxLength, alignment: 16)
