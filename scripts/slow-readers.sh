@@ -15,11 +15,12 @@ if [ "${1:-}" = "--runs" ]; then runs=$2; shift 2; fi
 bin=Benchmarks/.build/release
 status=0
 for run in $(seq "$runs"); do
-  port=$((20000 + RANDOM % 20000))
   log=$(mktemp)
-  "$bin/$1" --port "$port" "${@:2}" > "$log" 2>&1 &
+  "$bin/$1" --port 0 "${@:2}" > "$log" 2>&1 &  # port 0: a free port, printed
   server=$!
   for _ in $(seq 200); do grep -q listening "$log" && break; sleep 0.05; done
+  port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")
+  [ -n "$port" ] || { cat "$log" >&2; kill "$server" 2>/dev/null; rm -f "$log"; status=1; continue; }
   sleep 0.5  # the server settled: its RSS before the load
   "$bin/slow-readers" --port "$port" --server-pid "$server" --json || status=1
   kill -TERM "$server"; wait "$server" 2>/dev/null
