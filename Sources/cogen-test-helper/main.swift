@@ -396,7 +396,10 @@ func readAheadBound(_ arguments: [String]) -> Int32 {
                ContinuousClock.now - last >= .milliseconds(200)
             {
                 let pending = (ContinuousClock.now - last).components
-                let growth = statusBytes("VmHWM:") - shared.before.load(ordering: .acquiring)
+                // The peak since the baseline; where the peak could not be reset, the
+                // resident set now.
+                let peak = statusBytes(shared.peakReset.load(ordering: .acquiring) ? "VmHWM:" : "VmRSS:")
+                let growth = peak - shared.before.load(ordering: .acquiring)
                 shared.result.withLock {
                     $0 = "growth \(growth) pending-ms \(pending.seconds * 1000 + pending.attoseconds / 1_000_000_000_000_000)"
                         + " connections \(connections) handler-buffer \(handlerBuffer)"
@@ -434,7 +437,7 @@ func readAheadBound(_ arguments: [String]) -> Int32 {
     shared.before.store(statusBytes("VmRSS:"), ordering: .releasing)
     let clearRefs = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC)
     if clearRefs >= 0 {
-        _ = write(clearRefs, "5", 1)
+        shared.peakReset.store(write(clearRefs, "5", 1) == 1, ordering: .releasing)
         close(clearRefs)
     }
     // Each client queues `perClient` bytes before the handlers read.
@@ -463,6 +466,7 @@ final class ReadAheadRun: Sendable {
     let go = Atomic<Bool>(false)
     let parked = Atomic<Int>(0)
     let before = Atomic<Int>(0)
+    let peakReset = Atomic<Bool>(false)
     let result = Mutex<String?>(nil)
 }
 
