@@ -15,6 +15,7 @@ import PackageDescription
 //   echo-load     the load generator (checks every echoed byte, records latency)
 //   echo-hostile  misbehaving clients (resets, half-closes), phase by phase: does a server survive?
 //   echo-matrix   runs each server pinned to CPU 0 and echo-load pinned to CPU 1
+//   slow-readers  slow readers against one server: its RSS growth and a ping's latency
 let cSettings: [CSetting] = [.define("_GNU_SOURCE")]
 
 let package = Package(
@@ -99,6 +100,12 @@ let package = Package(
             name: "echo-hostile",
             dependencies: [
                 "EchoBenchSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "slow-readers",
+            dependencies: [
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

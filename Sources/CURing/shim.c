@@ -315,6 +315,22 @@ void cogen_prep_recv_multishot(cogen_sqe *s, int fd, uint16_t group, uint64_t us
     sqe->user_data = user_data;
 }
 
+void cogen_prep_recv_select(cogen_sqe *s, int fd, uint16_t group, unsigned len, unsigned total, bool multishot,
+                            uint64_t user_data) {
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
+    if (multishot) {
+        io_uring_prep_recv_multishot(sqe, fd, NULL, len, 0);
+        // The multishot's byte limit (sqe->optlen, Linux 6.17) shares its place with
+        // file_index, the name liburing 2.3 knows; earlier kernels refuse it with EINVAL.
+        sqe->file_index = total;
+    } else {
+        io_uring_prep_recv(sqe, fd, NULL, len, 0);
+    }
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = group;
+    sqe->user_data = user_data;
+}
+
 void cogen_prep_connect(cogen_sqe *s, int fd, const void *addr, unsigned addrlen, uint64_t user_data) {
     struct io_uring_sqe *sqe = (struct io_uring_sqe *)s;
     io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, addrlen);

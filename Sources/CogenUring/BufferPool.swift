@@ -83,6 +83,11 @@ final class BufferPool {
         }
     }
 
+    /// Touches every page of the buffers, so that they are resident from now on.
+    func prefault() {
+        memset(memory, 0, count * size)
+    }
+
     /// The bytes of buffer `id`.
     @inline(__always)
     func bytes(_ id: UInt16, count: Int) -> UnsafeRawBufferPointer {

@@ -50,8 +50,23 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         /// Bytes per buffer of the shared receive ring (16 KiB: pipelined 4 KiB messages
         /// fill fewer buffers, and pause less often, than with 4 KiB buffers).
         public var receiveBufferSize = 16384
-        /// The most ring buffers one connection holds before its receive pauses.
+        /// The most ring buffers one connection holds: beyond them its chunks are copied to
+        /// its own memory and the buffers go back to the ring.
         public var maxBuffersPerConnection = 16
+        /// The most bytes a socket reads ahead of its coroutine: bytes taken from the kernel
+        /// that no receive has asked for yet (held in ring buffers, copied out of them, or
+        /// left over from exact and line reads). Default 64 KiB. Beyond it the data waits
+        /// in the kernel's socket buffer and TCP flow control slows the peer down.
+        ///
+        /// On io_uring a multishot `IORING_OP_RECV` is armed with the room left under this
+        /// limit as its byte limit (Linux 6.17; before, single receives from the ring), and
+        /// armed again only once the coroutine has brought what is held to half of it. On
+        /// epoll (and the 5.x paths) receives go straight to the caller; exact and line
+        /// reads ask the kernel for at most what they need plus this limit.
+        public var readAheadLimit = 65536
+        /// Touch every page of the shared receive ring when it is made, so that its memory is
+        /// resident from the start (a server measuring its growth; 16 MiB by default).
+        public var prefaultReceiveBuffers = false
         /// A name for the thread ``start()`` creates and for error reports.
         public var name = "cogen"
         /// How late a deadline may fire so that deadlines close together share one
@@ -135,6 +150,17 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
     let multishotAccept: Bool
     /// The shared receive buffers (multishot receive), made when the loop first runs.
     var bufferPool: BufferPool?
+    /// `Configuration.readAheadLimit`, at least 1.
+    let readAheadLimit: Int
+    /// The kernel refused a multishot receive's byte limit (before 6.17): sockets receive
+    /// from the ring one buffer per SQE instead.
+    @exclusivity(unchecked) var receiveLimitRefused = false
+    /// Where the readiness engine's fast path receives (`Socket.receiveIntoBuffer`): the
+    /// bytes are copied out before anything else runs, so one buffer serves every socket.
+    @exclusivity(unchecked) private var receiveScratch = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 16)
+    @exclusivity(unchecked) private var receiveScratchCapacity = 1
+    /// The largest fast-path receive (a larger one takes what fits, as any receive may).
+    static let receiveScratchLimit = 256 << 10
 
     // MARK: Cross-thread state
     private enum InboxItem {
@@ -200,6 +226,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
         self.configuration = configuration
         completionBuffer = .allocate(capacity: max(configuration.completionBatch, 1))
         timerSlack = configuration.timerSlack.clampedNanoseconds
+        readAheadLimit = min(max(configuration.readAheadLimit, 1), 1 << 30)
         multishotAccept = configuration.useMultishotAccept && backend.kind == .ioUring
             && KernelFeatures.current.multishotAccept
     }
@@ -213,6 +240,18 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
             backend.close()
         }
         completionBuffer.deallocate()
+        receiveScratch.deallocate()
+    }
+
+    /// The fast path's receive buffer, at least `length` bytes (see `receiveScratch`).
+    @inline(__always)
+    func receiveScratch(_ length: Int) -> UnsafeMutableRawPointer {
+        if receiveScratchCapacity < length {
+            receiveScratch.deallocate()
+            receiveScratch = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 16)
+            receiveScratchCapacity = length
+        }
+        return receiveScratch
     }
 
     /// The scheduler running on the calling thread, if any.
@@ -373,6 +412,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
                 bufferPool = backend.makeBufferPool(
                     count: configuration.receiveBufferCount, size: configuration.receiveBufferSize,
                     maxPerConnection: configuration.maxBuffersPerConnection)
+                if configuration.prefaultReceiveBuffers { bufferPool?.prefault() }
             }
         }
     }

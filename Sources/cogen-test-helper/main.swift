@@ -4,6 +4,7 @@
 import CTestSupport
 import CogenUring
 import Glibc
+import Synchronization
 
 /// Open descriptors of this process.
 func openDescriptors() -> Int {
@@ -325,6 +326,166 @@ func offLoopUseStops() -> Int32 {
     }
 }
 
+/// A `kB` field of /proc/self/status, in bytes.
+func statusBytes(_ name: String) -> Int {
+    guard let file = fopen("/proc/self/status", "r") else { return -1 }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 512)
+    while fgets(&line, Int32(line.count), file) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if text.hasPrefix(name) { return (Int(text.dropFirst(name.count).filter(\.isNumber)) ?? -1) * 1024 }
+    }
+    return -1
+}
+
+/// Read-ahead bounded under readers that never read (issue 11): `connections` clients
+/// with a 16 KiB SO_RCVBUF each queue `perClient` bytes at the server, then its handlers
+/// (exact 4 KiB reads, each echoed) start; every handler's send blocks on its client. The
+/// server's growth (peak RSS once every send has been pending for 200 ms, minus RSS with
+/// the connections accepted and idle, before any byte) is what the sockets read ahead
+/// plus the handlers' own buffers. Arguments: the engine (io_uring, io_uring-5x, epoll)
+/// and the read-ahead limit. Prints "growth B pending-ms M connections N handler-buffer H".
+func readAheadBound(_ arguments: [String]) -> Int32 {
+    guard arguments.count == 2, let limit = Int(arguments[1]) else { print("usage: read-ahead-bound ENGINE LIMIT"); return 2 }
+    let connections = 200
+    let handlerBuffer = 4096
+    let perClient = 384 << 10  // the limit, a handler's read, and what its blocked send took
+    // Buffers of 16 KiB and more straight from mmap, given back when freed: the peak then
+    // counts what the sockets hold, not how the heap fragments around them.
+    _ = cogen_test_mmap_threshold(16 << 10)
+    var configuration = Scheduler.Configuration()
+    switch arguments[0] {
+    case "epoll": configuration.backend = .epoll
+    case "io_uring-5x":
+        configuration.backend = .ioUring
+        configuration.useProvidedBuffers = false
+        configuration.useMultishotAccept = false
+    default: configuration.backend = .ioUring
+    }
+    configuration.readAheadLimit = limit
+    configuration.prefaultReceiveBuffers = true
+    // Two ring buffers per connection: chunks move to the connection's own memory early,
+    // so 200 connections reading ahead 256 KiB each never find the shared ring empty.
+    configuration.maxBuffersPerConnection = 2
+    let scheduler: Scheduler
+    let listener: Socket
+    do {
+        scheduler = try Scheduler(configuration: configuration)
+        listener = try Socket.listening(on: .loopback(), backlog: 1024, on: scheduler)
+    } catch {
+        print("error: \(error)")
+        return 1
+    }
+    // Room for what the clients queue before the handlers read; little room to send, so
+    // each handler blocks soon after it starts.
+    var receiveRoom: Int32 = 1 << 20
+    setsockopt(listener.descriptor, SOL_SOCKET, SO_RCVBUF, &receiveRoom, socklen_t(MemoryLayout<Int32>.size))
+    var sendRoom: Int32 = 8192
+    setsockopt(listener.descriptor, SOL_SOCKET, SO_SNDBUF, &sendRoom, socklen_t(MemoryLayout<Int32>.size))
+    let port: UInt16
+    do { port = try listener.localAddress.port } catch { print("error: \(error)"); return 1 }
+
+    let shared = ReadAheadRun()
+    scheduler.errorHandler = { _, _ in }
+    scheduler.spawn("server") {
+        let sendingSince = Box([ContinuousClock.Instant?](repeating: nil, count: connections))
+        for index in 0..<connections {
+            let connection = try await listener.accept()
+            scheduler.spawn {
+                shared.parked.add(1, ordering: .releasing)
+                while !shared.go.load(ordering: .acquiring) { try await scheduler.sleep(for: .milliseconds(5)) }
+                while true {
+                    let bytes = try await connection.receive(exactly: handlerBuffer)
+                    sendingSince.value[index] = .now
+                    try await connection.sendAll(bytes)
+                    sendingSince.value[index] = nil
+                }
+            }
+        }
+        // Every handler's send pending for 200 ms (bounded: 60 s).
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(60) {
+            try await scheduler.sleep(for: .milliseconds(10))
+            let since = sendingSince.value
+            if since.allSatisfy({ $0 != nil }), let last = since.compactMap({ $0 }).max(),
+               ContinuousClock.now - last >= .milliseconds(200)
+            {
+                let pending = (ContinuousClock.now - last).components
+                // The peak since the baseline; where the peak could not be reset, the
+                // resident set now.
+                let peak = statusBytes(shared.peakReset.load(ordering: .acquiring) ? "VmHWM:" : "VmRSS:")
+                let growth = peak - shared.before.load(ordering: .acquiring)
+                shared.result.withLock {
+                    $0 = "growth \(growth) pending-ms \(pending.seconds * 1000 + pending.attoseconds / 1_000_000_000_000_000)"
+                        + " connections \(connections) handler-buffer \(handlerBuffer)"
+                }
+                return
+            }
+        }
+        let blocked = sendingSince.value.filter { $0 != nil }.count
+        shared.result.withLock { $0 = "error: only \(blocked) of \(connections) sends blocked within 60 s" }
+    }
+    do { try scheduler.start() } catch { print("error: \(error)"); return 1 }
+    // The clients: SO_RCVBUF 16 KiB, never read.
+    var clients: [Int32] = []
+    for _ in 0..<connections {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var size: Int32 = 16384
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(port.bigEndian)
+        address.sin_addr.s_addr = in_addr_t(UInt32(0x7f00_0001).bigEndian)
+        let status = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard fd >= 0 && status == 0 else { print("error: connect: errno \(errno)"); return 1 }
+        clients.append(fd)
+    }
+    let payload = [UInt8](repeating: 0x5a, count: perClient)
+    var sent = [Int](repeating: 0, count: connections)
+    // Every connection accepted, its handler parked: the baseline (the ring made and
+    // touched). The peak is counted from here.
+    let acceptDeadline = ContinuousClock.now + .seconds(30)
+    while shared.parked.load(ordering: .acquiring) < connections && ContinuousClock.now < acceptDeadline { usleep(1000) }
+    usleep(20_000)  // the handlers' first sleeps begun
+    shared.before.store(statusBytes("VmRSS:"), ordering: .releasing)
+    let clearRefs = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC)
+    if clearRefs >= 0 {
+        shared.peakReset.store(write(clearRefs, "5", 1) == 1, ordering: .releasing)
+        close(clearRefs)
+    }
+    // Each client queues `perClient` bytes before the handlers read.
+    let deadline = ContinuousClock.now + .seconds(30)
+    while sent.contains(where: { $0 < perClient }) && ContinuousClock.now < deadline {
+        for index in 0..<connections where sent[index] < perClient {
+            let n = payload.withUnsafeBytes {
+                // invariant: payload is not empty (perClient > 0), so it has a base address.
+                Glibc.send(clients[index], $0.baseAddress! + sent[index], perClient - sent[index],
+                           Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            }
+            if n > 0 { sent[index] += n }
+        }
+        usleep(1000)
+    }
+    shared.go.store(true, ordering: .releasing)
+    let waitUntil = ContinuousClock.now + .seconds(90)
+    while shared.result.withLock({ $0 }) == nil && ContinuousClock.now < waitUntil { usleep(10_000) }
+    let line = shared.result.withLock { $0 } ?? "error: no result within 90 s"
+    print(line + " queued \(sent.reduce(0, +) / connections)")
+    fflush(nil)
+    exit(line.hasPrefix("growth") ? 0 : 1)
+}
+
+/// What the read-ahead scenario's threads share.
+final class ReadAheadRun: Sendable {
+    let go = Atomic<Bool>(false)
+    let parked = Atomic<Int>(0)
+    let before = Atomic<Int>(0)
+    let peakReset = Atomic<Bool>(false)
+    let result = Mutex<String?>(nil)
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 switch arguments.first {
 case "cancelled-operations-leak-nothing":
@@ -335,6 +496,8 @@ case "slow-readers-keep-memory-flat":
     exit(slowReadersKeepMemoryFlat())
 case "backend-selection":
     exit(backendSelection())
+case "read-ahead-bound":
+    exit(readAheadBound(Array(arguments.dropFirst())))
 case "refused-io-uring":
     exit(refusedIOUring())
 case "off-loop-use-stops":

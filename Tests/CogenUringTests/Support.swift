@@ -165,7 +165,8 @@ func makePipe() -> (read: Int32, write: Int32) {
 /// `Process.run()` over-reads `struct dirent` while it lists `/proc/self/fd` and crashed
 /// this suite now and then (swift-corelibs-foundation PR 5472).
 func runHelper(
-    _ scenario: String, environment: [String: String] = [:], timeout: Duration = .seconds(60)
+    _ scenario: String, arguments: [String] = [], environment: [String: String] = [:],
+    timeout: Duration = .seconds(60)
 ) throws -> (status: Int32, output: String) {
     let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         .deletingLastPathComponent().appendingPathComponent("cogen-test-helper").path
@@ -187,7 +188,7 @@ func runHelper(
     posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
     posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
 
-    let argv: [UnsafeMutablePointer<CChar>?] = [strdup(executable), strdup(scenario), nil]
+    let argv: [UnsafeMutablePointer<CChar>?] = [strdup(executable), strdup(scenario)] + arguments.map { strdup($0) } + [nil]
     let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer {
         for pointer in argv + envp { free(pointer) }

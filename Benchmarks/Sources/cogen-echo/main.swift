@@ -2,6 +2,7 @@
 //
 //   cogen-echo [--port N] [--backend io_uring|epoll|auto] [--threads N] [--placement back|front] [--stats]
 //              [--ring-entries N] [--buffer-count N] [--buffer-size B] [--buffers-per-connection N]
+//              [--read-ahead-limit B] [--receive-size B]
 //
 // Each of the N schedulers runs on its own thread with its own listener on the same port
 // (SO_REUSEPORT: the kernel spreads connections over them). Prints
@@ -38,14 +39,19 @@ struct CogenEcho: ParsableCommand {
     var bufferCount: Int?
     @Option(name: .customLong("buffer-size"), help: "Bytes per receive-ring buffer.")
     var bufferSize: Int?
-    @Option(name: .customLong("buffers-per-connection"), help: "Ring buffers a connection may hold before its receive pauses.")
+    @Option(name: .customLong("buffers-per-connection"), help: "Ring buffers a connection may hold before its chunks are copied out.")
     var buffersPerConnection: Int?
+    @Option(name: .customLong("read-ahead-limit"), help: "Bytes a connection may read ahead of its coroutine.")
+    var readAheadLimit: Int?
+    @Option(name: .customLong("receive-size"), help: "The most bytes one receive takes (the size a connection's echo array can grow to).")
+    var receiveSize = 65536
 
     func validate() throws {
         guard ["io_uring", "epoll", "auto"].contains(backend) else {
             throw ValidationError("unknown backend '\(backend)': io_uring, epoll or auto")
         }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard receiveSize >= 1 else { throw ValidationError("--receive-size must be at least 1") }
         guard ["front", "back"].contains(placement) else {
             throw ValidationError("unknown placement '\(placement)': front or back")
         }
@@ -71,6 +77,10 @@ struct CogenEcho: ParsableCommand {
             if let bufferCount { configuration.receiveBufferCount = bufferCount }
             if let bufferSize { configuration.receiveBufferSize = bufferSize }
             if let buffersPerConnection { configuration.maxBuffersPerConnection = buffersPerConnection }
+            if let readAheadLimit { configuration.readAheadLimit = readAheadLimit }
+            // The receive ring is resident from the start: memory growth under load is
+            // what connections hold, not the ring's first touch.
+            configuration.prefaultReceiveBuffers = true
             let scheduler: Scheduler
             do {
                 scheduler = try Scheduler(configuration: configuration)
@@ -86,7 +96,10 @@ struct CogenEcho: ParsableCommand {
                 options: [.reuseAddress(true), .reusePort(true)], on: scheduler)
             boundPort = try listener.localAddress.port
             let placement: Placement = placement == "front" ? .front : .back
-            scheduler.spawn("acceptor") { await acceptConnections(on: listener, placement: placement) }
+            let receiveSize = receiveSize
+            scheduler.spawn("acceptor") {
+                await acceptConnections(on: listener, placement: placement, receiveSize: receiveSize)
+            }
             schedulers.append(scheduler)
         }
         for scheduler in schedulers { try scheduler.start() }
@@ -107,13 +120,13 @@ struct CogenEcho: ParsableCommand {
 }
 
 /// Accepts until the scheduler shuts down, one echo coroutine per connection.
-func acceptConnections(on listener: Socket, placement: Placement) async {
+func acceptConnections(on listener: Socket, placement: Placement, receiveSize: Int) async {
     let scheduler = listener.scheduler
     while true {
         do {
             let connection = try await listener.accept()
             try? connection.setOption(.noDelay(true))
-            scheduler.spawn { await echo(connection, placement: placement) }
+            scheduler.spawn { await echo(connection, placement: placement, receiveSize: receiveSize) }
         } catch is SchedulerShutdownError {
             return
         } catch let error as SocketError where error.errno == EMFILE || error.errno == ENFILE {
@@ -127,13 +140,13 @@ func acceptConnections(on listener: Socket, placement: Placement) async {
 }
 
 /// Echoes one connection until end of stream. Errors end only this connection.
-func echo(_ connection: Socket, placement: Placement) async {
+func echo(_ connection: Socket, placement: Placement, receiveSize: Int) async {
     do {
         // One array, reused: received into, sent from (nothing allocated per message once
         // it has grown to the largest receive; an idle connection allocates nothing).
         var buffer: [UInt8] = []
         while true {
-            let count = try await connection.receive(into: &buffer, maxLength: 65536, placement: placement)
+            let count = try await connection.receive(into: &buffer, maxLength: receiveSize, placement: placement)
             if count == 0 { break }
             try await connection.sendAll(buffer, placement: placement)
         }

@@ -132,6 +132,13 @@ void cogen_prep_multishot_accept(cogen_sqe *sqe, int fd, uint64_t user_data);
 /// IORING_OP_RECV with IORING_RECV_MULTISHOT and IOSQE_BUFFER_SELECT (6.0): one CQE per
 /// chunk received, each into a buffer of group `group`.
 void cogen_prep_recv_multishot(cogen_sqe *sqe, int fd, uint16_t group, uint64_t user_data);
+/// IORING_OP_RECV with IOSQE_BUFFER_SELECT from group `group`, each receive taking at most
+/// `len` bytes (0: a whole buffer). `multishot` (IORING_RECV_MULTISHOT, 6.0) with `total`
+/// > 0: the kernel ends the receive once `total` bytes arrived (the multishot limit in
+/// `sqe->optlen`, 6.17; earlier kernels answer EINVAL). Without `multishot`: one receive,
+/// one buffer (5.7).
+void cogen_prep_recv_select(cogen_sqe *sqe, int fd, uint16_t group, unsigned len, unsigned total, bool multishot,
+                            uint64_t user_data);
 void cogen_prep_connect(cogen_sqe *sqe, int fd, const void *addr, unsigned addrlen, uint64_t user_data);
 void cogen_prep_recv(cogen_sqe *sqe, int fd, void *buf, size_t len, int flags, uint64_t user_data);
 /// IORING_OP_SEND with MSG_NOSIGNAL added: a closed peer is an error, never SIGPIPE.

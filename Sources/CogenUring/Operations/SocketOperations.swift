@@ -118,22 +118,38 @@ final class MultishotAcceptOperation: IOOperation {
 /// ring (6.0): armed while the socket wants data, one CQE per chunk, naming the buffer the
 /// kernel filled. No coroutine waits on it: the socket queues the chunks and wakes its
 /// receiver.
+///
+/// It takes at most `limit` bytes (the socket's room under its read-ahead limit): each
+/// receive takes at most `perReceive` bytes, and the kernel ends the multishot once
+/// `limit - perReceive + 1` bytes have arrived (the multishot byte limit, 6.17), so the
+/// last receive cannot go past `limit`. Where the kernel refuses the limit (`EINVAL`), the
+/// socket arms single receives instead (`multishot` false: one buffer, one CQE, 5.7).
 final class MultishotReceiveOperation: IOOperation {
     // Weak, as for the multishot accept: a socket nobody references any more goes, and
     // its deinit cancels this stream.
     weak var socket: Socket?
     let descriptor: Int32
     let pool: BufferPool
+    let multishot: Bool
+    private let perReceive: Int
+    private let total: Int
 
-    init(socket: Socket, pool: BufferPool) {
+    init(socket: Socket, pool: BufferPool, limit: Int, multishot: Bool) {
         self.socket = socket
         descriptor = socket.descriptor
         self.pool = pool
+        self.multishot = multishot
+        let limit = min(max(limit, 1), 1 << 30)
+        perReceive = min(pool.size, limit)
+        total = limit - perReceive + 1
         super.init(scheduler: socket.scheduler, label: "receive")
     }
 
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {
-        cogen_prep_recv_multishot(sqe, descriptor, pool.group, userData)
+        // 0: a whole buffer (a cap equal to the buffer would only stop the kernel's
+        // inline retries).
+        let length = perReceive >= pool.size ? 0 : UInt32(perReceive)
+        cogen_prep_recv_select(sqe, descriptor, pool.group, length, UInt32(total), multishot, userData)
     }
 
     override func complete(result: Int32, flags: UInt32) {

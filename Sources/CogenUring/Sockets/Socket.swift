@@ -108,14 +108,20 @@ public final class Socket: @unchecked Sendable {
     }
     @exclusivity(unchecked) private var multishotReceive: MultishotReceiveOperation?
     /// Chunks copied out of the ring for a lagging reader (see `spillChunks`): they come
-    /// after `readBuffer` and before `chunks`.
+    /// after `readBuffer` and before `chunks`; those before `spilledHead` were read.
     @exclusivity(unchecked) private var spilled: [UInt8] = []
+    @exclusivity(unchecked) private var spilledHead = 0
     @exclusivity(unchecked) private var chunks: [Chunk] = []
+    /// Bytes in `chunks` not yet copied out.
+    @exclusivity(unchecked) private var chunkBytes = 0
     @exclusivity(unchecked) private var chunksHead = 0
     @exclusivity(unchecked) private var receivedEnd = false
     @exclusivity(unchecked) private var receiveFailure: SocketError?
     @exclusivity(unchecked) private var starvedForBuffers = false
     @exclusivity(unchecked) private var receiver: (Parked<Void>, Placement)?
+    /// Bytes the waiting `receiver` is sure to take (an exact read's missing bytes): room
+    /// beyond the read-ahead limit when its receive is armed.
+    @exclusivity(unchecked) private var receiverWants = 0
     /// The last send's operation, for the next send to reuse (one allocation per socket,
     /// not per send) once nothing else holds it: the in-flight table and the readiness
     /// index let go of an operation at its final completion.
@@ -126,8 +132,6 @@ public final class Socket: @unchecked Sendable {
     /// Connections queued beyond this pause the multishot accept (backpressure: the
     /// kernel's backlog holds the rest).
     static let acceptQueueLimit = 256
-    /// The largest buffer a single receive (the 5.x path) allocates, whatever its maxLength.
-    static let receiveBufferLimit = 1 << 20
 
     /// A call with an argument out of range: `EINVAL` with what was wrong.
     static func invalid(_ operation: String, _ message: String) -> SocketError {
@@ -501,7 +505,7 @@ public final class Socket: @unchecked Sendable {
         if !readBuffer.isEmpty {
             let count = min(maxLength, readBuffer.count)
             buffer.append(contentsOf: readBuffer.prefix(count))
-            readBuffer.removeFirst(count)
+            consumeReadBuffer(count)
             return count
         }
         if scheduler.bufferPool != nil {
@@ -513,31 +517,66 @@ public final class Socket: @unchecked Sendable {
             }
             return buffer.count
         }
-        let count = try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement)
-        buffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: count))
-        return count
+        return try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement) {
+            buffer.append(contentsOf: $0)
+        }
     }
 
     /// Appends up to `maxLength` newly received bytes to `readBuffer`; 0 at end of stream.
-    private func fill(maxLength: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
+    /// `wanted` of them the caller is sure to take (an exact read's missing bytes).
+    private func fill(maxLength: Int, wanted: Int = 0, deadline: Deadline?, placement: Placement) async throws -> Int {
+        // The exact room the first time, not the array's doubling (what a socket holds is
+        // what it read); doubling when a long line keeps asking for more.
+        Self.reserve(&readBuffer, readBuffer.count + maxLength)
         if scheduler.bufferPool != nil {
             var count = 0
-            try await receiveChunks(maxLength: maxLength, deadline: deadline, placement: placement) {
+            try await receiveChunks(maxLength: maxLength, wanted: wanted, deadline: deadline, placement: placement) {
                 readBuffer.append(contentsOf: $0)
                 count += $0.count
             }
             return count
         }
-        let count = try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement)
-        readBuffer.append(contentsOf: UnsafeRawBufferPointer(start: receiveBuffer, count: count))
-        return count
+        return try await receiveIntoBuffer(maxLength: maxLength, deadline: deadline, placement: placement) {
+            readBuffer.append(contentsOf: $0)
+        }
     }
+
+    /// Arrays that grew past this give their storage back once mostly read.
+    private static let keptCapacity = 64 << 10
+
+    /// Room for `count` bytes: exactly that when the array must grow the first time, at
+    /// least twice its storage after that (appends stay linear).
+    private static func reserve(_ bytes: inout [UInt8], _ count: Int) {
+        if bytes.capacity < count { bytes.reserveCapacity(bytes.capacity == 0 ? count : max(count, bytes.capacity * 2)) }
+    }
+
+    /// Drops the first `count` bytes of `readBuffer`; storage it no longer needs goes back.
+    private func consumeReadBuffer(_ count: Int) {
+        if count == readBuffer.count {
+            // (removeFirst of everything would give the storage up, and the next fill
+            // allocate it again.)
+            readBuffer.removeAll(keepingCapacity: readBuffer.capacity <= Self.keptCapacity)
+            return
+        }
+        readBuffer.removeFirst(count)
+        if readBuffer.capacity > Self.keptCapacity && readBuffer.count <= readBuffer.capacity / 4 {
+            readBuffer = readBuffer.isEmpty ? [] : Array(readBuffer)
+        }
+    }
+
+    /// Bytes taken from the kernel and not yet returned by a receive: `readBuffer`, the
+    /// spilled bytes and the chunks. What the read-ahead limit bounds (the bytes an exact
+    /// or line read is still collecting count too, and a waiting read may always arm).
+    var heldBytes: Int { readBuffer.count + (spilled.count - spilledHead) + chunkBytes }
+
+    /// The storage the socket's own byte arrays keep (tests).
+    var heldCapacity: Int { readBuffer.capacity + spilled.capacity }
 
     /// The provided-buffer path: waits for chunks, then copies out up to `maxLength`
     /// bytes, giving each buffer back once emptied. Nothing copied: end of stream.
     @inline(__always)
     private func receiveChunks(
-        maxLength: Int, deadline: Deadline?, placement: Placement, reserve: (Int) -> Void = { _ in },
+        maxLength: Int, wanted: Int = 0, deadline: Deadline?, placement: Placement, reserve: (Int) -> Void = { _ in },
         _ take: (UnsafeRawBufferPointer) -> Void
     ) async throws {
         guard !receiving else {
@@ -546,11 +585,16 @@ public final class Socket: @unchecked Sendable {
         receiving = true
         defer { receiving = false }
         guard let pool = scheduler.bufferPool else { return }
-        while chunksHead == chunks.count && spilled.isEmpty && !receivedEnd && receiveFailure == nil {
+        while chunksHead == chunks.count && spilledHead == spilled.count && !receivedEnd && receiveFailure == nil {
             guard descriptor >= 0 && !closing else {
                 throw SocketError(errno: EBADF, operation: "receive (the socket is closed)")
             }
-            if multishotReceive == nil && !starvedForBuffers { armReceive(pool) }
+            // Nothing is held but what this read is collecting: the whole limit is room,
+            // beyond what the read still wants.
+            receiverWants = wanted
+            if multishotReceive == nil && !starvedForBuffers {
+                armReceive(pool, limit: scheduler.readAheadLimit + wanted)
+            }
             let settings = ParkSettings(label: "receive", deadline: deadline)
             scheduler.streamWaiters += 1
             defer { scheduler.streamWaiters -= 1 }
@@ -558,14 +602,17 @@ public final class Socket: @unchecked Sendable {
         }
         var remaining = maxLength
         // The exact size, not a whole buffer's: most receives are far smaller.
-        var available = spilled.count
-        for chunk in chunks[chunksHead...] where available < maxLength { available += chunk.length - chunk.offset }
-        reserve(min(available, maxLength))
-        if !spilled.isEmpty {
+        reserve(min(spilled.count - spilledHead + chunkBytes, maxLength))
+        if spilledHead < spilled.count {
             // Spilled bytes come first: they arrived before any chunk still held.
-            let count = min(remaining, spilled.count)
-            spilled.withUnsafeBytes { take(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
-            spilled.removeFirst(count)
+            let count = min(remaining, spilled.count - spilledHead)
+            let start = spilledHead
+            spilled.withUnsafeBytes { take(UnsafeRawBufferPointer(rebasing: $0[start..<(start + count)])) }
+            spilledHead += count
+            if spilledHead == spilled.count {
+                if spilled.capacity > Self.keptCapacity { spilled = [] } else { spilled.removeAll(keepingCapacity: true) }
+                spilledHead = 0
+            }
             remaining -= count
         }
         while remaining > 0 && chunksHead < chunks.count {
@@ -573,6 +620,7 @@ public final class Socket: @unchecked Sendable {
             let count = min(remaining, chunk.length - chunk.offset)
             take(UnsafeRawBufferPointer(rebasing: pool.bytes(chunk.buffer, count: chunk.length)[chunk.offset..<(chunk.offset + count)]))
             remaining -= count
+            chunkBytes -= count
             if chunk.offset + count == chunk.length {
                 chunksHead += 1
                 pool.giveBack(chunk.buffer)
@@ -588,10 +636,20 @@ public final class Socket: @unchecked Sendable {
             receiveFailure = nil
             throw failure
         }
+        // The receive ended at its byte limit: armed again once the reader has brought
+        // what is held to half the limit, with the room left as the new limit.
+        if multishotReceive == nil && !starvedForBuffers && !receivedEnd && receiveFailure == nil
+            && descriptor >= 0 && !closing
+        {
+            let held = heldBytes
+            if held <= scheduler.readAheadLimit / 2 { armReceive(pool, limit: scheduler.readAheadLimit - held) }
+        }
     }
 
-    private func armReceive(_ pool: BufferPool) {
-        let operation = MultishotReceiveOperation(socket: self, pool: pool)
+    /// Arms the receive for at most `limit` bytes (see `MultishotReceiveOperation`).
+    private func armReceive(_ pool: BufferPool, limit: Int) {
+        let operation = MultishotReceiveOperation(
+            socket: self, pool: pool, limit: limit, multishot: !scheduler.receiveLimitRefused)
         multishotReceive = operation
         pending.append(operation)
         scheduler.start(operation)
@@ -607,8 +665,13 @@ public final class Socket: @unchecked Sendable {
                 pool.giveBack(buffer)
             } else {
                 chunks.append(Chunk(buffer: buffer, length: Int(result), offset: 0))
-                if chunks.count - chunksHead >= pool.maxPerConnection { spillChunks(operation, pool) }
+                chunkBytes += Int(result)
+                if chunks.count - chunksHead >= pool.maxPerConnection { spillChunks(pool) }
             }
+        } else if result == -EINVAL && operation.multishot && !scheduler.receiveLimitRefused {
+            // A kernel before 6.17 refuses the multishot's byte limit: single receives
+            // from the ring from now on (armed again at the next wait).
+            scheduler.receiveLimitRefused = true
         } else if result == 0 {
             receivedEnd = true
         } else if result == -ENOBUFS {
@@ -631,57 +694,87 @@ public final class Socket: @unchecked Sendable {
         }
     }
 
-    /// A connection whose reader lags must not keep the shared ring: the kernel may fill
-    /// dozens of buffers for one connection before its CQEs are seen (multishot receive
-    /// retries inline while data is there), so pausing alone cannot bound its share. Its
-    /// chunks are copied, in order, to the connection's own read buffer (bounded by what
-    /// arrives before the pause takes effect), the ring buffers go back at once, and the
-    /// receive pauses until the reader catches up.
-    private func spillChunks(_ operation: MultishotReceiveOperation, _ pool: BufferPool) {
+    /// A connection whose reader lags must not keep the shared ring: past
+    /// `maxPerConnection` buffers its chunks are copied, in order, to the connection's own
+    /// memory and the ring buffers go back at once. The read-ahead limit bounds what it
+    /// holds either way (the receive's byte limit), so this moves bytes, never adds any.
+    private func spillChunks(_ pool: BufferPool) {
+        if spilledHead > 0 {
+            spilled.removeFirst(spilledHead)
+            spilledHead = 0
+        }
+        Self.reserve(&spilled, spilled.count + chunkBytes)
         for chunk in chunks[chunksHead...] {
             spilled.append(contentsOf: pool.bytes(chunk.buffer, count: chunk.length)[chunk.offset...])
             pool.giveBack(chunk.buffer)
         }
         chunks.removeAll(keepingCapacity: true)
         chunksHead = 0
-        operation.requestCancel(.paused)
+        chunkBytes = 0
     }
 
     /// The buffer pool has buffers again after this socket's receive found none.
     func buffersReturned() {
         starvedForBuffers = false
         if receiver != nil, multishotReceive == nil, !closing, let pool = scheduler.bufferPool {
-            armReceive(pool)
+            armReceive(pool, limit: scheduler.readAheadLimit + receiverWants)  // as in receiveChunks
         }
     }
 
+    /// The 5.x and epoll path: one receive of up to `maxLength` bytes, handed to `take`.
+    /// The epoll fast path receives into the scheduler's scratch buffer and copies out at
+    /// once; a receive that waits uses the socket's own buffer (on epoll at most
+    /// `keptReceiveCapacity`), given back afterwards when larger than that.
     @inline(__always)
-    private func receiveIntoBuffer(maxLength: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
+    private func receiveIntoBuffer(
+        maxLength: Int, deadline: Deadline?, placement: Placement, _ take: (UnsafeRawBufferPointer) -> Void
+    ) async throws -> Int {
         guard !receiving else {
             throw SocketError(errno: EBUSY, operation: "receive (another receive is pending on this socket)")
         }
         receiving = true
         defer { receiving = false }
-        // One receive returns at most what is there: a huge maxLength (a length read from
-        // the network) must not become a huge allocation.
-        let maxLength = min(maxLength, Self.receiveBufferLimit)
+        var notReady = false
+        if descriptor >= 0 && !closing && scheduler.attemptsInline {
+            let length = min(maxLength, Scheduler.receiveScratchLimit)
+            let scratch = scheduler.receiveScratch(length)
+            let descriptor = descriptor
+            if let result = await scheduler.attemptInline(placement: placement, isReceive: true, {
+                let result = tryReceive(descriptor, into: scratch, length)
+                if result > 0 { take(UnsafeRawBufferPointer(start: scratch, count: Int(result))) }
+                return result
+            }) {
+                if result >= 0 { return Int(result) }
+                if result != -EAGAIN { throw SocketError(errno: -result, operation: "receive") }
+                notReady = true
+            }
+        }
+        // A huge exact read must not make a huge buffer (a receive may return less than
+        // asked, and its caller asks again). On epoll a receive that waited takes at most
+        // what the socket's kept buffer holds (the fast path takes the rest at once).
+        let maxLength = min(maxLength, scheduler.attemptsInline ? Self.keptReceiveCapacity : Scheduler.receiveScratchLimit)
+        let operation = ReceiveOperation(socket: self, length: maxLength)
+        operation.knownNotReady = notReady
         if receiveCapacity < maxLength {
             receiveBuffer.deallocate()
             receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: maxLength, alignment: 16)
             receiveCapacity = maxLength
         }
-        var notReady = false
-        if descriptor >= 0 && !closing, let result = await scheduler.attemptInline(placement: placement, isReceive: true, {
-            tryReceive(descriptor, into: receiveBuffer, maxLength)
-        }) {
-            if result >= 0 { return Int(result) }
-            if result != -EAGAIN { throw SocketError(errno: -result, operation: "receive") }
-            notReady = true
+        // The operation's final completion has come when `run` returns or throws.
+        defer {
+            if receiveCapacity > Self.keptReceiveCapacity {
+                receiveBuffer.deallocate()
+                receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 16)
+                receiveCapacity = 0
+            }
         }
-        let operation = ReceiveOperation(socket: self, length: maxLength)
-        operation.knownNotReady = notReady
-        return try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
+        let count = try await run(operation, deadline: deadline, placement: placement) { $0.parked = $1 }
+        take(UnsafeRawBufferPointer(start: receiveBuffer, count: count))
+        return count
     }
+
+    /// A socket's own receive buffer up to this size stays for its next receive.
+    private static let keptReceiveCapacity = 16 << 10
 
     /// Receives exactly `count` bytes.
     /// - Parameters:
@@ -693,7 +786,9 @@ public final class Socket: @unchecked Sendable {
     ///   bytes received so far), ``SocketError`` (`EINVAL` for a negative `count`). Bytes
     ///   received before an error stay readable.
     ///
-    /// Uses `IORING_OP_RECV` (Linux 5.6), as often as needed.
+    /// Uses `IORING_OP_RECV` (Linux 5.6), as often as needed; each call asks for the
+    /// missing bytes plus at most ``Scheduler/Configuration/readAheadLimit``, which stay
+    /// for the next read.
     public func receive(
         exactly count: Int, timeout: SocketTimeout? = nil, placement: Placement = .back
     ) async throws -> [UInt8] {
@@ -702,16 +797,21 @@ public final class Socket: @unchecked Sendable {
         while readBuffer.count < count {
             let received: Int
             do {
+                // What is missing, and at most the read-ahead limit beyond it.
                 received = try await fill(
-                    maxLength: max(count - readBuffer.count, 4096), deadline: deadline, placement: placement)
+                    maxLength: count - readBuffer.count + scheduler.readAheadLimit, wanted: count - readBuffer.count,
+                    deadline: deadline, placement: placement)
             } catch is TimeoutError {
                 throw TimeoutError(operation: "receive exactly \(count) bytes", bytesTransferred: readBuffer.count)
             }
             if received == 0 { throw EndOfStreamError(bytesAvailable: readBuffer.count, bytesWanted: count) }
             if case .weak(let duration) = timeout { deadline = .after(duration) }
         }
-        defer { readBuffer.removeFirst(count) }
-        return Array(readBuffer.prefix(count))
+        // Two statements: the slice is gone before the bytes are dropped, which then
+        // move in place instead of copying the whole buffer.
+        let bytes = Array(readBuffer[..<count])
+        consumeReadBuffer(count)
+        return bytes
     }
 
     /// Receives one line, up to and including its `\n`.
@@ -737,15 +837,17 @@ public final class Socket: @unchecked Sendable {
             searched = min(searched, readBuffer.count)
             if let newline = readBuffer[searched...].prefix(limit - searched).firstIndex(of: UInt8(ascii: "\n")) {
                 let line = Array(readBuffer[...newline])
-                readBuffer.removeFirst(line.count)
+                consumeReadBuffer(line.count)
                 return line
             }
             searched = readBuffer.count
             if searched >= limit { throw LineTooLongError(limit: limit) }
             let received: Int
             do {
+                // Bytes past the newline are read ahead: at most the limit.
                 received = try await fill(
-                    maxLength: min(max(limit - searched, 1), 65536), deadline: deadline, placement: placement)
+                    maxLength: min(max(limit - searched, 1), scheduler.readAheadLimit), deadline: deadline,
+                    placement: placement)
             } catch is TimeoutError {
                 throw TimeoutError(operation: "receive a line", bytesTransferred: readBuffer.count)
             }
@@ -884,7 +986,9 @@ public final class Socket: @unchecked Sendable {
         }
         chunks = []
         chunksHead = 0
+        chunkBytes = 0
         spilled = []
+        spilledHead = 0
         if !pending.isEmpty {
             // Not cancellable: the descriptor must not be closed under a pending operation.
             let _: Void = try await scheduler.park { (parked: Parked<Void>) in closeWaiters.append(parked) }
