@@ -180,14 +180,18 @@ public struct WritePlan: Sendable, CustomStringConvertible {
     public var segments: [(range: Range<Int>, pause: Pause)]
     public var pauseBeforeEnd: Pause
     public var closes: Bool
+    /// Where the peer waits for the reader's ``Gate`` (a cut), if anywhere: the reader
+    /// makes a read with a timeout that needs bytes from beyond it, then opens it.
+    public var gate: Int?
 
     /// Cuts `stream` at every CR and LF (before and after it), at each of `cuts` (the
     /// caller's: its readers' limits −1, 0, +1 from where each read starts) and at a few
     /// random places; adds empty segments and pauses.
-    public init(stream: [UInt8], end: StreamEnd, cuts: [Int], _ random: inout SplitMix64) {
+    public init(stream: [UInt8], end: StreamEnd, cuts: [Int], gate: Int? = nil, _ random: inout SplitMix64) {
         self.stream = stream
         self.end = end
-        var points = Set(cuts.filter { $0 > 0 && $0 < stream.count })
+        self.gate = gate
+        var points = Set((cuts + (gate.map { [$0] } ?? [])).filter { $0 > 0 && $0 < stream.count })
         for (index, byte) in stream.enumerated() where byte == newline || byte == carriageReturn {
             points.insert(index)
             points.insert(index + 1)
@@ -214,7 +218,7 @@ public struct WritePlan: Sendable, CustomStringConvertible {
 
     public var description: String {
         let sizes = segments.prefix(40).map { "\($0.range.count)\(code($0.pause))" }.joined(separator: " ")
-        return "\(stream.count) bytes (\(end.rawValue)) in \(segments.count) segments [\(sizes)\(segments.count > 40 ? " …" : "")]"
+        return "\(stream.count) bytes (\(end.rawValue))\(gate.map { ", gate at \($0)" } ?? "") in \(segments.count) segments [\(sizes)\(segments.count > 40 ? " …" : "")]"
             + " then \(code(pauseBeforeEnd))\(closes ? "close" : "shutdown")"
     }
 
@@ -242,8 +246,27 @@ public func show(_ bytes: some Collection<UInt8>, limit: Int = 80) -> String {
     return text + "\"" + (bytes.count > limit ? "…(\(bytes.count) bytes)" : "")
 }
 
-/// The peer: writes a plan's segments after their pauses, then ends the stream.
-public func play(_ plan: WritePlan, through socket: Socket, on scheduler: Scheduler) async throws {
+/// Holds the peer at the plan's gate until the reader opens it.
+public final class Gate: @unchecked Sendable {
+    // @unchecked Sendable: used on one scheduler's thread.
+    public private(set) var isOpen = false
+    private let opened = Signal<Void>()
+
+    public init() {}
+
+    public func open() {
+        isOpen = true
+        opened.signal(())
+    }
+
+    func pass() async throws {
+        if !isOpen { try await opened.wait() }
+    }
+}
+
+/// The peer: writes a plan's segments after their pauses (waiting at its gate), then ends
+/// the stream.
+public func play(_ plan: WritePlan, through socket: Socket, on scheduler: Scheduler, gate: Gate) async throws {
     func wait(_ pause: Pause) async throws {
         switch pause {
         case .none: break
@@ -252,10 +275,16 @@ public func play(_ plan: WritePlan, through socket: Socket, on scheduler: Schedu
         case .sleep(let duration): try await scheduler.sleep(for: duration)
         }
     }
+    var passed = plan.gate == nil
     for (range, pause) in plan.segments {
+        if !passed && range.lowerBound == plan.gate {
+            try await gate.pass()
+            passed = true
+        }
         try await wait(pause)
         if !range.isEmpty { try await socket.sendAll(Array(plan.stream[range])) }
     }
+    if !passed { try await gate.pass() }
     try await wait(plan.pauseBeforeEnd)
     if plan.closes { try await socket.close() } else { try await socket.shutdown(.write) }
 }
@@ -276,3 +305,15 @@ public struct ReaderTally: CustomStringConvertible {
     }
 }
 
+
+/// Where a gate may go so that a read starting at `position` must time out: before the
+/// last byte it needs (`needed` bytes from `position`; one more than is left when the read
+/// needs the end of the stream), and not before `reach`, the bytes the earlier reads
+/// needed (they would wait for the gate forever). nil when there is no such place.
+public func gatePosition(
+    from position: Int, needing needed: Int, reach: Int, count: Int, _ random: inout SplitMix64
+) -> Int? {
+    let lowest = max(position, reach)
+    let highest = min(position + needed - 1, count)
+    return lowest <= highest ? random.int(in: lowest...highest) : nil
+}
