@@ -167,10 +167,10 @@ struct FileCase: CustomStringConvertible {
     let weakTimeout: Bool
     let overTCP: Bool
 
-    init(seed: UInt64) {
+    init(seed: UInt64, randomBytes: Bool = false) {
         self.seed = seed
         var random = SplitMix64(seed: seed)
-        let (stream, end) = makeStream(&random, lines: 2...24)
+        let (stream, end) = makeStream(&random, randomBytes: randomBytes, lines: 2...24)
         // read(n), readline(size) and readlines(sizehint) in a random order (readlines
         // with a hint: it stops early), then sometimes readlines(), then read().
         var kinds = [0, 1, 2] + (0..<random.int(in: 0...5)).map { _ in random.pick([(40, 0), (50, 1), (10, 2)]) }
@@ -187,7 +187,7 @@ struct FileCase: CustomStringConvertible {
         var gate: Int?
         var reach = 0
         for (index, kind) in kinds.enumerated() {
-            let size = Self.size(model, &random)
+            let size = Self.size(model, tiny: randomBytes, &random)
             let read: FileRead = switch kind {
             case 0: .read(size)
             case 1: random.percent(25) ? .readline(-1) : .readline(size)
@@ -226,12 +226,12 @@ struct FileCase: CustomStringConvertible {
 
     /// A size worth trying from where the model stands: tiny ones, the distance to the next
     /// newline and to EOF (each −1, 0, +1), 8192 (the default chunk), any.
-    static func size(_ model: FileModel, _ random: inout SplitMix64) -> Int {
+    static func size(_ model: FileModel, tiny: Bool, _ random: inout SplitMix64) -> Int {
         let rest = model.rest
         let toNewline = model.stream[model.position...].firstIndex(of: newline).map { $0 - model.position + 1 } ?? rest + 1
         let near = random.int(in: -1...1)
         return max(0, random.pick([
-            (15, random.int(in: 1...3)),
+            (tiny ? 40 : 15, random.int(in: 1...3)),
             (10, random.int(in: 1...12)),
             (30, toNewline + near),
             (6, rest + near),
@@ -256,8 +256,19 @@ struct SocketFilePropertyTests {
     /// Every call on the file gives what the model says, whatever the cuts and pauses.
     @Test(arguments: allBackends)
     func fileReadsMatchTheModel(engine: Engine) async throws {
-        let settings = PropertySettings(defaultCases: 3_400)
-        let seeds = settings.caseSeeds(salt: "compat file \(engine.testDescription)")
+        try await run(engine, name: "file reads", defaultCases: 3_400, randomBytes: false)
+    }
+
+    /// Random bytes (every value, or a tiny alphabet dense in CR and LF) with tiny sizes
+    /// (1, 2, 3): no crash, and still the model's results.
+    @Test(arguments: allBackends)
+    func randomBytesNeverCrash(engine: Engine) async throws {
+        try await run(engine, name: "random bytes", defaultCases: 1_000, randomBytes: true)
+    }
+
+    private func run(_ engine: Engine, name: String, defaultCases: Int, randomBytes: Bool) async throws {
+        let settings = PropertySettings(defaultCases: defaultCases)
+        let seeds = settings.caseSeeds(salt: "compat \(name) \(engine.testDescription)")
         let tally = Shared(ReaderTally())
         let next = Shared(0)
         let running = Shared<[Int: UInt64]>([:])
@@ -271,7 +282,7 @@ struct SocketFilePropertyTests {
                         let seed = seeds[next.value]
                         next.value += 1
                         running.value[worker] = seed
-                        let run = FileCase(seed: seed)
+                        let run = FileCase(seed: seed, randomBytes: randomBytes)
                         if settings.replay != nil { print("\(engine.testDescription), replaying \(hex(seed)): \(run)") }
                         if let failure = try await Self.check(run, sched.core, listener, address, tally) {
                             tally.value.failures.append(
@@ -286,7 +297,7 @@ struct SocketFilePropertyTests {
             }
         }
         let elapsed = ContinuousClock.now - started
-        print("SocketFilePropertyTests [\(engine.testDescription)] \(settings): \(tally.value) in \(elapsed)")
+        print("SocketFilePropertyTests \(name) [\(engine.testDescription)] \(settings): \(tally.value) in \(elapsed)")
         for failure in tally.value.failures { Issue.record(Comment(rawValue: failure)) }
         for seed in running.value.values.sorted() {
             Issue.record("\(engine.testDescription): case seed \(hex(seed)) (COGEN_PROPERTY_REPLAY=\(hex(seed))) never ended")
