@@ -249,7 +249,9 @@ struct FileCase: CustomStringConvertible {
     }
 }
 
-@Suite("makefile() properties")
+// Serialized: one engine at a time (each keeps a CPU busy), so a parallel run of the
+// whole suite leaves room for the other tests' watchdogs.
+@Suite("makefile() properties", .serialized)
 struct SocketFilePropertyTests {
     static let workers = 8
 

@@ -207,8 +207,10 @@ struct ReaderEngine: Sendable, CustomTestStringConvertible {
         + [ReaderEngine(engine: Engine(backend: .ioUring, modern: true), tinyRing: true)]
 }
 
+// Serialized: one engine at a time (each keeps a CPU busy), so a parallel run of the
+// whole suite leaves room for the other tests' watchdogs.
 @Suite(
-    "Reader properties",
+    "Reader properties", .serialized,
     .enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct ReaderPropertyTests {
     static let workers = 8
