@@ -286,7 +286,13 @@ struct SocketFilePropertyTests {
                         running.value[worker] = seed
                         let run = FileCase(seed: seed, randomBytes: randomBytes)
                         if settings.replay != nil { print("\(engine.testDescription), replaying \(hex(seed)): \(run)") }
-                        if let failure = try await Self.check(run, sched.core, listener, address, tally) {
+                        let failure: String?
+                        do {
+                            failure = try await Self.check(run, sched.core, listener, address, tally)
+                        } catch {
+                            failure = "the case threw \(error)"
+                        }
+                        if let failure {
                             tally.value.failures.append(
                                 "\(engine.testDescription), \(settings), case seed \(hex(seed)) "
                                 + "(COGEN_PROPERTY_REPLAY=\(hex(seed))): \(failure)\n  case: \(run)")

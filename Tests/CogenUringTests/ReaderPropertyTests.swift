@@ -248,7 +248,13 @@ struct ReaderPropertyTests {
                         running.value[worker] = seed
                         let run = CoreCase(seed: seed, randomBytes: randomBytes)
                         if settings.replay != nil { print("\(engine.testDescription), replaying \(hex(seed)): \(run)") }
-                        if let failure = try await Self.check(run, scheduler, listener, address, tally) {
+                        let failure: String?
+                        do {
+                            failure = try await Self.check(run, scheduler, listener, address, tally)
+                        } catch {
+                            failure = "the case threw \(error)"
+                        }
+                        if let failure {
                             tally.value.failures.append(
                                 "\(engine.testDescription), \(settings), case seed \(hex(seed)) "
                                 + "(COGEN_PROPERTY_REPLAY=\(hex(seed))): \(failure)\n  case: \(run)")
