@@ -40,6 +40,11 @@ let package = Package(
         // counts, resource limits).
         // Test-only C helpers (a seccomp filter that refuses io_uring).
         .target(name: "CTestSupport", path: "Tests/CTestSupport"),
+        // Seeded cases for the readers' property tests (a generator, streams, write plans).
+        .target(
+            name: "PropertyTestSupport", dependencies: ["CogenUring"], path: "Tests/PropertyTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "cogen-test-helper",
             dependencies: ["CogenUring", "CTestSupport"],
@@ -47,12 +52,12 @@ let package = Package(
         ),
         .testTarget(
             name: "CogenUringTests",
-            dependencies: ["CogenUring", "cogen-test-helper"],
+            dependencies: ["CogenUring", "cogen-test-helper", "PropertyTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CogenCompatTests",
-            dependencies: ["CogenCompat", "CogenUring"],
+            dependencies: ["CogenCompat", "CogenUring", "PropertyTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -128,7 +128,8 @@ public final class SocketFile: @unchecked Sendable {
     ///   - weakTimeout: As for ``readline(_:prio:weakTimeout:)``.
     /// - Returns: The lines (the last one may lack its newline).
     /// - Throws: ``OperationTimeout``, ``ConnectionError``; ``ConnectionClosed`` only for
-    ///   a reset, not for the end of the stream.
+    ///   a reset, not for the end of the stream. The lines read before the error stay
+    ///   buffered for the next read.
     ///
     /// Uses `IORING_OP_RECV` (Linux 5.6); the epoll backend runs the same definition.
     public func readlines(_ sizehint: Int = 0, prio: Priority = priority.DEFAULT, weakTimeout: Bool = true) async throws -> [[UInt8]] {
@@ -141,6 +142,10 @@ public final class SocketFile: @unchecked Sendable {
                 total += line.count
             } catch let closed as ConnectionClosed where closed.errno == 0 {
                 break
+            } catch {
+                // Nothing is lost: the lines already read go back in front of the buffer.
+                readBuffer = Array(lines.joined()) + readBuffer
+                throw error
             }
         }
         return lines
