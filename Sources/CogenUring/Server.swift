@@ -280,7 +280,7 @@ public final class Server: Sendable {
                 } else {
                     if let unixPath { UnixSocketFile.removeIfStale(unixPath) }
                     var options: [SocketOption] = [.reuseAddress(true)]
-                    if configuration.threads > 1 { options.append(.reusePort(true)) }
+                    if configuration.threads > 1 && configuration.address.family != .unix { options.append(.reusePort(true)) }
                     listener = try Socket.listening(
                         on: address, backlog: configuration.backlog, options: options, on: scheduler)
                     if index == 0 {
@@ -320,6 +320,9 @@ public final class Server: Sendable {
             }
         }
     }
+
+    /// The listeners' descriptors (tests read the kernel's accept queue through them).
+    var listenerDescriptors: [Int32] { states.map { $0.listener.descriptor } }
 
     /// Connections being served now, over all schedulers (handlers running). Safe from
     /// any thread; a relaxed read of one atomic per scheduler.
