@@ -209,7 +209,7 @@ struct ServerGrownTests {
                 try await waitUntil(scheduler) { requests.current == 3 && idleWaits.current >= 4 }
                 #expect(server.connectionCount == 3)
 
-                shutdown.value = Task.detached { await server.gracefulShutdown(gracePeriod: .seconds(3)) }
+                shutdown.value = Task.detached { await server.gracefulShutdown(gracePeriod: .seconds(5)) }
                 // A is closed at once: end of stream (or a reset), long before the grace ends.
                 let endOfIdle = try? await idle.receive()
                 seen.value.append("idle closed (\(endOfIdle?.count ?? 0) bytes)")
