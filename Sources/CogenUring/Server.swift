@@ -110,10 +110,11 @@ public final class Server: Sendable {
         /// The connection; the server closes it after the handler returns or throws.
         public let socket: Socket
         private let state: State
-        /// The handler's coroutine, whose current wait a shutdown ends.
+        /// The handler's coroutine (cancelled at the end of the grace period).
         fileprivate var coroutine: AnyCoroutine?
-        /// Inside `untilShutdown`.
-        fileprivate var isIdle = false
+        /// The coroutine inside `untilShutdown` (the handler's, or one it spawned), whose
+        /// current wait a shutdown ends; nil when the connection is not idle.
+        fileprivate var idleCoroutine: AnyCoroutine?
         /// The shutdown ended the wait of the current `untilShutdown`.
         fileprivate var interrupted = false
         /// `untilShutdown` threw `ServerShutdownRequestedError`.
@@ -151,6 +152,8 @@ public final class Server: Sendable {
         ///
         /// `body` should wait once (one receive): the shutdown ends the wait `body` is
         /// parked in when it begins, and one more after the handlers queued then have run.
+        /// Call it from a coroutine (the handler or one it spawned), one at a time per
+        /// connection; in a plain task the shutdown cannot end its wait.
         /// - Parameter body: The wait, given the socket (e.g. `{ try await $0.receive() }`).
         /// - Returns: What `body` returns.
         /// - Throws: ``ServerShutdownRequestedError`` (whatever error the ended wait
@@ -165,9 +168,10 @@ public final class Server: Sendable {
                 closedWhileIdle = true
                 throw ServerShutdownRequestedError()
             }
-            isIdle = true
+            // A plain task (not a coroutine) cannot have its wait ended: it waits as any.
+            idleCoroutine = socket.scheduler.currentCoroutine()
             defer {
-                isIdle = false
+                idleCoroutine = nil
                 interrupted = false
             }
             do {
@@ -198,7 +202,7 @@ public final class Server: Sendable {
 
         /// Ends the handler's current wait if it is idle and parked (on the loop).
         fileprivate func interruptIfIdle() {
-            guard isIdle, !interrupted, let waiter = coroutine?.waiter, waiter.isParked else { return }
+            guard !interrupted, let waiter = idleCoroutine?.waiter, waiter.isParked else { return }
             interrupted = true
             if let operation = waiter.operation {
                 // Resumes after the final CQE: with TimeoutError, or the result that won.
