@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 
 scratch=.build-tsan
-suites='^(CogenUringTests\.(ThreadTests|LifecycleTests|ServerTests)|CogenCompatTests\.SharedTests)/'
+suites='^(CogenUringTests\.(ThreadTests|LifecycleTests|ServerTests|ServerGrownTests)|CogenCompatTests\.SharedTests)/'
 
 start=$(date +%s)
 if ! swift build --build-tests --sanitize=thread --scratch-path "$scratch"; then

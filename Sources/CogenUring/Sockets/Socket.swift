@@ -94,7 +94,7 @@ public final class Socket: @unchecked Sendable {
     @exclusivity(unchecked) private var closeWaiters: [Parked<Void>] = []
     // Multishot accept: connections the kernel accepted and no coroutine took yet, the
     // error to hand to the next acceptor, and the acceptors waiting.
-    @exclusivity(unchecked) private var multishotAccept: MultishotAcceptOperation?
+    @exclusivity(unchecked) private(set) var multishotAccept: MultishotAcceptOperation?
     @exclusivity(unchecked) private var accepted: [Int32] = []
     @exclusivity(unchecked) private var acceptedHead = 0
     @exclusivity(unchecked) private var acceptError: SocketError?
