@@ -90,8 +90,8 @@ struct FaultInjection: Sendable {
     var probabilities: [Fault: Double]
 }
 
-/// SplitMix64: small, fast, and good enough to decide faults.
-struct SplitMix64: RandomNumberGenerator {
+/// A SplitMix64 generator: small, fast, and good enough to decide faults.
+struct FaultRandom: RandomNumberGenerator {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
@@ -106,7 +106,7 @@ struct SplitMix64: RandomNumberGenerator {
 /// A scheduler's fault injector: loop-confined; its counts are read once the loop has
 /// stopped.
 final class FaultInjector: @unchecked Sendable {
-    private var generator: SplitMix64
+    private var generator: FaultRandom
     private let probabilities: [Fault: Double]
     /// How often each fault fired.
     private(set) var fires: [Fault: Int] = [:]
@@ -124,7 +124,7 @@ final class FaultInjector: @unchecked Sendable {
     private var releasing = false
 
     init(_ configuration: FaultInjection) {
-        generator = SplitMix64(seed: configuration.seed)
+        generator = FaultRandom(seed: configuration.seed)
         probabilities = configuration.probabilities
     }
 

@@ -164,7 +164,7 @@ struct FaultSoakTests {
     static let resets = 105
 
     static func plans(_ fault: Fault, seed: UInt64) -> [Plan] {
-        var generator = SplitMix64(seed: seed ^ 0x5A5A_5A5A)
+        var generator = FaultRandom(seed: seed ^ 0x5A5A_5A5A)
         let count = connections(for: fault)
         var plans = (0..<count).map { index -> Plan in
             let chunks = (0..<Int.random(in: 1...3, using: &generator)).map { _ in
