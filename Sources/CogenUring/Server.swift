@@ -471,7 +471,7 @@ private final class State: @unchecked Sendable {
             }
             let socket: Socket
             do {
-                socket = try await listener.accept()
+                socket = try await listener.accept(placement: .front)
             } catch let error as SocketError where error.errno == EMFILE || error.errno == ENFILE {
                 // Out of descriptors: wait for a connection to end (it frees one) or for
                 // the backoff, whichever comes first; never retry in a spin.

@@ -757,6 +757,45 @@ extension ProcessWideTests {
         #expect(log.value == ["R receives", "R got 3", "other", "R waited for 2"])
     }
 
+    /// An acceptor at `.front` takes connections already queued by the accept's inline
+    /// attempt, within the per-turn budget: a burst costs no loop pass per connection (one
+    /// per pass kept the last of 200 connections waiting 250 ms behind the busy ones).
+    @Test func anAcceptorAtTheFrontTakesAQueuedBurstInOnePass() async throws {
+        let passes = Box<[Int]>([])
+        try await runScheduler(Engine(backend: .epoll, modern: false)) { scheduler in
+            let listener = try Socket.listening(on: .loopback(), on: scheduler)
+            let port = try listener.localAddress.port
+            var clients: [Int32] = []
+            for _ in 0..<12 {
+                let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = port.bigEndian
+                address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+                let status = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
+                #expect(status == 0)  // loopback: completed from the backlog, before any accept
+                clients.append(fd)
+            }
+            let all = clients
+            scheduler.spawn {
+                var connections: [Socket] = []
+                for _ in 0..<12 {
+                    connections.append(try await listener.accept(placement: .front))
+                    passes.value.append(scheduler.counters.passes)
+                }
+                for connection in connections { try await connection.close() }
+                try await listener.close()
+                for fd in all { Glibc.close(fd) }
+            }
+        }
+        #expect(passes.value.count == 12)
+        #expect(Set(passes.value).count == 1, "accepted in passes \(passes.value)")
+    }
+
     /// An always-readable socket cannot keep the thread: receives that go on at once are
     /// bounded by the same budget per turn.
     @Test func receivesThatGoOnShareTheBudget() async throws {

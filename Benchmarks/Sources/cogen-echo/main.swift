@@ -124,7 +124,7 @@ func acceptConnections(on listener: Socket, placement: Placement, receiveSize: I
     let scheduler = listener.scheduler
     while true {
         do {
-            let connection = try await listener.accept()
+            let connection = try await listener.accept(placement: .front)
             try? connection.setOption(.noDelay(true))
             scheduler.spawn { await echo(connection, placement: placement, receiveSize: receiveSize) }
         } catch is SchedulerShutdownError {
