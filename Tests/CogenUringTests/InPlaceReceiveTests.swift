@@ -35,6 +35,18 @@ private func readHead(_ socket: Socket, ack: Bool, seen: Box<[Int]>) async throw
     }
 }
 
+/// Waits until `socket` holds at least `count` bytes (a tiny ring may bring a piece in
+/// more than one receive).
+private func holdAtLeast(_ count: Int, _ socket: Socket) async throws {
+    while true {
+        let held: Int = try socket.withReceivedBytes { (0, $0.count) }
+        if held >= count { return }
+        guard try await socket.waitForBytes(beyond: held, deadline: .after(.seconds(20))) else {
+            throw EndOfStreamError(bytesAvailable: held, bytesWanted: count)
+        }
+    }
+}
+
 /// What a closure-based read sees, as an array (copied inside the closure).
 private func peek(_ socket: Socket) throws -> [UInt8] {
     try socket.withReceivedBytes { (0, Array($0)) }
@@ -147,11 +159,7 @@ struct InPlaceReceiveTests {
             _ = try await socket.receive()
         }, server: { socket in
             func record(_ bytes: [UInt8]) { log.value.append(String(decoding: bytes, as: UTF8.self)) }
-            #expect(try await socket.waitForBytes(deadline: .after(.seconds(20))))
-            // (A tiny ring may bring "abc" in more than one receive: wait for all three.)
-            while try peek(socket).count < 3 {
-                #expect(try await socket.waitForBytes(deadline: .after(.seconds(20))))
-            }
+            try await holdAtLeast(3, socket)
             record(try peek(socket))
             record(try peek(socket))  // nothing consumed: the same bytes
             // A closure that consumes more than it got consumes nothing.
@@ -170,9 +178,7 @@ struct InPlaceReceiveTests {
             #expect(nested)
             #expect(socket.heldBytes == 3)
             try await socket.sendAll([UInt8(ascii: "k")])
-            while try peek(socket).count < 8 {
-                #expect(try await socket.waitForBytes(deadline: .after(.seconds(20))))
-            }
+            try await holdAtLeast(8, socket)
             record(try peek(socket))
             // Two consumed in place; `receive` returns the rest, never those two again.
             let taken: [UInt8] = try socket.withReceivedBytes { (2, Array($0[..<2])) }
@@ -200,7 +206,7 @@ struct InPlaceReceiveTests {
             let result = try await readHead(socket, ack: false, seen: seen)
             ends.value.append(result == nil)
             log.value.append(String(decoding: try peek(socket), as: UTF8.self))
-            ends.value.append(try await socket.waitForBytes(deadline: .after(.seconds(20))))
+            ends.value.append(try await socket.waitForBytes(beyond: partial.count, deadline: .after(.seconds(20))))
             ends.value.append(try await socket.waitForBytes(beyond: 0, deadline: .after(.seconds(20))))  // held: true
             try socket.withReceivedBytes { _ in (4, ()) }
             // `receive` may return the rest in more than one piece (ring buffers), then the
@@ -215,7 +221,7 @@ struct InPlaceReceiveTests {
                 if pieces > partial.count { break }
             }
             log.value.append(String(decoding: rest, as: UTF8.self))
-            ends.value.append(try await socket.waitForBytes(deadline: .after(.seconds(20))))
+            ends.value.append(try await socket.waitForBytes(beyond: 0, deadline: .after(.seconds(20))))
             log.value.append(String(decoding: try peek(socket), as: UTF8.self))
             try await socket.shutdown(.write)
         })
@@ -236,9 +242,7 @@ struct InPlaceReceiveTests {
             try await socket.sendAll(Array("def".utf8))
             _ = try await socket.receive()
         }, server: { socket in
-            while try peek(socket).count < 3 {
-                #expect(try await socket.waitForBytes(deadline: .after(.seconds(20))))
-            }
+            try await holdAtLeast(3, socket)
             do {
                 _ = try await socket.waitForBytes(beyond: 3, deadline: .after(.milliseconds(30)))
                 log.value.append("no timeout")
@@ -247,9 +251,7 @@ struct InPlaceReceiveTests {
             }
             log.value.append(String(decoding: try peek(socket), as: UTF8.self))
             try await socket.sendAll([UInt8(ascii: "k")])
-            while try peek(socket).count < 6 {
-                #expect(try await socket.waitForBytes(deadline: .after(.seconds(20))))
-            }
+            try await holdAtLeast(6, socket)
             log.value.append(String(decoding: try peek(socket), as: UTF8.self))
             try await socket.shutdown(.write)
         })
@@ -349,20 +351,185 @@ struct InPlaceReceiveTests {
             _ = try await socket.receive()
         }, server: { socket in
             while true {
-                let record: [UInt8]? = try socket.withReceivedBytes { bytes in
-                    guard let length = bytes.first.map(Int.init), bytes.count > length else { return (0, nil) }
-                    return (1 + length, Array(bytes[1..<(1 + length)]))
+                let (record, seen): ([UInt8]?, Int) = try socket.withReceivedBytes { bytes in
+                    guard let length = bytes.first.map(Int.init), bytes.count > length else { return (0, (nil, bytes.count)) }
+                    return (1 + length, (Array(bytes[1..<(1 + length)]), 0))
                 }
                 if let record {
                     parsed.value.append(record)
                     continue
                 }
-                guard try await socket.waitForBytes(deadline: .after(.seconds(20))) else { break }
+                guard try await socket.waitForBytes(beyond: seen, deadline: .after(.seconds(20))) else { break }
             }
             #expect(socket.heldBytes == 0)
             try await socket.shutdown(.write)
         })
         #expect(parsed.value.count == records.count)
         #expect(mismatch(parsed.value.flatMap { $0 }, records.flatMap { $0 }) == nil)
+    }
+
+    /// Eight connections parse records in place at once over one scheduler: with the tiny
+    /// ring they share 16 buffers of 64 bytes, run out (`ENOBUFS`) and are armed again as
+    /// buffers come back, while each holds bytes it has not consumed.
+    @Test(arguments: ReaderEngine.all)
+    func manyConnectionsParseInPlaceAtOnce(_ engine: ReaderEngine) async throws {
+        let connections = 8
+        let streams = (0..<connections).map { connection in
+            var stream: [UInt8] = []
+            for index in 0..<60 {
+                let record = pattern((index * 37 + connection * 11) % 180, seed: connection * 1000 + index)
+                stream += [UInt8(record.count)] + record
+            }
+            return stream
+        }
+        let parsed = Box([[UInt8]](repeating: [], count: connections))
+        let failures = Box<[String]>([])
+        try await runScheduler(engine.engine, configure: engine.configure) { scheduler in
+            let listener = try Socket.listening(on: .loopback(), on: scheduler)
+            let address = try listener.localAddress
+            for connection in 0..<connections {
+                scheduler.spawn("client \(connection)") {
+                    do {
+                        let socket = try await Socket.connect(to: address)
+                        let stream = streams[connection]
+                        var offset = 0
+                        while offset < stream.count {
+                            let piece = min(1 + (offset * 7 + connection) % 250, stream.count - offset)
+                            try await socket.sendAll(Array(stream[offset..<(offset + piece)]))
+                            offset += piece
+                        }
+                        try await socket.shutdown(.write)
+                        _ = try await socket.receive()
+                        try await socket.close()
+                    } catch {
+                        failures.value.append("client \(connection): \(error)")
+                    }
+                }
+            }
+            scheduler.spawn("acceptor") {
+                for _ in 0..<connections {
+                    let socket = try await listener.accept()
+                    scheduler.spawn {
+                        do {
+                            // The first record names the connection (its length differs).
+                            var records: [[UInt8]] = []
+                            while true {
+                                let (record, seen): ([UInt8]?, Int) = try socket.withReceivedBytes { bytes in
+                                    guard let length = bytes.first.map(Int.init), bytes.count > length else {
+                                        return (0, (nil, bytes.count))
+                                    }
+                                    return (1 + length, (Array(bytes[..<(1 + length)]), 0))
+                                }
+                                if let record {
+                                    records.append(record)
+                                    continue
+                                }
+                                // Pause now and then: the peer fills what this one holds.
+                                if records.count % 9 == 4 { await scheduler.yield() }
+                                guard try await socket.waitForBytes(beyond: seen, deadline: .after(.seconds(20))) else { break }
+                            }
+                            let stream = records.flatMap { $0 }
+                            #expect(socket.heldBytes == 0)
+                            if let index = streams.firstIndex(where: { $0.first == stream.first }) {
+                                parsed.value[index] = stream
+                            }
+                            try await socket.shutdown(.write)
+                            try await socket.close()
+                        } catch {
+                            failures.value.append("server: \(error)")
+                        }
+                    }
+                }
+                try await listener.close()
+            }
+        }
+        #expect(failures.value.isEmpty, "\(failures.value)")
+        for connection in 0..<connections {
+            #expect(mismatch(parsed.value[connection], streams[connection]) == nil, "connection \(connection)")
+        }
+    }
+
+    /// A wait ended by `close()` from another coroutine throws `EBADF`; one ended by a
+    /// cancellation throws `CancellationError` and leaves the bytes held.
+    @Test(arguments: ReaderEngine.all)
+    func closeAndCancellationEndAWait(_ engine: ReaderEngine) async throws {
+        let log = Box<[String]>([])
+        try await Self.pair(engine, client: { socket in
+            try await socket.sendAll(Array("ab".utf8))
+            _ = try await socket.receive()
+        }, server: { socket in
+            guard let scheduler = Scheduler.current else { return }
+            try await holdAtLeast(2, socket)
+            let waiter = scheduler.spawn {
+                do {
+                    _ = try await socket.waitForBytes(beyond: 2, deadline: .after(.seconds(20)))
+                    log.value.append("returned")
+                } catch is CancellationError {
+                    log.value.append("cancelled")
+                }
+            }
+            await scheduler.yield()
+            waiter.cancel()
+            _ = try? await waiter.join()
+            log.value.append(String(decoding: try peek(socket), as: UTF8.self))
+            let closing = scheduler.spawn {
+                do {
+                    _ = try await socket.waitForBytes(beyond: 2, deadline: .after(.seconds(20)))
+                    log.value.append("returned")
+                } catch let error as SocketError {
+                    log.value.append("errno \(error.errno)")
+                }
+            }
+            await scheduler.yield()
+            try await socket.close()
+            _ = try? await closing.join()
+        })
+        #expect(log.value == ["cancelled", "ab", "errno \(EBADF)"])
+    }
+
+    /// The way an HTTP server stands on it: heads read in place, the idle wait for the
+    /// next one inside `untilShutdown`, which a shutdown ends at once.
+    @Test(arguments: allBackends)
+    func aServerShutdownEndsAnIdleWait(_ backend: Engine) async throws {
+        var configuration = Server.Configuration(address: .loopback())
+        backend.configure(&configuration.scheduler)
+        let heads = PthreadLock(0)
+        let server = try Server(configuration: configuration) { (connection: Server.Connection) in
+            while true {
+                let (complete, held): (Bool, Int) = try connection.socket.withReceivedBytes { bytes in
+                    if let end = headEnd(bytes) { return (end, (true, 0)) }
+                    return (0, (false, bytes.count))
+                }
+                if complete {
+                    heads.withLock { $0 += 1 }
+                    try await connection.socket.sendAll(Array("HTTP/1.1 204 No Content\r\n\r\n".utf8))
+                    continue
+                }
+                let more = try await connection.untilShutdown {
+                    try await $0.waitForBytes(beyond: held, deadline: .after(.seconds(20)))
+                }
+                if !more { return }
+            }
+        }
+        let address = server.address
+        let shutdown = Box<Task<Server.Report, Never>?>(nil)
+        let seen = Box<[String]>([])
+        try await runScheduler(backend) { scheduler in
+            scheduler.spawn {
+                let client = try await Socket.connect(to: address)
+                try await client.sendAll(head + head)
+                let response = Array("HTTP/1.1 204 No Content\r\n\r\n".utf8)
+                #expect(try await client.receive(exactly: 2 * response.count) == response + response)
+                shutdown.value = Task.detached { await server.gracefulShutdown(gracePeriod: .seconds(10)) }
+                let end = try? await client.receive()
+                seen.value.append("closed (\(end?.count ?? 0) bytes)")
+                try await client.close()
+            }
+        }
+        let report = await shutdown.value?.value
+        #expect(seen.value == ["closed (0 bytes)"])
+        #expect(heads.withLock { $0 } == 2)
+        #expect(report?.closedWhileIdle == 1)
+        #expect(report?.cut == 0)
     }
 }

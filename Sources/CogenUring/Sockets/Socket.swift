@@ -862,7 +862,9 @@ public final class Socket: @unchecked Sendable {
 
     /// Waits until the socket holds more than `count` received bytes, for
     /// ``withReceivedBytes(_:)`` to read in place: a parser that needs the rest of a
-    /// message waits beyond what it has looked at.
+    /// message waits beyond what it has looked at (the count of the buffer it was given,
+    /// less what it consumed), not beyond what is held now: bytes that came meanwhile
+    /// return the wait at once.
     ///
     /// The bytes held count against ``Scheduler/Configuration/readAheadLimit``, and so do
     /// the ones waited for: a wait for more than the limit throws ``ReadAheadLimitError``
@@ -871,8 +873,7 @@ public final class Socket: @unchecked Sendable {
     /// own limit under the read-ahead limit.
     ///
     /// - Parameters:
-    ///   - count: How many bytes the caller has looked at; nil (the default) for all it
-    ///     holds now.
+    ///   - count: How many held bytes the caller has looked at and still holds.
     ///   - deadline: When to give up.
     ///   - placement: Where the coroutine goes when bytes arrive after a wait (bytes
     ///     already held return at once, without a trip through the run queue).
@@ -892,11 +893,10 @@ public final class Socket: @unchecked Sendable {
     /// the socket's own buffer, or `recv(2)` when epoll reports the socket readable, each
     /// for at most the room left.
     public func waitForBytes(
-        beyond count: Int? = nil, deadline: Deadline? = nil, placement: Placement = .back
+        beyond count: Int, deadline: Deadline? = nil, placement: Placement = .back
     ) async throws -> Bool {
         scheduler.assertOnLoop()
         let start = heldBytes
-        let count = count ?? start
         guard count >= 0 else { throw Self.invalid("wait for bytes", "count must not be negative, got \(count)") }
         if start > count { return true }
         let limit = scheduler.readAheadLimit
