@@ -59,6 +59,7 @@ struct InPlaceReceiveTests {
     /// A connected pair on one scheduler: `client` and `server` run as two coroutines.
     static func pair(
         _ engine: ReaderEngine, configure: @escaping @Sendable (inout Scheduler.Configuration) -> Void = { _ in },
+        singleReceives: Bool = false,
         client: @escaping @Sendable (Socket) async throws -> Void,
         server: @escaping @Sendable (Socket) async throws -> Void
     ) async throws {
@@ -67,6 +68,7 @@ struct InPlaceReceiveTests {
             engine.configure(&$0)
             configure(&$0)
         }) { scheduler in
+            if singleReceives { scheduler.receiveLimitRefused = true }  // as on a kernel before 6.17
             let listener = try Socket.listening(on: .loopback(), on: scheduler)
             let address = try listener.localAddress
             scheduler.spawn("client") {
@@ -322,6 +324,18 @@ struct InPlaceReceiveTests {
     /// record, whatever the cuts: nothing lost, repeated or reordered.
     @Test(arguments: ReaderEngine.all)
     func parsesRecordsCutAnywhere(_ engine: ReaderEngine) async throws {
+        try await Self.parsesRecordsCutAnywhere(engine, singleReceives: false)
+    }
+
+    /// The same where the kernel refuses a multishot's byte limit: single receives from
+    /// the ring, armed again by each wait.
+    @Test(arguments: [false, true])
+    func parsesRecordsWithSingleReceivesFromTheRing(tinyRing: Bool) async throws {
+        try await Self.parsesRecordsCutAnywhere(
+            ReaderEngine(engine: allBackends[0], tinyRing: tinyRing), singleReceives: true)
+    }
+
+    static func parsesRecordsCutAnywhere(_ engine: ReaderEngine, singleReceives: Bool) async throws {
         var generator = SystemRandomNumberGenerator()
         var records: [[UInt8]] = []
         for index in 0..<300 {
@@ -340,7 +354,7 @@ struct InPlaceReceiveTests {
         let parsed = Box<[[UInt8]]>([])
         let pieces = cuts
         let bytes = stream
-        try await Self.pair(engine, client: { socket in
+        try await Self.pair(engine, singleReceives: singleReceives, client: { socket in
             var offset = 0
             for (index, piece) in pieces.enumerated() {
                 try await socket.sendAll(Array(bytes[offset..<(offset + piece)]))
