@@ -387,6 +387,36 @@ struct InPlaceReceiveTests {
     /// buffers come back, while each holds bytes it has not consumed.
     @Test(arguments: ReaderEngine.all)
     func manyConnectionsParseInPlaceAtOnce(_ engine: ReaderEngine) async throws {
+        try await Self.manyConnectionsParseInPlace(engine, fault: nil)
+    }
+
+    /// An engine and a fault the fault injector fires (`FaultInjection.swift`).
+    struct FaultCase: Sendable, CustomTestStringConvertible {
+        let engine: ReaderEngine
+        let fault: Fault
+        var testDescription: String { "\(engine.testDescription): \(fault)" }
+
+        static let all: [FaultCase] = {
+            let modern = ReaderEngine(engine: allBackends[0], tinyRing: false)
+            let tiny = ReaderEngine(engine: allBackends[0], tinyRing: true)
+            let old = ReaderEngine(engine: allBackends[1], tinyRing: false)
+            let epoll = ReaderEngine(engine: allBackends[2], tinyRing: false)
+            return [Fault.noBuffers, .multishotEnd, .cancelledEarly, .shortTransfer].map { FaultCase(engine: tiny, fault: $0) }
+                + [Fault.multishotEnd, .cancelledEarly, .shortTransfer, .enterFailure].map { FaultCase(engine: modern, fault: $0) }
+                + [Fault.cancelledEarly, .shortTransfer, .enterFailure].map { FaultCase(engine: old, fault: $0) }
+                + [Fault.wouldBlock, .interrupted, .shortTransfer, .cancelledEarly].map { FaultCase(engine: epoll, fault: $0) }
+        }()
+    }
+
+    /// The same under injected faults: buffers withheld (`ENOBUFS`), multishot receives
+    /// that end early, operations cancelled by nobody, short transfers, failed kernel
+    /// entries, spurious `EAGAIN` and `EINTR`. Every record still arrives once, in order.
+    @Test(arguments: FaultCase.all)
+    func manyConnectionsParseInPlaceUnderFaults(_ run: FaultCase) async throws {
+        try await Self.manyConnectionsParseInPlace(run.engine, fault: run.fault)
+    }
+
+    static func manyConnectionsParseInPlace(_ engine: ReaderEngine, fault: Fault?) async throws {
         let connections = 8
         let streams = (0..<connections).map { connection in
             var stream: [UInt8] = []
@@ -398,7 +428,17 @@ struct InPlaceReceiveTests {
         }
         let parsed = Box([[UInt8]](repeating: [], count: connections))
         let failures = Box<[String]>([])
-        try await runScheduler(engine.engine, configure: engine.configure) { scheduler in
+        let fired = Box(0)
+        try await runScheduler(engine.engine, configure: {
+            engine.configure(&$0)
+            if let fault {
+                $0.faultInjection = FaultInjection(
+                    seed: 0xF00D + UInt64(Fault.allCases.firstIndex(of: fault) ?? 0),
+                    probabilities: [fault: fault == .enterFailure ? 0.4 : fault == .noBuffers ? 0.2 : 0.3])
+            }
+        }, afterRun: { scheduler, _ in
+            if let fault { fired.value = scheduler.faultInjector?.fires[fault] ?? 0 }
+        }) { scheduler in
             let listener = try Socket.listening(on: .loopback(), on: scheduler)
             let address = try listener.localAddress
             for connection in 0..<connections {
@@ -461,6 +501,7 @@ struct InPlaceReceiveTests {
         for connection in 0..<connections {
             #expect(mismatch(parsed.value[connection], streams[connection]) == nil, "connection \(connection)")
         }
+        if let fault { #expect(fired.value > 0, "the fault \(fault) fired") }
     }
 
     /// A wait ended by `close()` from another coroutine throws `EBADF`; one ended by a
