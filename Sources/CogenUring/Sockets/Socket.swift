@@ -57,6 +57,19 @@ public struct LineTooLongError: Error, Sendable, CustomStringConvertible {
     public var description: String { "line too long: no newline within \(limit) bytes" }
 }
 
+/// A wait for received bytes (``Socket/waitForBytes(beyond:deadline:placement:)``) asked
+/// for more than ``Scheduler/Configuration/readAheadLimit`` allows a socket to hold. The
+/// bytes held stay readable.
+public struct ReadAheadLimitError: Error, Sendable, CustomStringConvertible {
+    /// The read-ahead limit.
+    public let limit: Int
+    /// Bytes the socket held.
+    public let bytesHeld: Int
+    public var description: String {
+        "read-ahead limit reached: \(bytesHeld) bytes held, the wait needs more than the limit of \(limit)"
+    }
+}
+
 /// A TCP (IPv4, IPv6) or Unix stream socket whose operations are io_uring SQEs.
 ///
 /// A socket belongs to one scheduler and is used from its coroutines. One receive and one
@@ -119,9 +132,10 @@ public final class Socket: @unchecked Sendable {
     @exclusivity(unchecked) private var receiveFailure: SocketError?
     @exclusivity(unchecked) private var starvedForBuffers = false
     @exclusivity(unchecked) private var receiver: (Parked<Void>, Placement)?
-    /// Bytes the waiting `receiver` is sure to take (an exact read's missing bytes): room
-    /// beyond the read-ahead limit when its receive is armed.
-    @exclusivity(unchecked) private var receiverWants = 0
+    /// The byte limit the waiting `receiver`'s receive is armed with when buffers come
+    /// back (`buffersReturned`): the read-ahead limit plus what an exact read still misses,
+    /// or the room left beside the bytes an in-place reader holds (`waitForBytes`).
+    @exclusivity(unchecked) private var receiverRoom = 0
     /// The last send's operation, for the next send to reuse (one allocation per socket,
     /// not per send) once nothing else holds it: the in-flight table and the readiness
     /// index let go of an operation at its final completion.
@@ -609,10 +623,8 @@ public final class Socket: @unchecked Sendable {
             }
             // Nothing is held but what this read is collecting: the whole limit is room,
             // beyond what the read still wants.
-            receiverWants = wanted
-            if multishotReceive == nil && !starvedForBuffers {
-                armReceive(pool, limit: scheduler.readAheadLimit + wanted)
-            }
+            receiverRoom = scheduler.readAheadLimit + wanted
+            if multishotReceive == nil && !starvedForBuffers { armReceive(pool, limit: receiverRoom) }
             let settings = ParkSettings(label: "receive", deadline: deadline)
             scheduler.streamWaiters += 1
             defer { scheduler.streamWaiters -= 1 }
@@ -654,14 +666,17 @@ public final class Socket: @unchecked Sendable {
             receiveFailure = nil
             throw failure
         }
-        // The receive ended at its byte limit: armed again once the reader has brought
-        // what is held to half the limit, with the room left as the new limit.
-        if multishotReceive == nil && !starvedForBuffers && !receivedEnd && receiveFailure == nil
+        rearmAfterRead(pool)
+    }
+
+    /// The receive ended at its byte limit: armed again once the reader has brought what
+    /// is held to half the limit, with the room left as the new limit.
+    private func rearmAfterRead(_ pool: BufferPool) {
+        guard multishotReceive == nil && !starvedForBuffers && !receivedEnd && receiveFailure == nil
             && descriptor >= 0 && !closing
-        {
-            let held = heldBytes
-            if held <= scheduler.readAheadLimit / 2 { armReceive(pool, limit: scheduler.readAheadLimit - held) }
-        }
+        else { return }
+        let held = heldBytes
+        if held <= scheduler.readAheadLimit / 2 { armReceive(pool, limit: scheduler.readAheadLimit - held) }
     }
 
     /// Arms the receive for at most `limit` bytes (see `MultishotReceiveOperation`).
@@ -735,8 +750,226 @@ public final class Socket: @unchecked Sendable {
     func buffersReturned() {
         starvedForBuffers = false
         if receiver != nil, multishotReceive == nil, !closing, let pool = scheduler.bufferPool {
-            armReceive(pool, limit: scheduler.readAheadLimit + receiverWants)  // as in receiveChunks
+            armReceive(pool, limit: receiverRoom)  // as its waiter would have
         }
+    }
+
+    // MARK: In-place receives
+
+    /// How often an in-place read found the bytes it held in more than one place
+    /// (`readBuffer`, `spilled`, ring buffers) and gathered them into `readBuffer` (tests:
+    /// bytes in one place are passed where they lie).
+    @exclusivity(unchecked) private(set) var inPlaceGathers = 0
+
+    /// Lets `body` read the received bytes no receive has returned yet, where they lie, and
+    /// consume a prefix of them.
+    ///
+    /// Synchronous: it looks only at what the socket already holds (an empty buffer when
+    /// nothing is held) and never waits; ``waitForBytes(beyond:deadline:placement:)``
+    /// waits for more. The bytes are passed without a copy when they lie in one place: a
+    /// single provided ring buffer, or the socket's own array (where the 5.x and epoll
+    /// paths receive, and where bytes held beyond the ring go). When they straddle two
+    /// places (two ring buffers, or a ring buffer and the socket's array) they are first
+    /// gathered, in order, into the socket's array and the ring buffers go back: that is the
+    /// one case that copies, and each byte is gathered at most once.
+    ///
+    /// The pointer is valid only inside `body`: the ring buffer it points into goes back to
+    /// the kernel once consumed, and the socket's array moves. Nothing may retain it.
+    /// `body` must not use the socket (a nested in-place read throws `EBUSY`).
+    ///
+    /// - Parameter body: Gets the unconsumed bytes, oldest first; returns how many of them
+    ///   it consumed (from the front, `0...buffer.count`) and a result. Consumed bytes are
+    ///   gone: no receive returns them again. The rest stay readable, by this method or any
+    ///   receive, and count against ``Scheduler/Configuration/readAheadLimit``.
+    /// - Returns: `body`'s result.
+    /// - Throws: What `body` throws (then nothing is consumed); ``SocketError`` `EINVAL`
+    ///   when `body` consumed more than it was given or a negative count (nothing is
+    ///   consumed), `EBUSY` while a receive is pending on this socket, `EBADF` once the
+    ///   socket is closed.
+    ///
+    /// No system call. Consuming the bytes of a provided buffer (`IORING_OP_PROVIDE_BUFFERS`
+    /// ring, `io_uring_buf_ring_add`) gives it back to the kernel, and may arm the socket's
+    /// multishot `IORING_OP_RECV` again under the read-ahead rules.
+    public func withReceivedBytes<Result>(
+        _ body: (UnsafeRawBufferPointer) throws -> (consumed: Int, result: Result)
+    ) throws -> Result {
+        scheduler.assertOnLoop()
+        guard !receiving else {
+            throw SocketError(errno: EBUSY, operation: "read in place (another receive is pending on this socket)")
+        }
+        guard descriptor >= 0 && !closing else {
+            throw SocketError(errno: EBADF, operation: "read in place (the socket is closed)")
+        }
+        // Set while `body` runs: a nested read is refused, nothing is given back meanwhile.
+        receiving = true
+        defer { receiving = false }
+        let pool = scheduler.bufferPool
+        let places = (readBuffer.isEmpty ? 0 : 1) + (spilledHead < spilled.count ? 1 : 0) + (chunks.count - chunksHead)
+        if places > 1 { gatherHeldBytes(pool) }
+        // Now at most one place holds bytes.
+        let available: Int
+        let outcome: (consumed: Int, result: Result)
+        if !readBuffer.isEmpty {
+            available = readBuffer.count
+            outcome = try readBuffer.withUnsafeBytes(body)
+        } else if spilledHead < spilled.count {
+            let start = spilledHead
+            available = spilled.count - start
+            outcome = try spilled.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[start...])) }
+        } else if chunksHead < chunks.count, let pool {
+            let chunk = chunks[chunksHead]
+            available = chunk.length - chunk.offset
+            outcome = try body(UnsafeRawBufferPointer(rebasing: pool.bytes(chunk.buffer, count: chunk.length)[chunk.offset...]))
+        } else {
+            available = 0
+            outcome = try body(UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+        let consumed = outcome.consumed
+        guard consumed >= 0 && consumed <= available else {
+            throw Self.invalid("read in place", "consumed \(consumed) of \(available) bytes")
+        }
+        if consumed > 0 { consumeHeld(consumed, pool) }
+        return outcome.result
+    }
+
+    /// Moves every held byte, in order, into `readBuffer`; ring buffers go back.
+    private func gatherHeldBytes(_ pool: BufferPool?) {
+        inPlaceGathers += 1
+        Self.reserve(&readBuffer, heldBytes)
+        if spilledHead < spilled.count {
+            readBuffer.append(contentsOf: spilled[spilledHead...])
+            if spilled.capacity > Self.keptCapacity { spilled = [] } else { spilled.removeAll(keepingCapacity: true) }
+            spilledHead = 0
+        }
+        guard let pool, chunksHead < chunks.count else { return }
+        for chunk in chunks[chunksHead...] {
+            readBuffer.append(contentsOf: pool.bytes(chunk.buffer, count: chunk.length)[chunk.offset...])
+        }
+        // Given back only once the chunks are gone from the socket's books: a giveBack may
+        // re-arm this socket (`buffersReturned`).
+        let buffers = chunks[chunksHead...].map(\.buffer)
+        chunks.removeAll(keepingCapacity: true)
+        chunksHead = 0
+        chunkBytes = 0
+        for buffer in buffers { pool.giveBack(buffer) }
+    }
+
+    /// Drops the first `count` bytes held, all in one place (after `gatherHeldBytes`).
+    private func consumeHeld(_ count: Int, _ pool: BufferPool?) {
+        if !readBuffer.isEmpty {
+            consumeReadBuffer(count)
+        } else if spilledHead < spilled.count {
+            spilledHead += count
+            if spilledHead == spilled.count {
+                if spilled.capacity > Self.keptCapacity { spilled = [] } else { spilled.removeAll(keepingCapacity: true) }
+                spilledHead = 0
+            }
+        } else if let pool, chunksHead < chunks.count {
+            let chunk = chunks[chunksHead]
+            chunkBytes -= count
+            if chunk.offset + count == chunk.length {
+                chunks.removeAll(keepingCapacity: true)  // it was the only one
+                chunksHead = 0
+                pool.giveBack(chunk.buffer)
+            } else {
+                chunks[chunksHead].offset += count
+            }
+        }
+        if let pool { rearmAfterRead(pool) }
+    }
+
+    /// Waits until the socket holds more than `count` received bytes, for
+    /// ``withReceivedBytes(_:)`` to read in place: a parser that needs the rest of a
+    /// message waits beyond what it has looked at (the count of the buffer it was given,
+    /// less what it consumed), not beyond what is held now: bytes that came meanwhile
+    /// return the wait at once.
+    ///
+    /// The bytes held count against ``Scheduler/Configuration/readAheadLimit``, and so do
+    /// the ones waited for: a wait for more than the limit throws ``ReadAheadLimitError``
+    /// at once (nothing is received; the bytes held stay readable), so a protocol can
+    /// answer "too large" (an HTTP server's 431) instead of holding more. Keep a parser's
+    /// own limit under the read-ahead limit.
+    ///
+    /// - Parameters:
+    ///   - count: How many held bytes the caller has looked at and still holds.
+    ///   - deadline: When to give up.
+    ///   - placement: Where the coroutine goes when bytes arrive after a wait (bytes
+    ///     already held return at once, without a trip through the run queue).
+    /// - Returns: `true` when more than `count` bytes are held now; `false` when the peer
+    ///   ended the stream first (the bytes held stay readable; later waits return `false`
+    ///   again).
+    /// - Throws: ``ReadAheadLimitError`` when `count` is at least the read-ahead limit,
+    ///   ``TimeoutError`` (its `bytesTransferred`: bytes that arrived during the wait,
+    ///   still held), ``SocketError`` (``SocketError/isConnectionClosed`` on a reset;
+    ///   `EINVAL` for a negative `count`; `EBUSY` while another receive is pending; `EBADF`
+    ///   once closed), `CancellationError`. Bytes held stay readable after each.
+    ///
+    /// Uses the socket's multishot `IORING_OP_RECV` (`IORING_RECV_MULTISHOT`, Linux 6.0)
+    /// into the provided-buffer ring, armed with the room left under the read-ahead limit
+    /// as its byte limit (6.17; one buffer-select receive at a time before), the bytes
+    /// staying in the ring buffers they landed in; otherwise `IORING_OP_RECV` (5.6) into
+    /// the socket's own buffer, or `recv(2)` when epoll reports the socket readable, each
+    /// for at most the room left.
+    public func waitForBytes(
+        beyond count: Int, deadline: Deadline? = nil, placement: Placement = .back
+    ) async throws -> Bool {
+        scheduler.assertOnLoop()
+        let start = heldBytes
+        guard count >= 0 else { throw Self.invalid("wait for bytes", "count must not be negative, got \(count)") }
+        if start > count { return true }
+        let limit = scheduler.readAheadLimit
+        guard count < limit else { throw ReadAheadLimitError(limit: limit, bytesHeld: start) }
+        guard let pool = scheduler.bufferPool else {
+            // The 5.x and epoll paths: receives into `readBuffer` (the only place bytes are
+            // held without a ring), each for the room left.
+            while readBuffer.count <= count {
+                let received: Int
+                do {
+                    received = try await receiveIntoBuffer(
+                        maxLength: limit - readBuffer.count, deadline: deadline, placement: placement
+                    ) {
+                        Self.reserve(&readBuffer, readBuffer.count + $0.count)
+                        readBuffer.append(contentsOf: $0)
+                    }
+                } catch is TimeoutError {
+                    throw TimeoutError(operation: "wait for bytes", bytesTransferred: heldBytes - start)
+                }
+                if received == 0 { return false }
+            }
+            return true
+        }
+        guard !receiving else {
+            throw SocketError(errno: EBUSY, operation: "wait for bytes (another receive is pending on this socket)")
+        }
+        receiving = true
+        defer { receiving = false }
+        while heldBytes <= count {
+            if receivedEnd { return false }
+            if let failure = receiveFailure {
+                receiveFailure = nil
+                throw failure
+            }
+            guard descriptor >= 0 && !closing else {
+                throw SocketError(errno: EBADF, operation: "wait for bytes (the socket is closed)")
+            }
+            // Armed again when it ended (at its byte limit, for want of buffers), for the
+            // room left beside what is held: a reader that consumed everything gets the limit.
+            receiverRoom = limit - heldBytes
+            if multishotReceive == nil && !starvedForBuffers { armReceive(pool, limit: receiverRoom) }
+            let settings = ParkSettings(label: "wait for bytes", deadline: deadline)
+            scheduler.streamWaiters += 1
+            defer { scheduler.streamWaiters -= 1 }
+            do {
+                let _: Void = try await scheduler.suspend(settings) { receiver = ($0, placement) }
+            } catch {
+                receiver = nil
+                if error is TimeoutError {
+                    throw TimeoutError(operation: "wait for bytes", bytesTransferred: heldBytes - start)
+                }
+                throw error
+            }
+        }
+        return true
     }
 
     /// The 5.x and epoll path: one receive of up to `maxLength` bytes, handed to `take`.
