@@ -2,7 +2,7 @@
 //
 //   cogen-echo [--port N] [--backend io_uring|epoll|auto] [--threads N] [--placement back|front] [--stats]
 //              [--ring-entries N] [--buffer-count N] [--buffer-size B] [--buffers-per-connection N]
-//              [--read-ahead-limit B] [--receive-size B] [--send plain|tracked]
+//              [--read-ahead-limit B] [--receive-size B] [--send auto|plain|tracked]
 //
 // Each of the N schedulers runs on its own thread with its own listener on the same port
 // (SO_REUSEPORT: the kernel spreads connections over them). Prints
@@ -29,8 +29,8 @@ struct CogenEcho: ParsableCommand {
     @Option(help: "Where a connection's coroutine goes when its receive or send completes: back (the default) or front.")
     var placement: String = "back"
 
-    @Option(help: "How a connection sends its echo: plain (sendAll: the coroutine waits for the send's completion) or tracked (sendTracked: the socket completes it, the coroutine goes straight to its next receive).")
-    var send: String = "plain"
+    @Option(help: "How a connection sends its echo: plain (sendAll: the coroutine waits for the send's completion), tracked (sendTracked: the socket completes it, the coroutine goes straight to its next receive), or auto (tracked on io_uring, plain on epoll: what measured best, see BENCHMARKS.md).")
+    var send: String = "auto"
 
     @Flag(help: "On exit, print each scheduler's counters, ring setup and the kernel's features.")
     var stats = false
@@ -55,8 +55,8 @@ struct CogenEcho: ParsableCommand {
         }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard receiveSize >= 1 else { throw ValidationError("--receive-size must be at least 1") }
-        guard ["plain", "tracked"].contains(send) else {
-            throw ValidationError("unknown send '\(send)': plain or tracked")
+        guard ["plain", "tracked", "auto"].contains(send) else {
+            throw ValidationError("unknown send '\(send)': plain, tracked or auto")
         }
         guard ["front", "back"].contains(placement) else {
             throw ValidationError("unknown placement '\(placement)': front or back")
@@ -103,7 +103,10 @@ struct CogenEcho: ParsableCommand {
             boundPort = try listener.localAddress.port
             let placement: Placement = placement == "front" ? .front : .back
             let receiveSize = receiveSize
-            let tracked = send == "tracked"
+            // auto: tracked on io_uring (one trip fewer per message); plain on epoll, where
+            // the trip after a send lets the peer answer before the next receive, which
+            // then finds bytes instead of failing with EAGAIN and waiting for readiness.
+            let tracked = send == "tracked" || (send == "auto" && scheduler.backendKind == .ioUring)
             scheduler.spawn("acceptor") {
                 await acceptConnections(on: listener, placement: placement, receiveSize: receiveSize, tracked: tracked)
             }

@@ -20,8 +20,9 @@ final class TrackedSends {
     @exclusivity(unchecked) var isBusy = false
     /// The error of a tracked send, until an operation on the socket throws it.
     @exclusivity(unchecked) var failure: SocketError?
-    /// Coroutines waiting for the queue to shrink (backpressure) or drain (flush, close,
-    /// a plain send): resumed when the bytes left fall to the limit, or on a failure.
+    /// Coroutines waiting for room under the limit (backpressure) or for the queue to drain
+    /// (flush, close, a plain send): resumed at every completion, each checks its own
+    /// condition.
     @exclusivity(unchecked) var waiters: [Parked<Void>] = []
     /// `close()` is settling the queue: no new tracked sends.
     @exclusivity(unchecked) var closing = false
@@ -29,7 +30,7 @@ final class TrackedSends {
     @exclusivity(unchecked) var linger: Duration = .seconds(30)
 
     /// Bytes queued beyond which ``Socket/sendTracked(_:)-([UInt8])`` waits.
-    static let defaultLimit = 256 << 10
+    static let defaultLimit = 64 << 10
     /// Arrays this small are copied into the socket's own storage (which it keeps, so an
     /// echo allocates nothing per message); larger ones sent from an idle queue are held
     /// as they are (no copy; the caller's next mutation of it copies instead).

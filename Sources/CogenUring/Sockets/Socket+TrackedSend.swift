@@ -27,10 +27,11 @@ extension Socket {
     /// next operation on the socket: a receive, a send, a tracked send,
     /// ``flushTrackedSends(deadline:)`` or ``close(placement:)``.
     ///
-    /// Backpressure: when the bytes not yet taken by the kernel exceed
-    /// ``trackedSendLimit`` (256 KiB by default), the call waits (parks) until they fall to
-    /// the limit: a slow reader holds at most the limit plus one call's bytes. That wait is
-    /// the only one; cancelling it leaves the bytes queued.
+    /// Backpressure: when a send is in flight and the bytes not yet taken by the kernel,
+    /// with these, would exceed ``trackedSendLimit`` (64 KiB by default), the call first
+    /// waits (parks) until they fit or everything is sent: a slow reader costs the socket
+    /// at most the limit, or one call's bytes when that is larger. That wait is the only
+    /// one; when it ends with an error (cancelled, shut down) the bytes were not queued.
     ///
     /// While tracked sends are in flight, ``Scheduler/run(untilStopped:)`` does not return
     /// and the operations count in ``SchedulerStatistics/operationsInFlight``; the socket is
@@ -47,9 +48,12 @@ extension Socket {
     /// socket is writable.
     public func sendTracked(_ bytes: [UInt8]) async throws {
         scheduler.assertOnLoop()
-        let state = try beginTrackedSend()
+        var state = try beginTrackedSend()
+        if state.isBusy && state.bytesLeft + bytes.count > state.limit {
+            try await waitForTrackedSends(state, room: bytes.count, deadline: nil)
+            state = try beginTrackedSend()  // closed or failed meanwhile?
+        }
         try enqueueTracked(bytes, state)
-        if state.bytesLeft > state.limit { try await waitForTrackedSends(state, untilIdle: false, deadline: nil) }
     }
 
     /// Sends `buffers`, in order, as tracked sends: ``sendTracked(_:)-([UInt8])`` for each,
@@ -62,9 +66,13 @@ extension Socket {
     /// the epoll backend non-blocking `send(2)` calls.
     public func sendTracked(_ buffers: [[UInt8]]) async throws {
         scheduler.assertOnLoop()
-        let state = try beginTrackedSend()
+        var state = try beginTrackedSend()
+        let total = buffers.reduce(0) { $0 + $1.count }
+        if state.isBusy && state.bytesLeft + total > state.limit {
+            try await waitForTrackedSends(state, room: total, deadline: nil)
+            state = try beginTrackedSend()
+        }
         for buffer in buffers { try enqueueTracked(buffer, state) }
-        if state.bytesLeft > state.limit { try await waitForTrackedSends(state, untilIdle: false, deadline: nil) }
     }
 
     /// Waits until every tracked send of this socket has completed.
@@ -77,14 +85,16 @@ extension Socket {
     public func flushTrackedSends(deadline: Deadline? = nil) async throws {
         scheduler.assertOnLoop()
         guard let state = trackedSends else { return }
-        try await waitForTrackedSends(state, untilIdle: true, deadline: deadline)
+        try await waitForTrackedSends(state, room: nil, deadline: deadline)
     }
 
     /// Bytes passed to tracked sends that the kernel has not taken yet.
     public var trackedBytesPending: Int { trackedSends?.bytesLeft ?? 0 }
 
     /// The most bytes tracked sends may have queued before ``sendTracked(_:)-([UInt8])``
-    /// waits (256 KiB by default; at least 1). Set on the socket's scheduler thread.
+    /// waits (64 KiB by default, the default read-ahead limit: a slow reader's connection
+    /// holds about as much on its way out as on its way in; at least 1). Set on the
+    /// socket's scheduler thread.
     public var trackedSendLimit: Int {
         get { trackedSends?.limit ?? TrackedSends.defaultLimit }
         set { trackedState().limit = max(1, newValue) }
@@ -214,7 +224,7 @@ extension Socket {
                 operation.keepAlive = nil
             }
         }
-        if state.bytesLeft <= state.limit || !state.isBusy { wakeTrackedWaiters(state) }
+        wakeTrackedWaiters(state)  // each checks its own condition
     }
 
     /// Stores the first error, drops what is left, ends the in-flight state.
@@ -235,15 +245,16 @@ extension Socket {
         for waiter in waiters { scheduler.resume(waiter, returning: ()) }
     }
 
-    /// Parks until the bytes left are at most the limit (or none, `untilIdle`); throws
-    /// (and clears) the stored error.
-    private func waitForTrackedSends(_ state: TrackedSends, untilIdle: Bool, deadline: Deadline?) async throws {
+    /// Parks until nothing is in flight, or (`room`) until `room` more bytes fit under the
+    /// limit; throws (and clears) the stored error.
+    private func waitForTrackedSends(_ state: TrackedSends, room: Int?, deadline: Deadline?) async throws {
         while true {
             if let failure = state.failure {
                 state.failure = nil
                 throw failure
             }
-            if untilIdle ? !state.isBusy : state.bytesLeft <= state.limit { return }
+            if !state.isBusy { return }
+            if let room, state.bytesLeft + room <= state.limit { return }
             let _: Void = try await scheduler.park(deadline: deadline) { state.waiters.append($0) }
         }
     }
@@ -261,7 +272,7 @@ extension Socket {
     /// throwing their stored error.
     func settleTrackedSendsBeforeSend() async throws {
         guard let state = trackedSends else { return }
-        try await waitForTrackedSends(state, untilIdle: true, deadline: nil)
+        try await waitForTrackedSends(state, room: nil, deadline: nil)
     }
 
     /// Before `close()`: no new tracked sends; waits up to the linger for those left, then
