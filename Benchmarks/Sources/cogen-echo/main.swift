@@ -158,11 +158,14 @@ func echo(_ connection: Socket, placement: Placement, receiveSize: Int, tracked:
         while true {
             let count = try await connection.receive(into: &buffer, maxLength: receiveSize, placement: placement)
             if count == 0 { break }
-            if tracked {
+            if tracked && count <= trackedSendMaximum {
                 // The socket sends it (copied: the array is free for the next receive);
                 // no trip back through the run queue for the send's completion.
                 try await connection.sendTracked(buffer)
             } else {
+                // (Larger echoes wait for their send, after any tracked ones: a slow
+                // reader's connection then holds one array, not the one in flight plus the
+                // next receive's; issue 11's memory bound.)
                 try await connection.sendAll(buffer, placement: placement)
             }
         }
@@ -175,6 +178,9 @@ func echo(_ connection: Socket, placement: Placement, receiveSize: Int, tracked:
         try? await connection.close()
     }
 }
+
+/// Echoes up to this size go out as tracked sends (`--send tracked`).
+let trackedSendMaximum = 4096
 
 func report(_ message: String) {
     let line = "cogen-echo: \(message)\n"
