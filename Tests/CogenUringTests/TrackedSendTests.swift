@@ -243,6 +243,49 @@ struct TrackedSendTests {
         #expect(final.liveCoroutines == 0)
     }
 
+    #if DEBUG
+    /// Under injected faults (short transfers, a cancel racing the final completion, an
+    /// operation cancelled right after its submission nobody asked for; on epoll `EAGAIN`
+    /// and `EINTR` from the attempts too): the socket sends the rest of each partial send
+    /// and resubmits what the kernel dropped, so every byte still arrives in order, and
+    /// nothing stays in flight.
+    @Test(arguments: allBackends)
+    func orderIsKeptUnderInjectedFaults(_ backend: Engine) async throws {
+        let received = Box<[UInt8]>([])
+        let expected = Box<[UInt8]>([])
+        let inFlightAfter = Box(-1)
+        var probabilities: [Fault: Double] = [.shortTransfer: 0.3, .completionAfterCancel: 0.2, .cancelledEarly: 0.1]
+        if backend.backend == .epoll {
+            probabilities[.wouldBlock] = 0.2
+            probabilities[.interrupted] = 0.1
+        }
+        let faults = probabilities
+        try await runScheduler(backend, bound: .seconds(120), configure: {
+            $0.faultInjection = FaultInjection(seed: 0x7AC4_ED00, probabilities: faults)
+        }, afterRun: { scheduler, _ in
+            inFlightAfter.value = scheduler.counters.operationsInFlight
+        }) { scheduler in
+            scheduler.spawn {
+                let (client, server) = try await smallPair(scheduler)
+                scheduler.spawn("reader") {
+                    received.value = try await readAll(server, maxLength: 5000)
+                    try await server.close()
+                }
+                var all: [UInt8] = []
+                for index in 0..<400 {
+                    let bytes = pattern([64, 1500, 9000][index % 3], seed: index)
+                    all += bytes
+                    try await client.sendTracked(bytes)
+                }
+                expected.value = all
+                try await client.close()
+            }
+        }
+        #expect(mismatch(received.value, expected.value) == nil)
+        #expect(inFlightAfter.value == 0)
+    }
+    #endif
+
     /// What callers may not do is refused with an error, not a crash: a tracked send after
     /// close (`EBADF`); an empty one does nothing.
     @Test(arguments: allBackends)

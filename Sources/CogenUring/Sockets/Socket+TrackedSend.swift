@@ -199,7 +199,7 @@ extension Socket {
             failTracked(state, SocketError(errno: -result, operation: "tracked send\(reason)"))
         } else {
             state.sent += Int(result)
-            if operation.cancelReason != nil && state.bytesLeft > 0 {
+            if operation.cancelReason == .closed || operation.cancelReason == .shutdown, state.bytesLeft > 0 {
                 // A close or the shutdown cancelled it: what is left is not sent.
                 failTracked(state, SocketError(errno: ECANCELED, operation: "tracked send (cancelled: the socket closed or the scheduler shut down)"))
             } else if state.sent < state.sending.count {
@@ -268,11 +268,11 @@ extension Socket {
         }
     }
 
-    /// Before a plain send: waits until the tracked sends are done (their order first),
-    /// throwing their stored error.
-    func settleTrackedSendsBeforeSend() async throws {
+    /// Before a plain send: waits until the tracked sends are done (their order first), at
+    /// most until the send's deadline, throwing their stored error.
+    func settleTrackedSendsBeforeSend(deadline: Deadline?) async throws {
         guard let state = trackedSends else { return }
-        try await waitForTrackedSends(state, room: nil, deadline: nil)
+        try await waitForTrackedSends(state, room: nil, deadline: deadline)
     }
 
     /// Before `close()`: no new tracked sends; waits up to the linger for those left, then

@@ -881,7 +881,7 @@ public final class Socket: @unchecked Sendable {
     @inline(__always)
     private func send(_ bytes: [UInt8], from offset: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
         scheduler.assertOnLoop()
-        if trackedSends != nil { try await settleTrackedSendsBeforeSend() }
+        if trackedSends != nil { try await settleTrackedSendsBeforeSend(deadline: deadline) }
         guard offset < bytes.count else { return 0 }
         guard !sending else {
             throw SocketError(errno: EBUSY, operation: "send (another send is pending on this socket)")
