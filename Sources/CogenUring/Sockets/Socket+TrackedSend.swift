@@ -24,7 +24,8 @@ extension Socket {
     ///
     /// Errors: a failure of a tracked send (a reset peer: ``SocketError/isConnectionClosed``)
     /// is stored, the bytes not sent yet are dropped, and the error is thrown once, by the
-    /// next operation on the socket: a receive, a send, a tracked send,
+    /// next operation on the socket: a receive (bytes an exact or line read left in the
+    /// socket's own buffer are still returned first), a send, a tracked send,
     /// ``flushTrackedSends(deadline:)`` or ``close(placement:)``.
     ///
     /// Backpressure: when a send is in flight and the bytes not yet taken by the kernel,
