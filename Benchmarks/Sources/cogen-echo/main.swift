@@ -2,7 +2,7 @@
 //
 //   cogen-echo [--port N] [--backend io_uring|epoll|auto] [--threads N] [--placement back|front] [--stats]
 //              [--ring-entries N] [--buffer-count N] [--buffer-size B] [--buffers-per-connection N]
-//              [--read-ahead-limit B] [--receive-size B]
+//              [--read-ahead-limit B] [--receive-size B] [--send auto|plain|tracked]
 //
 // Each of the N schedulers runs on its own thread with its own listener on the same port
 // (SO_REUSEPORT: the kernel spreads connections over them). Prints
@@ -29,6 +29,9 @@ struct CogenEcho: ParsableCommand {
     @Option(help: "Where a connection's coroutine goes when its receive or send completes: back (the default) or front.")
     var placement: String = "back"
 
+    @Option(help: "How a connection sends its echo: plain (sendAll: the coroutine waits for the send's completion), tracked (sendTracked: the socket completes it, the coroutine goes straight to its next receive), or auto (tracked on io_uring, plain on epoll). Plain by default: saturated, tracked sends cost 1.04-1.17x the CPU per message (BENCHMARKS.md, issue 12 part 4).")
+    var send: String = "plain"
+
     @Flag(help: "On exit, print each scheduler's counters, ring setup and the kernel's features.")
     var stats = false
 
@@ -52,6 +55,9 @@ struct CogenEcho: ParsableCommand {
         }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard receiveSize >= 1 else { throw ValidationError("--receive-size must be at least 1") }
+        guard ["plain", "tracked", "auto"].contains(send) else {
+            throw ValidationError("unknown send '\(send)': plain, tracked or auto")
+        }
         guard ["front", "back"].contains(placement) else {
             throw ValidationError("unknown placement '\(placement)': front or back")
         }
@@ -97,8 +103,12 @@ struct CogenEcho: ParsableCommand {
             boundPort = try listener.localAddress.port
             let placement: Placement = placement == "front" ? .front : .back
             let receiveSize = receiveSize
+            // auto: tracked on io_uring (one trip fewer per message); plain on epoll, where
+            // the trip after a send lets the peer answer before the next receive, which
+            // then finds bytes instead of failing with EAGAIN and waiting for readiness.
+            let tracked = send == "tracked" || (send == "auto" && scheduler.backendKind == .ioUring)
             scheduler.spawn("acceptor") {
-                await acceptConnections(on: listener, placement: placement, receiveSize: receiveSize)
+                await acceptConnections(on: listener, placement: placement, receiveSize: receiveSize, tracked: tracked)
             }
             schedulers.append(scheduler)
         }
@@ -120,13 +130,13 @@ struct CogenEcho: ParsableCommand {
 }
 
 /// Accepts until the scheduler shuts down, one echo coroutine per connection.
-func acceptConnections(on listener: Socket, placement: Placement, receiveSize: Int) async {
+func acceptConnections(on listener: Socket, placement: Placement, receiveSize: Int, tracked: Bool) async {
     let scheduler = listener.scheduler
     while true {
         do {
             let connection = try await listener.accept(placement: .front)
             try? connection.setOption(.noDelay(true))
-            scheduler.spawn { await echo(connection, placement: placement, receiveSize: receiveSize) }
+            scheduler.spawn { await echo(connection, placement: placement, receiveSize: receiveSize, tracked: tracked) }
         } catch is SchedulerShutdownError {
             return
         } catch let error as SocketError where error.errno == EMFILE || error.errno == ENFILE {
@@ -140,7 +150,7 @@ func acceptConnections(on listener: Socket, placement: Placement, receiveSize: I
 }
 
 /// Echoes one connection until end of stream. Errors end only this connection.
-func echo(_ connection: Socket, placement: Placement, receiveSize: Int) async {
+func echo(_ connection: Socket, placement: Placement, receiveSize: Int, tracked: Bool) async {
     do {
         // One array, reused: received into, sent from (nothing allocated per message once
         // it has grown to the largest receive; an idle connection allocates nothing).
@@ -148,7 +158,16 @@ func echo(_ connection: Socket, placement: Placement, receiveSize: Int) async {
         while true {
             let count = try await connection.receive(into: &buffer, maxLength: receiveSize, placement: placement)
             if count == 0 { break }
-            try await connection.sendAll(buffer, placement: placement)
+            if tracked && count <= trackedSendMaximum {
+                // The socket sends it (copied: the array is free for the next receive);
+                // no trip back through the run queue for the send's completion.
+                try await connection.sendTracked(buffer)
+            } else {
+                // (Larger echoes wait for their send, after any tracked ones: a slow
+                // reader's connection then holds one array, not the one in flight plus the
+                // next receive's; issue 11's memory bound.)
+                try await connection.sendAll(buffer, placement: placement)
+            }
         }
         try await connection.close()
     } catch is SchedulerShutdownError {
@@ -159,6 +178,9 @@ func echo(_ connection: Socket, placement: Placement, receiveSize: Int) async {
         try? await connection.close()
     }
 }
+
+/// Echoes up to this size go out as tracked sends (`--send tracked`).
+let trackedSendMaximum = 4096
 
 func report(_ message: String) {
     let line = "cogen-echo: \(message)\n"

@@ -118,7 +118,10 @@ struct EchoMatrix: ParsableCommand {
 
     static let allServers = ["cogen-echo", "cogen-echo-epoll", "c-uring-echo", "c-epoll-echo", "nio-echo"]
     /// Servers run only when named in `--servers`.
-    static let extraServers = ["cogen-compat-echo"]
+    /// (`-tracked`/`-plain`: cogen-echo with `--send tracked`/`--send plain`.)
+    static let extraServers = [
+        "cogen-compat-echo", "cogen-echo-tracked", "cogen-echo-plain", "cogen-echo-epoll-tracked", "cogen-echo-epoll-plain",
+    ]
 
     @Flag(help: "The full matrix: connections {1,16,256,1000} × sizes {64,4096} × in flight {1,16}.")
     var full = false
@@ -171,7 +174,10 @@ struct EchoMatrix: ParsableCommand {
     /// The order servers run in within a turn: each pair the ratios compare side by side
     /// (NIO and cogen, cogen and C liburing, C epoll and cogen on epoll), so the two runs
     /// of a pair are seconds apart.
-    static let turnOrder = ["nio-echo", "cogen-echo", "c-uring-echo", "c-epoll-echo", "cogen-echo-epoll", "cogen-compat-echo"]
+    static let turnOrder = [
+        "nio-echo", "cogen-echo-plain", "cogen-echo", "cogen-echo-tracked", "c-uring-echo", "c-epoll-echo",
+        "cogen-echo-epoll-tracked", "cogen-echo-epoll", "cogen-echo-epoll-plain", "cogen-compat-echo",
+    ]
     var turn: [String] {
         serverList.sorted { Self.turnOrder.firstIndex(of: $0)! < Self.turnOrder.firstIndex(of: $1)! }
     }
@@ -225,9 +231,12 @@ struct EchoMatrix: ParsableCommand {
             if repetitions > 1 { warn("repetition \(repetition + 1) of \(repetitions)") }
             for server in repetition % 2 == 0 ? turn : turn.reversed() {
                 // cogen-echo-epoll: the same server on the library's epoll engine.
-                let executable = server == "cogen-echo-epoll" ? "cogen-echo" : server
+                // -tracked / -plain: cogen-echo's `--send` (issue 12 part 4).
+                let executable = server.hasPrefix("cogen-echo") ? "cogen-echo" : server
                 let arguments = ["--port", "0"] + (executable.hasPrefix("cogen-") ? ["--stats"] : [])
-                    + (server == "cogen-echo-epoll" ? ["--backend", "epoll"] : [])
+                    + (server.hasPrefix("cogen-echo-epoll") ? ["--backend", "epoll"] : [])
+                    + (server.hasSuffix("-tracked") ? ["--send", "tracked"] : [])
+                    + (server.hasSuffix("-plain") ? ["--send", "plain"] : [])
                 let process: ServerProcess
                 do {
                     process = try ServerProcess.start(path: "\(directory)/\(executable)", arguments: arguments, cpu: serverCPU)

@@ -76,6 +76,7 @@ extension Socket {
         deadline: Deadline?, placement: Placement
     ) async throws -> Int {
         scheduler.assertOnLoop()
+        if trackedSends != nil { try await settleTrackedSendsBeforeSend(deadline: deadline) }
         let operation: SendMessageOperation
         if spare != nil && isKnownUniquelyReferenced(&spare) {
             // invariant: `spare != nil` (checked on the line above).

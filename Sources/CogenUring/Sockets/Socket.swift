@@ -142,6 +142,8 @@ public final class Socket: @unchecked Sendable {
     @exclusivity(unchecked) private var spareSend: SendOperation?
     /// The same for vectored sends (`Socket+Vectored.swift`).
     @exclusivity(unchecked) var spareSendMessage: SendMessageOperation?
+    /// Tracked sends (`Socket+TrackedSend.swift`), made at the first one.
+    @exclusivity(unchecked) var trackedSends: TrackedSends?
 
     /// Connections queued beyond this pause the multishot accept (backpressure: the
     /// kernel's backlog holds the rest).
@@ -614,6 +616,7 @@ public final class Socket: @unchecked Sendable {
         guard !receiving else {
             throw SocketError(errno: EBUSY, operation: "receive (another receive is pending on this socket)")
         }
+        try throwTrackedSendFailure()
         receiving = true
         defer { receiving = false }
         guard let pool = scheduler.bufferPool else { return }
@@ -794,6 +797,7 @@ public final class Socket: @unchecked Sendable {
         _ body: (UnsafeRawBufferPointer) throws -> (consumed: Int, result: Result)
     ) throws -> Result {
         scheduler.assertOnLoop()
+        try throwTrackedSendFailure()  // a failed tracked send is reported by the next operation
         guard !receiving else {
             throw SocketError(errno: EBUSY, operation: "read in place (another receive is pending on this socket)")
         }
@@ -914,6 +918,7 @@ public final class Socket: @unchecked Sendable {
         beyond count: Int, deadline: Deadline? = nil, placement: Placement = .back
     ) async throws -> Bool {
         scheduler.assertOnLoop()
+        try throwTrackedSendFailure()  // a failed tracked send is reported by the next operation
         let start = heldBytes
         guard count >= 0 else { throw Self.invalid("wait for bytes", "count must not be negative, got \(count)") }
         if start > count { return true }
@@ -983,6 +988,7 @@ public final class Socket: @unchecked Sendable {
         guard !receiving else {
             throw SocketError(errno: EBUSY, operation: "receive (another receive is pending on this socket)")
         }
+        try throwTrackedSendFailure()
         receiving = true
         defer { receiving = false }
         var notReady = false
@@ -1128,6 +1134,7 @@ public final class Socket: @unchecked Sendable {
     @inline(__always)
     private func send(_ bytes: [UInt8], from offset: Int, deadline: Deadline?, placement: Placement) async throws -> Int {
         scheduler.assertOnLoop()
+        if trackedSends != nil { try await settleTrackedSendsBeforeSend(deadline: deadline) }
         guard offset < bytes.count else { return 0 }
         guard !sending else {
             throw SocketError(errno: EBUSY, operation: "send (another send is pending on this socket)")
@@ -1204,13 +1211,23 @@ public final class Socket: @unchecked Sendable {
     /// Closes the socket: operations still pending on it are cancelled in the kernel and
     /// their coroutines resume with a ``SocketError`` (`EBADF`, "the socket was closed")
     /// once their final completions have arrived; then the descriptor is closed. A second
-    /// close does nothing.
+    /// close does nothing. Tracked sends (``sendTracked(_:)-([UInt8])``) are flushed first:
+    /// the close waits until they have completed, at most ``trackedSendLinger``, then
+    /// cancels what is left; their stored error is thrown once the descriptor is closed.
     /// - Parameter placement: Where the coroutine goes when done.
-    /// - Throws: ``SocketError`` from `close`.
+    /// - Throws: ``SocketError`` from `close`, or the stored error of a tracked send.
     ///
     /// Uses `IORING_OP_ASYNC_CANCEL` (5.5) per pending operation, then `IORING_OP_CLOSE` (5.6).
     public func close(placement: Placement = .back) async throws {
         scheduler.assertOnLoop()
+        guard descriptor >= 0 && !closing else { return }
+        // Tracked sends first: flushed (up to their linger), their error thrown once closed.
+        let trackedFailure = trackedSends == nil ? nil : await settleTrackedSendsForClose()
+        try await closeDescriptor(placement: placement)
+        if let trackedFailure { throw trackedFailure }
+    }
+
+    private func closeDescriptor(placement: Placement) async throws {
         guard descriptor >= 0 && !closing else { return }
         closing = true
         let descriptor = self.descriptor
