@@ -15,10 +15,13 @@ let package = Package(
     products: [
         .library(name: "CogenUring", targets: ["CogenUring"]),
         .library(name: "CogenCompat", targets: ["CogenCompat"]),
+        .library(name: "CogenHTTP", targets: ["CogenHTTP"]),
     ],
     dependencies: [
         // One log line: which backend `.automatic` chose, and why.
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0")
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // `HTTPRequest`, `HTTPResponse` and `HTTPFields` at CogenHTTP's handler boundary.
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .target(
@@ -34,6 +37,12 @@ let package = Package(
         .target(
             name: "CogenCompat",
             dependencies: ["CogenUring"],
+            swiftSettings: swiftSettings
+        ),
+        // HTTP/1.1 server on CogenUring (issue 13; so far: the request-head parser).
+        .target(
+            name: "CogenHTTP",
+            dependencies: ["CogenUring", .product(name: "HTTPTypes", package: "swift-http-types")],
             swiftSettings: swiftSettings
         ),
         // Scenarios the tests run in a child process (process-wide state: descriptor
@@ -58,6 +67,11 @@ let package = Package(
         .testTarget(
             name: "CogenCompatTests",
             dependencies: ["CogenCompat", "CogenUring", "PropertyTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CogenHTTPTests",
+            dependencies: ["CogenHTTP"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
