@@ -482,6 +482,7 @@ struct RequestHeadParserTests {
                 }
             outcomes[key, default: 0] += 1
         }
+        print("RequestHeadParser mutations, seed 0x132026, 3000 cases: \(outcomes.sorted { $0.key < $1.key })")
         // Both outcomes occur: the mutations exercise acceptance and rejection.
         #expect((outcomes["2xx"] ?? 0) > 0)
         #expect((outcomes["400"] ?? 0) > 0)
