@@ -25,22 +25,23 @@ enum ASCII {
         (b >= 0x20 && b != 0x7F) || b == tab
     }
 
-    /// tchar (RFC 9110 §5.6.2).
-    static let tchar: [Bool] = (0..<256).map { value in
-        let b = UInt8(value)
-        if isDigit(b) || isAlpha(b) { return true }
-        return "!#$%&'*+-.^_`|~".utf8.contains(b)
+    /// tchar (RFC 9110 §5.6.2): ALPHA, DIGIT and ``!#$%&'*+-.^_`|~``, as a 128-bit mask
+    /// (bit b of `low` for bytes 0–63, of `high` for 64–127): no table, no lazy global.
+    @inline(__always) static func isTchar(_ b: UInt8) -> Bool {
+        inMask(b, low: 0x03FF_6CFA_0000_0000, high: 0x57FF_FFFF_C7FF_FFFE)
     }
 
-    /// Characters of a reg-name or an IP literal's inside, plus ':' handled by the caller:
+    /// A character of a reg-name or an IP literal's inside (':' handled by the caller):
     /// unreserved / pct-encoded ('%') / sub-delims (RFC 3986 §3.2.2).
-    static let hostChar: [Bool] = (0..<256).map { value in
-        let b = UInt8(value)
-        if isDigit(b) || isAlpha(b) { return true }
-        return "-._~%!$&'()*+,;=".utf8.contains(b)
+    @inline(__always) static func isHostChar(_ b: UInt8) -> Bool {
+        inMask(b, low: 0x2BFF_7FF2_0000_0000, high: 0x47FF_FFFE_87FF_FFFE)
     }
 
-    @inline(__always) static func isTchar(_ b: UInt8) -> Bool { tchar[Int(b)] }
+    @inline(__always) static func inMask(_ b: UInt8, low: UInt64, high: UInt64) -> Bool {
+        if b < 64 { return (low >> UInt64(b)) & 1 == 1 }
+        if b < 128 { return (high >> UInt64(b - 64)) & 1 == 1 }
+        return false
+    }
 }
 
 /// Case-insensitive comparisons of received bytes against lowercase ASCII tokens.
@@ -70,19 +71,31 @@ enum Token {
 }
 
 /// The ranges of the elements of a comma-separated list (RFC 9110 §5.6.1), each without
-/// surrounding whitespace; empty elements are kept (callers skip them).
-func listElements(_ bytes: [UInt8], in range: Range<Int>) -> [Range<Int>] {
-    var elements: [Range<Int>] = []
-    var start = range.lowerBound
-    var i = range.lowerBound
-    while i <= range.upperBound {
-        if i == range.upperBound || bytes[i] == ASCII.comma {
-            elements.append(trimmed(bytes, start..<i))
-            start = i + 1
-        }
-        i += 1
+/// surrounding whitespace; empty elements are kept (callers skip them). Allocates nothing.
+func listElements(_ bytes: [UInt8], in range: Range<Int>) -> ListElements {
+    ListElements(bytes: bytes, start: range.lowerBound, end: range.upperBound)
+}
+
+struct ListElements: Sequence, IteratorProtocol {
+    let bytes: [UInt8]
+    var start: Int
+    let end: Int
+    var finished = false
+
+    init(bytes: [UInt8], start: Int, end: Int) {
+        self.bytes = bytes
+        self.start = start
+        self.end = end
     }
-    return elements
+
+    mutating func next() -> Range<Int>? {
+        guard !finished else { return nil }
+        var i = start
+        while i < end, bytes[i] != ASCII.comma { i += 1 }
+        let element = trimmed(bytes, start..<i)
+        if i == end { finished = true } else { start = i + 1 }
+        return element
+    }
 }
 
 /// `range` without leading and trailing SP / HTAB.

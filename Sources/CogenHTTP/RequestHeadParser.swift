@@ -53,6 +53,8 @@ public struct RequestHeadParser: Sendable {
 
     /// The most empty lines tolerated before a request line (RFC 9112 §2.2 asks for one).
     static let maxLeadingEmptyLines = 8
+    /// The most bytes reserved for a head at its first line (it grows past that if needed).
+    static let initialCapacity = 4096
 
     private enum Phase {
         case requestLine
@@ -110,22 +112,33 @@ public struct RequestHeadParser: Sendable {
         var i = 0
         let count = input.count
         while i < count {
+            if !sawCR {
+                // Content bytes up to the next CR or LF: only the limits concern them, and a
+                // limit crossed anywhere in the run is the same error as at its first byte.
+                var next = i
+                while next < count, input[next] != ASCII.cr, input[next] != ASCII.lf { next += 1 }
+                if next > i {
+                    let end = head.count + (next - copied)  // position after the run
+                    switch phase {
+                    case .requestLine:
+                        if end - lineStart > limits.maxRequestLineLength { throw .requestLineTooLong }
+                    case .firstFieldLine, .fieldLines:
+                        if end - headerSectionStart > limits.maxHeaderSectionSize { throw .headerSectionTooLarge }
+                    }
+                }
+                i = next
+                if i == count { break }
+            }
             let byte = input[i]
             i += 1
-            let position = head.count + (i - copied)  // `head.count` once byte i-1 is copied
-            switch phase {
-            case .requestLine:
-                if byte != ASCII.cr && byte != ASCII.lf && position - lineStart > limits.maxRequestLineLength {
-                    throw .requestLineTooLong
-                }
-            case .firstFieldLine, .fieldLines:
-                if position - headerSectionStart > limits.maxHeaderSectionSize {
-                    throw .headerSectionTooLarge
-                }
+            if phase != .requestLine && head.count + (i - copied) - headerSectionStart > limits.maxHeaderSectionSize {
+                throw .headerSectionTooLarge
             }
             if sawCR {
                 guard byte == ASCII.lf else { throw .bareCR }
                 sawCR = false
+                // One allocation for most heads: they arrive whole, in one input.
+                if head.isEmpty { head.reserveCapacity(min(count, Self.initialCapacity)) }
                 head.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[copied..<i]))
                 copied = i
                 let line = lineStart..<(head.count - 2)
@@ -135,7 +148,7 @@ public struct RequestHeadParser: Sendable {
                 }
             } else if byte == ASCII.cr {
                 sawCR = true
-            } else if byte == ASCII.lf {
+            } else {
                 throw .bareLF
             }
         }
@@ -167,6 +180,7 @@ public struct RequestHeadParser: Sendable {
                 throw phase == .firstFieldLine ? .whitespaceAfterRequestLine : .obsoleteLineFolding
             }
             if fields.count >= limits.maxFieldCount { throw .tooManyFields }
+            if fields.isEmpty { fields.reserveCapacity(16) }
             fields.append(try parseFieldLine(line))
             phase = .fieldLines
             return nil
@@ -378,14 +392,14 @@ public struct RequestHeadParser: Sendable {
         if head[i] == ASCII.openBracket {
             i += 1
             while i < range.upperBound, head[i] != ASCII.closeBracket {
-                guard ASCII.hostChar[Int(head[i])] || head[i] == ASCII.colon else { return false }
+                guard ASCII.isHostChar(head[i]) || head[i] == ASCII.colon else { return false }
                 i += 1
             }
             guard i < range.upperBound, i > range.lowerBound + 1 else { return false }
             i += 1  // ']'
         } else {
             while i < range.upperBound, head[i] != ASCII.colon {
-                guard ASCII.hostChar[Int(head[i])] else { return false }
+                guard ASCII.isHostChar(head[i]) else { return false }
                 i += 1
             }
             if i == range.lowerBound { return false }
