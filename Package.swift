@@ -71,7 +71,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CogenHTTPTests",
-            dependencies: ["CogenHTTP", .product(name: "HTTPTypes", package: "swift-http-types")],
+            dependencies: ["CogenHTTP", "PropertyTestSupport", .product(name: "HTTPTypes", package: "swift-http-types")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
