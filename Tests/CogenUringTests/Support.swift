@@ -238,3 +238,19 @@ func mismatch(_ a: [UInt8], _ b: [UInt8]) -> String? {
     let common = zip(a, b).prefix { $0 == $1 }.count
     return "lengths \(a.count) and \(b.count), first difference at byte \(common)"
 }
+
+/// Small kernel buffers (`size` bytes asked for) on both ends: sends are partial as soon
+/// as the peer lags. A listener with a small receive buffer (inherited by the accepted
+/// socket, and set before the handshake, so the window stays small), a client with a small
+/// send buffer.
+func smallBufferedPair(_ scheduler: Scheduler, size: Int32 = 4096) async throws -> (client: Socket, server: Socket) {
+    var size = size
+    let length = socklen_t(MemoryLayout<Int32>.size)
+    let listener = try Socket.listening(on: .loopback(), on: scheduler)
+    setsockopt(listener.descriptor, SOL_SOCKET, SO_RCVBUF, &size, length)
+    let client = try await Socket.connect(to: try listener.localAddress)
+    setsockopt(client.descriptor, SOL_SOCKET, SO_SNDBUF, &size, length)
+    let server = try await listener.accept()
+    try await listener.close()
+    return (client, server)
+}

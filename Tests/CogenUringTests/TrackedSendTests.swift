@@ -3,20 +3,6 @@ import Dispatch
 import Foundation
 import Testing
 
-/// A connected pair with small kernel buffers (`size` bytes asked for on the listener's
-/// receive side and the client's send side): tracked sends queue as soon as the peer lags.
-private func smallPair(_ scheduler: Scheduler, size: Int32 = 4096) async throws -> (client: Socket, server: Socket) {
-    var size = size
-    let length = socklen_t(MemoryLayout<Int32>.size)
-    let listener = try Socket.listening(on: .loopback(), on: scheduler)
-    setsockopt(listener.descriptor, SOL_SOCKET, SO_RCVBUF, &size, length)
-    let client = try await Socket.connect(to: try listener.localAddress)
-    setsockopt(client.descriptor, SOL_SOCKET, SO_SNDBUF, &size, length)
-    let server = try await listener.accept()
-    try await listener.close()
-    return (client, server)
-}
-
 /// Resets the connection from this end (`SO_LINGER` 0, then close: the peer gets `RST`).
 private func reset(_ socket: Socket) async throws {
     var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
@@ -61,7 +47,7 @@ struct TrackedSendTests {
             inFlightAfter.value = scheduler.counters.operationsInFlight
         }) { scheduler in
             scheduler.spawn {
-                let (client, server) = try await smallPair(scheduler)
+                let (client, server) = try await smallBufferedPair(scheduler)
                 scheduler.spawn("reader") {
                     received.value = try await readAll(server, maxLength: 3000, pause: .microseconds(200))
                     try await server.close()
@@ -110,7 +96,7 @@ struct TrackedSendTests {
             scheduler.spawn {
                 // Next receive.
                 do {
-                    let (client, server) = try await smallPair(scheduler)
+                    let (client, server) = try await smallBufferedPair(scheduler)
                     client.trackedSendLimit = 8 << 20
                     try await client.sendTracked(pattern(1 << 20, seed: 1))
                     try await reset(server)
@@ -124,7 +110,7 @@ struct TrackedSendTests {
                 }
                 // close().
                 do {
-                    let (client, server) = try await smallPair(scheduler)
+                    let (client, server) = try await smallBufferedPair(scheduler)
                     client.trackedSendLimit = 8 << 20
                     try await client.sendTracked(pattern(1 << 20, seed: 2))
                     try await reset(server)
@@ -158,7 +144,7 @@ struct TrackedSendTests {
         let expected = pattern(300 * chunk, seed: 5)
         try await runScheduler(backend, bound: .seconds(120)) { scheduler in
             scheduler.spawn {
-                let (client, server) = try await smallPair(scheduler)
+                let (client, server) = try await smallBufferedPair(scheduler)
                 scheduler.spawn("reader") {
                     received.value = try await readAll(server, maxLength: 2000, pause: .microseconds(500))
                     try await server.close()
@@ -230,7 +216,7 @@ struct TrackedSendTests {
         let pending = Box(0)
         let (_, final) = try await runSchedulerWithShutdown(backend, bound: .seconds(60), untilStopped: true) { scheduler in
             scheduler.spawn {
-                let (client, server) = try await smallPair(scheduler)
+                let (client, server) = try await smallBufferedPair(scheduler)
                 client.trackedSendLimit = 8 << 20
                 try await client.sendTracked(pattern(1 << 20, seed: 3))
                 try await scheduler.sleep(for: .milliseconds(20))
@@ -266,7 +252,7 @@ struct TrackedSendTests {
             inFlightAfter.value = scheduler.counters.operationsInFlight
         }) { scheduler in
             scheduler.spawn {
-                let (client, server) = try await smallPair(scheduler)
+                let (client, server) = try await smallBufferedPair(scheduler)
                 scheduler.spawn("reader") {
                     received.value = try await readAll(server, maxLength: 5000)
                     try await server.close()
@@ -293,7 +279,7 @@ struct TrackedSendTests {
         let afterClose = Box<Int32>(0)
         try await runScheduler(backend) { scheduler in
             scheduler.spawn {
-                let (client, server) = try await smallPair(scheduler)
+                let (client, server) = try await smallBufferedPair(scheduler)
                 try await client.sendTracked([UInt8]())
                 try await client.sendTracked([[UInt8]]())
                 #expect(client.trackedBytesPending == 0)

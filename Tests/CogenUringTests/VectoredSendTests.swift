@@ -24,22 +24,6 @@ private func largeBuffers(_ count: Int, size: Int, seed: Int) -> (buffers: [[UIn
     return (buffers, joined)
 }
 
-/// Small kernel buffers (`size` bytes asked for) on both ends: sends are partial as soon
-/// as the peer lags. A listener with a small receive buffer (inherited by the accepted
-/// socket, and set before the handshake, so the window stays small), a client with a small
-/// send buffer.
-private func smallBufferedPair(_ scheduler: Scheduler, size: Int32 = 4096) async throws -> (client: Socket, server: Socket) {
-    var size = size
-    let length = socklen_t(MemoryLayout<Int32>.size)
-    let listener = try Socket.listening(on: .loopback(), on: scheduler)
-    setsockopt(listener.descriptor, SOL_SOCKET, SO_RCVBUF, &size, length)
-    let client = try await Socket.connect(to: try listener.localAddress)
-    setsockopt(client.descriptor, SOL_SOCKET, SO_SNDBUF, &size, length)
-    let server = try await listener.accept()
-    try await listener.close()
-    return (client, server)
-}
-
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct VectoredSendTests {
     /// Many small buffers (up to and beyond `IOV_MAX`), a peer that reads slowly through

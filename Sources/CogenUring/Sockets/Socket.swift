@@ -585,6 +585,12 @@ public final class Socket: @unchecked Sendable {
     }
 
     /// Drops the first `count` bytes of `readBuffer`; storage it no longer needs goes back.
+    /// Every spilled byte has been read: storage past `keptCapacity` goes back.
+    private func emptySpilled() {
+        if spilled.capacity > Self.keptCapacity { spilled = [] } else { spilled.removeAll(keepingCapacity: true) }
+        spilledHead = 0
+    }
+
     private func consumeReadBuffer(_ count: Int) {
         if count == readBuffer.count {
             // (removeFirst of everything would give the storage up, and the next fill
@@ -642,10 +648,7 @@ public final class Socket: @unchecked Sendable {
             let start = spilledHead
             spilled.withUnsafeBytes { take(UnsafeRawBufferPointer(rebasing: $0[start..<(start + count)])) }
             spilledHead += count
-            if spilledHead == spilled.count {
-                if spilled.capacity > Self.keptCapacity { spilled = [] } else { spilled.removeAll(keepingCapacity: true) }
-                spilledHead = 0
-            }
+            if spilledHead == spilled.count { emptySpilled() }
             remaining -= count
         }
         while remaining > 0 && chunksHead < chunks.count {
@@ -842,8 +845,7 @@ public final class Socket: @unchecked Sendable {
         Self.reserve(&readBuffer, heldBytes)
         if spilledHead < spilled.count {
             readBuffer.append(contentsOf: spilled[spilledHead...])
-            if spilled.capacity > Self.keptCapacity { spilled = [] } else { spilled.removeAll(keepingCapacity: true) }
-            spilledHead = 0
+            emptySpilled()
         }
         guard let pool, chunksHead < chunks.count else { return }
         for chunk in chunks[chunksHead...] {
@@ -864,10 +866,7 @@ public final class Socket: @unchecked Sendable {
             consumeReadBuffer(count)
         } else if spilledHead < spilled.count {
             spilledHead += count
-            if spilledHead == spilled.count {
-                if spilled.capacity > Self.keptCapacity { spilled = [] } else { spilled.removeAll(keepingCapacity: true) }
-                spilledHead = 0
-            }
+            if spilledHead == spilled.count { emptySpilled() }
         } else if let pool, chunksHead < chunks.count {
             let chunk = chunks[chunksHead]
             chunkBytes -= count
