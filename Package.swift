@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         // `HTTPRequest`, `HTTPResponse` and `HTTPFields` at CogenHTTP's handler boundary.
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        // `Service`: a `ServiceGroup` runs the HTTP server and stops it on SIGTERM.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -39,10 +41,15 @@ let package = Package(
             dependencies: ["CogenUring"],
             swiftSettings: swiftSettings
         ),
-        // HTTP/1.1 server on CogenUring (issue 13; so far: the request-head parser).
+        // HTTP/1.1 server on CogenUring.
         .target(
             name: "CogenHTTP",
-            dependencies: ["CogenUring", .product(name: "HTTPTypes", package: "swift-http-types")],
+            dependencies: [
+                "CogenUring",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         // Scenarios the tests run in a child process (process-wide state: descriptor
