@@ -5,14 +5,112 @@ public import HTTPTypes
 /// method; HEAD is served by the GET route, without the body.
 ///
 /// A ``HTTPResponder`` like any other: replace it with your own type when you need more.
+///
+/// ```swift
+/// var router = Router()
+/// router.get("/hello") { exchange in
+///     try await exchange.respond(HTTPResponse(status: .ok), body: Array("Hello\n".utf8))
+/// }
+/// router.get("/users/:id") { exchange in
+///     let id = exchange.parameters["id"] ?? ""
+///     try await exchange.respond(HTTPResponse(status: .ok), body: Array("user \(id)\n".utf8))
+/// }
+/// let server = try HTTPServer(configuration: .init(address: .loopback(port: 8080)), responder: router)
+/// ```
+///
+/// **Matching** works on the bytes of the request's path (``RequestHead/pathRange``, the
+/// query and any fragment left out), one `/`-separated segment at a time, down a tree built
+/// by ``add(_:_:_:)``: a literal route costs no allocation and no `String` per request.
+/// The rules:
+/// - A literal segment matches the same bytes, after percent-decoding (`/caf%C3%A9` matches
+///   the pattern `/café`; `%2F` decodes to a `/` inside the segment and never splits it).
+///   Paths are case-sensitive.
+/// - A `:name` segment matches any one non-empty segment except `.` and `..` (also
+///   percent-encoded); its percent-decoded text is put in ``HTTPExchange/parameters``
+///   under `name` (invalid UTF-8 repaired with U+FFFD, `+` left as is).
+/// - A literal segment wins over a `:name` segment at the same place; when the rest of the
+///   path then matches no route, the `:name` alternative is tried (backtracking).
+/// - A segment with a malformed percent escape (`%zz`, or a `%` near its end) matches
+///   nothing.
+/// - Trailing slashes and empty segments are significant: `/users/` is not `/users`, and
+///   `//users` is not `/users`. Register `/users/` too if both should be served. A `:name`
+///   segment never matches an empty segment.
+/// - An absolute-form target (`http://host/path`) is routed by its path (empty: `/`); the
+///   authority is not matched. An authority-form target (CONNECT) has no path: 404.
+///
+/// **Answers without a route:**
+/// - no route matches the path: 404;
+/// - routes match the path but none for this method: 405 with `Allow`, listing their
+///   methods, HEAD when GET is there, and OPTIONS;
+/// - HEAD with no HEAD route: the GET route answers (the server leaves out the body,
+///   ``HTTPExchange/isHeadRequest``);
+/// - OPTIONS with no OPTIONS route: 204 with `Allow` when routes match the path (404
+///   otherwise); `OPTIONS *` gets 204 with every method the router serves.
+///
+/// 404, 405 and OPTIONS answers carry no body. Each answer goes through
+/// ``HTTPExchange/respond(_:body:)`` (`IORING_OP_SEND`; epoll: `send(2)`).
 public struct Router: HTTPResponder {
     /// A route's handler.
     public typealias Handler = @Sendable (HTTPExchange) async throws -> Void
 
+    /// One handler for one method at one node of the tree.
+    struct Route: Sendable {
+        var method: HTTPRequest.Method
+        /// The pattern as added (for tests and debugging).
+        var pattern: String
+        /// The method's bytes, compared with the request's method bytes.
+        var methodBytes: [UInt8]
+        /// The names of the pattern's `:name` segments, in order.
+        var parameterNames: [String]
+        var handler: Handler
+    }
+
+    /// A literal segment leading from a node to `node`.
+    struct LiteralEdge: Sendable {
+        var segment: [UInt8]
+        var node: Int
+    }
+
+    /// A node: the place after some segments. Its routes answer paths that end here.
+    struct Node: Sendable {
+        var literals: [LiteralEdge] = []
+        /// The node after a `:name` segment.
+        var parameter: Int?
+        var routes: [Route] = []
+    }
+
+    /// Where a request was routed: a node, the route's index in it, and the ranges (in the
+    /// head's bytes) of the segments its `:name` segments matched, in order.
+    struct Resolution: Equatable {
+        var node: Int
+        var route: Int
+        var captures: [Range<Int>]
+    }
+
+    /// The tree; node 0 is the root (before the first segment). Flat, so that the router
+    /// stays a value type and a lookup follows indices.
+    var nodes: [Node] = [Node()]
+
     /// An empty router (every request gets 404).
     public init() {}
 
-    public func respond(to exchange: HTTPExchange) async throws {}
+    public func respond(to exchange: HTTPExchange) async throws {
+        let found = exchange.head.bytes.withUnsafeBufferPointer { bytes in
+            resolve(bytes, method: exchange.head.methodRange, path: exchange.head.pathRange)
+        }
+        if let found {
+            let route = nodes[found.node].routes[found.route]
+            if found.captures.isEmpty {
+                if !exchange.parameters.isEmpty { exchange.parameters = [:] }
+            } else {
+                exchange.parameters = parameters(of: route, captures: found.captures, in: exchange.head.bytes)
+            }
+            try await route.handler(exchange)
+            return
+        }
+        if !exchange.parameters.isEmpty { exchange.parameters = [:] }
+        try await answerUnrouted(exchange)
+    }
 }
 
 extension Router {
@@ -21,6 +119,320 @@ extension Router {
     ///   - method: The method (a GET route also answers HEAD, without the body).
     ///   - pattern: `/users/:id/posts`: literal segments and `:name` segments, which match
     ///     any one non-empty segment and are passed in ``HTTPExchange/parameters``.
+    ///     Literal segments are plain text, not percent-encoded (`/café`, `/a b`); one
+    ///     cannot begin with `:`, and a `?` in it can only match a `%3F` in the request.
+    ///     A pattern without a leading `/` gets one. A route added again for the same
+    ///     method and pattern replaces the first.
     ///   - handler: Answers the matching requests.
-    public mutating func add(_ method: HTTPRequest.Method, _ pattern: String, _ handler: @escaping Handler) {}
+    public mutating func add(_ method: HTTPRequest.Method, _ pattern: String, _ handler: @escaping Handler) {
+        var node = 0
+        var names: [String] = []
+        for segment in Self.segments(of: pattern) {
+            if segment.first == UInt8(ascii: ":") {
+                names.append(String(decoding: segment.dropFirst(), as: UTF8.self))
+                if let next = nodes[node].parameter {
+                    node = next
+                } else {
+                    nodes.append(Node())
+                    nodes[node].parameter = nodes.count - 1
+                    node = nodes.count - 1
+                }
+            } else if let edge = nodes[node].literals.first(where: { $0.segment == segment }) {
+                node = edge.node
+            } else {
+                nodes.append(Node())
+                nodes[node].literals.append(LiteralEdge(segment: segment, node: nodes.count - 1))
+                node = nodes.count - 1
+            }
+        }
+        let route = Route(
+            method: method, pattern: pattern, methodBytes: Array(method.rawValue.utf8), parameterNames: names, handler: handler)
+        if let index = nodes[node].routes.firstIndex(where: { $0.method == method }) {
+            nodes[node].routes[index] = route
+        } else {
+            nodes[node].routes.append(route)
+        }
+    }
+
+    /// Adds a GET route (which also answers HEAD, without the body).
+    /// - Parameters:
+    ///   - pattern: The path pattern, as in ``add(_:_:_:)``.
+    ///   - handler: Answers the matching requests.
+    public mutating func get(_ pattern: String, _ handler: @escaping Handler) { add(.get, pattern, handler) }
+
+    /// Adds a POST route.
+    /// - Parameters:
+    ///   - pattern: The path pattern, as in ``add(_:_:_:)``.
+    ///   - handler: Answers the matching requests.
+    public mutating func post(_ pattern: String, _ handler: @escaping Handler) { add(.post, pattern, handler) }
+
+    /// Adds a PUT route.
+    /// - Parameters:
+    ///   - pattern: The path pattern, as in ``add(_:_:_:)``.
+    ///   - handler: Answers the matching requests.
+    public mutating func put(_ pattern: String, _ handler: @escaping Handler) { add(.put, pattern, handler) }
+
+    /// Adds a DELETE route.
+    /// - Parameters:
+    ///   - pattern: The path pattern, as in ``add(_:_:_:)``.
+    ///   - handler: Answers the matching requests.
+    public mutating func delete(_ pattern: String, _ handler: @escaping Handler) { add(.delete, pattern, handler) }
+
+    /// Adds a PATCH route.
+    /// - Parameters:
+    ///   - pattern: The path pattern, as in ``add(_:_:_:)``.
+    ///   - handler: Answers the matching requests.
+    public mutating func patch(_ pattern: String, _ handler: @escaping Handler) { add(.patch, pattern, handler) }
+
+    /// The segments of a pattern, as bytes: what follows the leading `/`, split at every
+    /// `/`, empty segments kept (`/` is one empty segment, `/a/` is `a` and an empty one).
+    static func segments(of pattern: String) -> [[UInt8]] {
+        var bytes = Array(pattern.utf8)
+        if bytes.first == Byte.slash { bytes.removeFirst() }
+        return bytes.split(separator: Byte.slash, omittingEmptySubsequences: false).map(Array.init)
+    }
+}
+
+// MARK: Matching
+
+/// Bytes the router compares.
+private enum Byte {
+    static let slash = UInt8(ascii: "/")
+    static let percent = UInt8(ascii: "%")
+    static let question = UInt8(ascii: "?")
+    static let hash = UInt8(ascii: "#")
+    static let dot = UInt8(ascii: ".")
+    static let get: [UInt8] = Array("GET".utf8)
+    static let head: [UInt8] = Array("HEAD".utf8)
+    static let options: [UInt8] = Array("OPTIONS".utf8)
+}
+
+extension Router {
+    /// Finds the route for the request whose head bytes are `bytes`: its method at
+    /// `method`, its path (query and fragment included) at `path`. `nil`: no route for
+    /// this method (404, 405 or an automatic OPTIONS answer; see ``unroutedAnswer(_:method:path:)``).
+    ///
+    /// Allocates nothing unless a `:name` segment matched or a segment holds a `%`.
+    func resolve(_ bytes: UnsafeBufferPointer<UInt8>, method: Range<Int>, path: Range<Int>?) -> Resolution? {
+        guard let (start, end) = Self.pathBounds(bytes, path) else { return nil }
+        let method = UnsafeBufferPointer(rebasing: bytes[method])
+        var captures: [Range<Int>] = []
+        guard let (node, route) = descend(0, from: start, to: end, in: bytes, method: method, captures: &captures)
+        else { return nil }
+        // Captures were appended while unwinding, deepest first.
+        return Resolution(node: node, route: route, captures: captures.reversed())
+    }
+
+    /// Where the path's first segment starts and where the path ends (before `?` or `#`),
+    /// in `bytes`; `nil` when there is no path (authority form) or it does not begin with
+    /// `/` (asterisk form). An absolute-form target's empty path is `/`: its one segment is
+    /// empty, so `start == end`.
+    static func pathBounds(_ bytes: UnsafeBufferPointer<UInt8>, _ path: Range<Int>?) -> (Int, Int)? {
+        guard let path else { return nil }
+        var end = path.lowerBound
+        while end < path.upperBound && bytes[end] != Byte.question && bytes[end] != Byte.hash { end += 1 }
+        if end == path.lowerBound { return (end, end) }  // absolute form, empty path: "/"
+        guard bytes[path.lowerBound] == Byte.slash else { return nil }
+        return (path.lowerBound + 1, end)
+    }
+
+    /// The route for `method` among the routes of paths that go from `index` through the
+    /// segments from `start` (just after a `/`) to `end`: literal edges first, then the
+    /// `:name` edge. Appends the ranges a `:name` matched on the way back.
+    private func descend(
+        _ index: Int, from start: Int, to end: Int, in bytes: UnsafeBufferPointer<UInt8>,
+        method: UnsafeBufferPointer<UInt8>, captures: inout [Range<Int>]
+    ) -> (node: Int, route: Int)? {
+        var segmentEnd = start
+        var escaped = false
+        while segmentEnd < end {
+            let byte = bytes[segmentEnd]
+            if byte == Byte.slash { break }
+            if byte == Byte.percent { escaped = true }
+            segmentEnd += 1
+        }
+        let segment = UnsafeBufferPointer(rebasing: bytes[start..<segmentEnd])
+        let isLast = segmentEnd == end
+        let decoded: [UInt8]? = escaped ? Self.percentDecoded(segment) : nil
+        if escaped && decoded == nil { return nil }  // a malformed escape matches nothing
+
+        let node = nodes[index]
+        for edge in node.literals {
+            let matches =
+                if let decoded { edge.segment == decoded } else { Self.equal(edge.segment, segment) }
+            guard matches else { continue }
+            if isLast {
+                if let route = routeIndex(in: edge.node, method: method) { return (edge.node, route) }
+            } else if let found = descend(
+                edge.node, from: segmentEnd + 1, to: end, in: bytes, method: method, captures: &captures)
+            {
+                return found
+            }
+            break  // no other literal edge has these bytes
+        }
+        if let child = node.parameter, decoded.map(Self.isParameterValue) ?? Self.isParameterValue(segment) {
+            if isLast {
+                if let route = routeIndex(in: child, method: method) {
+                    captures.append(start..<segmentEnd)
+                    return (child, route)
+                }
+            } else if let found = descend(
+                child, from: segmentEnd + 1, to: end, in: bytes, method: method, captures: &captures)
+            {
+                captures.append(start..<segmentEnd)
+                return found
+            }
+        }
+        return nil
+    }
+
+    /// The route of node `index` for `method`; for HEAD without a HEAD route, the GET route.
+    private func routeIndex(in index: Int, method: UnsafeBufferPointer<UInt8>) -> Int? {
+        let routes = nodes[index].routes
+        for i in routes.indices where Self.equal(routes[i].methodBytes, method) { return i }
+        if Self.equal(Byte.head, method) {
+            for i in routes.indices where routes[i].methodBytes == Byte.get { return i }
+        }
+        return nil
+    }
+
+    /// Whether a (decoded) segment may be a `:name` value: not empty, not `.` or `..`.
+    private static func isParameterValue<Segment: BidirectionalCollection<UInt8>>(_ segment: Segment) -> Bool {
+        switch segment.count {
+        case 0: false
+        case 1: segment.first != Byte.dot
+        case 2: !(segment.first == Byte.dot && segment.last == Byte.dot)
+        default: true
+        }
+    }
+
+    private static func equal(_ a: [UInt8], _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        return a.withUnsafeBufferPointer { a in
+            for i in 0..<a.count where a[i] != b[i] { return false }
+            return true
+        }
+    }
+
+    /// `segment` with its `%XX` escapes decoded; `nil` when one is malformed.
+    static func percentDecoded(_ segment: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        var result: [UInt8] = []
+        result.reserveCapacity(segment.count)
+        var i = 0
+        while i < segment.count {
+            let byte = segment[i]
+            if byte == Byte.percent {
+                guard i + 2 < segment.count, let high = hexValue(segment[i + 1]), let low = hexValue(segment[i + 2])
+                else { return nil }
+                result.append(high << 4 | low)
+                i += 3
+            } else {
+                result.append(byte)
+                i += 1
+            }
+        }
+        return result
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    /// The parameters of `route`: each name with its captured segment, percent-decoded.
+    func parameters(of route: Route, captures: [Range<Int>], in bytes: [UInt8]) -> [String: String] {
+        var result: [String: String] = [:]
+        result.reserveCapacity(captures.count)
+        bytes.withUnsafeBufferPointer { bytes in
+            for (name, range) in zip(route.parameterNames, captures) {
+                let raw = UnsafeBufferPointer(rebasing: bytes[range])
+                let value = Self.percentDecoded(raw) ?? Array(raw)  // matched, so well-formed
+                result[name] = String(decoding: value, as: UTF8.self)
+            }
+        }
+        return result
+    }
+}
+
+// MARK: Answers without a route
+
+extension Router {
+    /// What the router answers a request no route takes.
+    enum UnroutedAnswer: Equatable {
+        /// 404.
+        case notFound
+        /// 405 with this `Allow` value.
+        case methodNotAllowed(allow: String)
+        /// 204 with this `Allow` value (an OPTIONS request).
+        case options(allow: String)
+    }
+
+    /// The answer to a request that ``resolve(_:method:path:)`` found no route for.
+    func unroutedAnswer(_ bytes: UnsafeBufferPointer<UInt8>, method: Range<Int>, path: Range<Int>?) -> UnroutedAnswer {
+        let isOptions = Self.equal(Byte.options, UnsafeBufferPointer(rebasing: bytes[method]))
+        var methods: [HTTPRequest.Method] = []
+        if let path, path.count == 1, bytes[path.lowerBound] == UInt8(ascii: "*") {
+            // Asterisk form (the parser allows it only with OPTIONS): the whole server.
+            for node in nodes { for route in node.routes { methods.append(route.method) } }
+        } else if let (start, end) = Self.pathBounds(bytes, path) {
+            collectMethods(0, from: start, to: end, in: bytes, into: &methods)
+        }
+        guard !methods.isEmpty else { return .notFound }
+        let allow = Self.allowValue(methods)
+        return isOptions ? .options(allow: allow) : .methodNotAllowed(allow: allow)
+    }
+
+    /// The methods of every route whose pattern matches the path (all alternatives).
+    private func collectMethods(
+        _ index: Int, from start: Int, to end: Int, in bytes: UnsafeBufferPointer<UInt8>,
+        into methods: inout [HTTPRequest.Method]
+    ) {
+        var segmentEnd = start
+        while segmentEnd < end && bytes[segmentEnd] != Byte.slash { segmentEnd += 1 }
+        let segment = UnsafeBufferPointer(rebasing: bytes[start..<segmentEnd])
+        guard let decoded = Self.percentDecoded(segment) else { return }
+        let isLast = segmentEnd == end
+        var next: [Int] = []
+        if let edge = nodes[index].literals.first(where: { $0.segment == decoded }) { next.append(edge.node) }
+        if let child = nodes[index].parameter, Self.isParameterValue(decoded) { next.append(child) }
+        for child in next {
+            if isLast {
+                methods += nodes[child].routes.map(\.method)
+            } else {
+                collectMethods(child, from: segmentEnd + 1, to: end, in: bytes, into: &methods)
+            }
+        }
+    }
+
+    /// `Allow`'s value: the methods once each, in the order found, HEAD after GET when
+    /// there is no HEAD route, OPTIONS last.
+    static func allowValue(_ methods: [HTTPRequest.Method]) -> String {
+        var list: [HTTPRequest.Method] = []
+        for method in methods where !list.contains(method) { list.append(method) }
+        if let get = list.firstIndex(of: .get), !list.contains(.head) { list.insert(.head, at: get + 1) }
+        if !list.contains(.options) { list.append(.options) }
+        return list.map(\.rawValue).joined(separator: ", ")
+    }
+
+    private func answerUnrouted(_ exchange: HTTPExchange) async throws {
+        let answer = exchange.head.bytes.withUnsafeBufferPointer { bytes in
+            unroutedAnswer(bytes, method: exchange.head.methodRange, path: exchange.head.pathRange)
+        }
+        switch answer {
+        case .notFound:
+            try await exchange.respond(HTTPResponse(status: .notFound))
+        case .methodNotAllowed(let allow):
+            var fields = HTTPFields()
+            fields[.allow] = allow
+            try await exchange.respond(HTTPResponse(status: .methodNotAllowed, headerFields: fields))
+        case .options(let allow):
+            var fields = HTTPFields()
+            fields[.allow] = allow
+            try await exchange.respond(HTTPResponse(status: .noContent, headerFields: fields))
+        }
+    }
 }
