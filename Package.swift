@@ -63,7 +63,15 @@ let package = Package(
         ),
         .executableTarget(
             name: "cogen-test-helper",
-            dependencies: ["CogenUring", "CTestSupport"],
+            dependencies: [
+                "CogenUring", "CTestSupport",
+                // The HTTP server under ServiceLifecycle, stopped by a real SIGTERM.
+                "CogenHTTP",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -78,7 +86,13 @@ let package = Package(
         ),
         .testTarget(
             name: "CogenHTTPTests",
-            dependencies: ["CogenHTTP", "PropertyTestSupport", .product(name: "HTTPTypes", package: "swift-http-types")],
+            dependencies: [
+                "CogenHTTP", "PropertyTestSupport", "cogen-test-helper",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -504,6 +504,8 @@ case "off-loop-use-stops":
     exit(offLoopUseStops())
 case "dropped-sockets-free-their-numbers":
     exit(droppedSocketsFreeTheirNumbers(engine: getenv("COGEN_TEST_ENGINE").map { String(cString: $0) } ?? ""))
+case "http-service-sigterm":
+    exit(httpServiceStopsOnSIGTERM(Array(arguments.dropFirst())))
 default:
     print("usage: cogen-test-helper cancelled-operations-leak-nothing")
     exit(2)

@@ -1,0 +1,223 @@
+@testable import CogenHTTP
+import CogenUring
+import Foundation
+import HTTPTypes
+import Logging
+import ServiceLifecycle
+import ServiceLifecycleTestKit
+import Testing
+
+/// A handler that answers `/slow` only once `release` is set (bounded: 10 s), and every
+/// other path at once; `entered` is set when `/slow` starts.
+struct HeldHandler: Sendable {
+    let entered = PthreadLock(false)
+    let release = PthreadLock(false)
+
+    var handler: @Sendable (HTTPExchange) async throws -> Void {
+        { [entered, release] exchange in
+            if exchange.path == "/slow" {
+                entered.withLock { $0 = true }
+                for _ in 0..<1000 where !release.withLock({ $0 }) {
+                    try await Scheduler.current?.sleep(for: .milliseconds(10))
+                }
+            }
+            try await exchange.respond(HTTPResponse(status: .ok), body: Array("done".utf8))
+        }
+    }
+
+    /// Waits (off the pool, bounded: 10 s) until `/slow` has started.
+    func waitUntilEntered() async -> Bool {
+        await offThePool { [entered] in
+            for _ in 0..<1000 where !entered.withLock({ $0 }) { usleep(10_000) }
+            return entered.withLock { $0 }
+        }
+    }
+}
+
+/// Whether a new connection to `server` is refused (its listeners are closed).
+func refusesConnections(_ server: HTTPServer) async -> Bool {
+    let address = server.address
+    return await offThePool {
+        do {
+            _ = try RawClient(connectingTo: address)
+            return false
+        } catch {
+            return true
+        }
+    }
+}
+
+/// Two clients of `server`: one idle after a first request, one with `/slow` in flight.
+func idleAndInFlightClients(_ server: HTTPServer) async throws -> (idle: RawClient, slow: RawClient) {
+    let address = server.address
+    return try await offThePool { () -> Result<(RawClient, RawClient), any Error> in
+        Result {
+            let idle = try RawClient(connectingTo: address)
+            try idle.send(get("/"))
+            let first = try idle.readResponse()
+            guard first.status == 200 else { throw ClientError(description: "first request: \(first)") }
+            let slow = try RawClient(connectingTo: address)
+            try slow.send(get("/slow"))
+            return (idle, slow)
+        }
+    }.get()
+}
+
+@Suite("HTTPServer as a ServiceLifecycle service")
+struct ServiceTests {
+    let logger = Logger(label: "service-tests")
+
+    @Test(arguments: allBackends)
+    func gracefulShutdownClosesIdleAndFinishesInFlight(engine: Engine) async throws {
+        let held = HeldHandler()
+        try await withHTTPServer(engine, handler: held.handler) { server in
+            let group = ServiceGroup(configuration: .init(services: [server], logger: logger))
+            let running = Task { try await group.run() }
+            let (idle, slow) = try await idleAndInFlightClients(server)
+            #expect(await held.waitUntilEntered())
+            await group.triggerGracefulShutdown()
+            // The idle connection closes at once, while the request is still held.
+            #expect(await offThePool { idle.isClosedByPeer() })
+            #expect(held.entered.withLock { $0 } && !held.release.withLock { $0 })
+            held.release.withLock { $0 = true }
+            let response = try await offThePool { Result { try slow.readResponse() } }.get()
+            #expect(response.status == 200)
+            #expect(response.bodyText == "done")
+            try await running.value
+            // Stopped accepting.
+            #expect(await refusesConnections(server))
+        }
+    }
+
+    @Test(arguments: allBackends)
+    func cancellationCutsRequestsInFlight(engine: Engine) async throws {
+        let held = HeldHandler()
+        try await withHTTPServer(engine, handler: held.handler) { server in
+            let group = ServiceGroup(configuration: .init(services: [server], logger: logger))
+            let running = Task { try await group.run() }
+            let (idle, slow) = try await idleAndInFlightClients(server)
+            #expect(await held.waitUntilEntered())
+            running.cancel()
+            // Both connections end without a response; the handler is never released.
+            #expect(await offThePool { idle.isClosedByPeer() })
+            let slowResponse = await offThePool { Result { try slow.readResponse() } }
+            #expect(throws: (any Error).self) { try slowResponse.get() }
+            _ = try? await running.value
+            #expect(!held.release.withLock { $0 })
+        }
+    }
+
+    @Test(arguments: allBackends)
+    func shutdownSignalledBeforeRunStopsAtOnce(engine: Engine) async throws {
+        try await withHTTPServer(engine, handler: { try await $0.respond(HTTPResponse(status: .ok)) }) { server in
+            // Graceful shutdown triggered before `run()` is even called.
+            try await testGracefulShutdown { trigger in
+                trigger.triggerGracefulShutdown()
+                try await server.run()
+            }
+            #expect(await refusesConnections(server))
+        }
+    }
+
+    @Test(arguments: allBackends)
+    func cancelledBeforeRunStopsAtOnce(engine: Engine) async throws {
+        try await withHTTPServer(engine, handler: { try await $0.respond(HTTPResponse(status: .ok)) }) { server in
+            let task = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                try await server.run()
+            }
+            try await task.value
+            #expect(await refusesConnections(server))
+        }
+    }
+
+    @Test(arguments: allBackends)
+    func shutdownRacingRunIsNeverMissed(engine: Engine) async throws {
+        // The trigger and run() start together, many times: whichever comes first, run()
+        // returns (a missed signal would hang here until the watchdog).
+        for _ in 0..<20 {
+            try await withHTTPServer(engine, handler: { try await $0.respond(HTTPResponse(status: .ok)) }) { server in
+                let group = ServiceGroup(configuration: .init(services: [server], logger: logger))
+                async let running: Void = group.run()
+                await group.triggerGracefulShutdown()
+                try await running
+            }
+        }
+    }
+
+    @Test func stopSignalResumesItsWaiterOnceWhateverTheOrder() async {
+        let early = ServiceStopSignal()
+        early.fire(.cancellation)
+        early.fire(.gracefulShutdown)
+        await early.wait()
+        #expect(early.reason == .cancellation)
+
+        let late = ServiceStopSignal()
+        async let waited: Void = late.wait()
+        late.fire(.gracefulShutdown)
+        await waited
+        #expect(late.reason == .gracefulShutdown)
+    }
+}
+
+/// Runs `cogen-test-helper` (built beside the test binary) with `arguments` in a child
+/// process; returns its exit status (128 + signal if a signal ended it, -1 on timeout) and
+/// its output. `posix_spawn`, not Foundation's `Process` (see CogenUringTests' `runHelper`).
+func runTestHelper(_ arguments: [String], timeout: Duration = .seconds(60)) throws -> (status: Int32, output: String) {
+    let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        .deletingLastPathComponent().appendingPathComponent("cogen-test-helper").path
+    var fds: [Int32] = [0, 0]
+    guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+        throw ClientError(description: "socketpair: errno \(errno)")
+    }
+    defer { close(fds[0]) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+    var variables = ProcessInfo.processInfo.environment
+    variables["COGEN_BACKEND"] = nil
+    let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+    let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { for pointer in argv + envp { free(pointer) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+    close(fds[1])
+    guard spawned == 0 else { throw ClientError(description: "posix_spawn \(executable): \(spawned)") }
+    var output: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    let deadline = ContinuousClock.now + timeout
+    var timedOut = false
+    while true {
+        let left = deadline - ContinuousClock.now
+        if left <= .zero {
+            timedOut = true
+            break
+        }
+        var poller = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+        let ready = poll(&poller, 1, 1000)
+        if ready <= 0 { continue }
+        let count = read(fds[0], &buffer, buffer.count)
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { break }
+        output += buffer[..<count]
+    }
+    if timedOut { kill(pid, SIGKILL) }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    if timedOut { return (-1, "timed out after \(timeout): " + String(decoding: output, as: UTF8.self)) }
+    let exited = status & 0x7f == 0
+    return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), String(decoding: output, as: UTF8.self))
+}
+
+@Suite("HTTPServer stopped by SIGTERM (child process)")
+struct ServiceSignalTests {
+    @Test(arguments: allBackends)
+    func sigtermStopsTheServiceGroupGracefully(engine: Engine) async throws {
+        let name = engine.backend == .epoll ? "epoll" : "io_uring"
+        let (status, output) = try await offThePool { Result { try runTestHelper(["http-service-sigterm", name]) } }.get()
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("stopped by SIGTERM: idle closed, in-flight 200, group returned"), "\(output)")
+    }
+}
