@@ -106,8 +106,11 @@ extension HTTPExchange {
                 continue
             }
             headStarted = false
-            guard try await handle(head) else {
+            let goesOn = try await handle(head)
+            parser.reuseStorage(of: &self.head)  // the next head is parsed into this one's arrays
+            guard goesOn else {
                 try await flush()
+                await closeGracefully()
                 return
             }
             if coalescedResponses >= setup.limits.maxPipelinedRequests || output.count >= setup.limits.maxCoalescedBytes {
@@ -219,11 +222,21 @@ extension HTTPExchange {
         output.append(contentsOf: ResponseBytes.crlf)
     }
 
+    /// The end of a connection after a response that closes it: bytes the client sent
+    /// that were not read (pipelined requests, an unread body) would make our close a
+    /// reset, which can destroy the response before the client reads it; then linger.
+    private func closeGracefully() async {
+        guard let socket else { return }
+        let held = (try? socket.withReceivedBytes { (0, $0.count) }) ?? 0
+        if held > 0 || !bodyIsComplete { await lingeringClose() }
+    }
+
     /// RFC 9112 §9.6: half-close, then read and drop what the client still sends (bounded
     /// in bytes and time), so that our close does not reset the connection before the
     /// client read the response.
     func lingeringClose() async {
-        guard let socket else { return }
+        guard let socket, !lingered else { return }
+        lingered = true
         do { try await socket.shutdown(.write) } catch { return }
         let deadline = Deadline.after(setup.timeouts.linger)
         var drained = 0

@@ -51,6 +51,8 @@ public final class HTTPExchange: @unchecked Sendable {
     var output: [UInt8] = []
     /// Responses in `output`.
     var coalescedResponses = 0
+    /// The connection was half-closed and drained (lingering close): nothing more to do.
+    var lingered = false
 
     // MARK: Request state (reset by `begin(_:)`)
 
