@@ -29,10 +29,8 @@ final class ScenarioClient {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard status == 0 else {
-            Glibc.close(fd)
-            return nil
-        }
+        // deinit closes the descriptor: it runs for a failed init too, once `descriptor` is set.
+        guard status == 0 else { return nil }
     }
 
     deinit { Glibc.close(descriptor) }

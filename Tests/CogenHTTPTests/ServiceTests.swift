@@ -35,15 +35,26 @@ struct HeldHandler: Sendable {
 }
 
 /// Whether a new connection to `server` is refused (its listeners are closed).
+///
+/// Plain calls, not `RawClient`: its initializer closes the descriptor when `connect`
+/// fails and its deinit (which runs for a failed initializer too) closes it again, which
+/// can close a descriptor another test has just opened.
 func refusesConnections(_ server: HTTPServer) async -> Bool {
-    let address = server.address
+    let port = server.address.port
     return await offThePool {
-        do {
-            _ = try RawClient(connectingTo: address)
-            return false
-        } catch {
-            return true
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let status = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
+        return status != 0 && errno == ECONNREFUSED
     }
 }
 
