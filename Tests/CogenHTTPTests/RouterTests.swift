@@ -199,3 +199,125 @@ struct RouterMatchingTests {
         #expect(try routing(r, "GET", "/items/200/detail") == "404")
     }
 }
+
+/// The router the end-to-end tests serve.
+func demoRouter(parametersSeenEmpty: PthreadLock<[Bool]>? = nil) -> Router {
+    var router = Router()
+    router.get("/hello") { exchange in
+        parametersSeenEmpty?.withLock { $0.append(exchange.parameters.isEmpty) }
+        try await exchange.respond(HTTPResponse(status: .ok), body: Array("hello".utf8))
+    }
+    router.get("/users/:id") { exchange in
+        try await exchange.respond(HTTPResponse(status: .ok), body: Array("user \(exchange.parameters["id"] ?? "?")".utf8))
+    }
+    router.delete("/users/:id") { exchange in
+        try await exchange.respond(HTTPResponse(status: .noContent))
+    }
+    router.post("/echo") { exchange in
+        let body = try await exchange.readBody()
+        try await exchange.respond(HTTPResponse(status: .ok), body: body)
+    }
+    return router
+}
+
+@Suite("Router through a server")
+struct RouterServerTests {
+    @Test(arguments: allBackends)
+    func routesAndAnswers404And405OnOneConnection(engine: Engine) async throws {
+        try await withHTTPServer(engine, responder: demoRouter()) { server in
+            try await withClient(server) { client in
+                try client.send(get("/hello"))
+                let hello = try client.readResponse()
+                #expect(hello.status == 200 && hello.bodyText == "hello")
+
+                try client.send(get("/users/a%20b?x=1"))
+                #expect(try client.readResponse().bodyText == "user a b")
+
+                try client.send(get("/nope"))
+                let notFound = try client.readResponse()
+                #expect(notFound.status == 404)
+                #expect(notFound.field("Content-Length") == "0")
+
+                // 405 for a request with a body: the body is drained, the connection goes on.
+                try client.send("POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz")
+                let notAllowed = try client.readResponse()
+                #expect(notAllowed.status == 405)
+                #expect(notAllowed.field("Allow") == "GET, HEAD, OPTIONS")
+
+                try client.send("DELETE /users/7 HTTP/1.1\r\nHost: t\r\n\r\n")
+                let deleted = try client.readResponse()
+                #expect(deleted.status == 204)
+                #expect(deleted.field("Content-Length") == nil)
+
+                try client.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcde")
+                #expect(try client.readResponse().bodyText == "abcde")
+
+                try client.send("PUT /users/7 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+                let put = try client.readResponse()
+                #expect(put.status == 405)
+                #expect(put.field("Allow") == "GET, HEAD, DELETE, OPTIONS")
+            }
+        }
+    }
+
+    @Test(arguments: allBackends)
+    func headIsServedByTheGetRouteWithoutItsBody(engine: Engine) async throws {
+        try await withHTTPServer(engine, responder: demoRouter()) { server in
+            try await withClient(server) { client in
+                try client.send("HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+                let head = try client.readResponse(forHEAD: true)
+                #expect(head.status == 200)
+                #expect(head.field("Content-Length") == "5")
+                // Had the body been sent, it would be read as the start of this response.
+                try client.send(get("/users/9"))
+                let next = try client.readResponse()
+                #expect(next.status == 200 && next.bodyText == "user 9")
+            }
+        }
+    }
+
+    @Test(arguments: allBackends)
+    func answersOptionsWithAllow(engine: Engine) async throws {
+        try await withHTTPServer(engine, responder: demoRouter()) { server in
+            try await withClient(server) { client in
+                try client.send("OPTIONS /users/7 HTTP/1.1\r\nHost: t\r\n\r\n")
+                let options = try client.readResponse()
+                #expect(options.status == 204)
+                #expect(options.field("Allow") == "GET, HEAD, DELETE, OPTIONS")
+                try client.send("OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n")
+                let all = try client.readResponse()
+                #expect(all.status == 204)
+                #expect(all.field("Allow") == "GET, HEAD, DELETE, POST, OPTIONS")
+                try client.send("OPTIONS /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+                #expect(try client.readResponse().status == 404)
+            }
+        }
+    }
+
+    @Test(arguments: allBackends)
+    func pipelinedRequestsAreRoutedInOrderAndParametersDoNotLeak(engine: Engine) async throws {
+        let seen = PthreadLock<[Bool]>([])
+        try await withHTTPServer(engine, responder: demoRouter(parametersSeenEmpty: seen)) { server in
+            let statuses = try await withClient(server) { client -> [String] in
+                let targets = ["/users/1", "/hello", "/nope", "/users/2", "/hello"]
+                try client.send(targets.map { get($0) }.joined())
+                return try targets.map { _ in
+                    let response = try client.readResponse()
+                    return "\(response.status) \(response.bodyText)"
+                }
+            }
+            #expect(statuses == ["200 user 1", "200 hello", "404 ", "200 user 2", "200 hello"])
+        }
+        #expect(seen.withLock { $0 } == [true, true])
+    }
+
+    @Test(arguments: allBackends)
+    func absoluteFormIsRoutedByItsPath(engine: Engine) async throws {
+        try await withHTTPServer(engine, responder: demoRouter()) { server in
+            try await withClient(server) { client in
+                try client.send("GET http://example.com/users/5 HTTP/1.1\r\nHost: t\r\n\r\n")
+                #expect(try client.readResponse().bodyText == "user 5")
+            }
+        }
+    }
+}
