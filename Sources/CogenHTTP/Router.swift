@@ -1,3 +1,4 @@
+import Glibc
 public import HTTPTypes
 
 /// A small router: method and path patterns with `:name` segments. It answers 404 when no
@@ -91,6 +92,10 @@ public struct Router: HTTPResponder {
     /// stays a value type and a lookup follows indices.
     var nodes: [Node] = [Node()]
 
+    /// The same tree in plain integers and bytes, rebuilt by every `add`: what matching
+    /// reads, with no reference counting on the way.
+    var compiled = CompiledTree(nodes: [Node()])
+
     /// An empty router (every request gets 404).
     public init() {}
 
@@ -152,6 +157,7 @@ extension Router {
         } else {
             nodes[node].routes.append(route)
         }
+        compiled = CompiledTree(nodes: nodes)
     }
 
     /// Adds a GET route (which also answers HEAD, without the body).
@@ -195,16 +201,18 @@ extension Router {
 
 // MARK: Matching
 
-/// Bytes the router compares.
-private enum Byte {
-    static let slash = UInt8(ascii: "/")
-    static let percent = UInt8(ascii: "%")
-    static let question = UInt8(ascii: "?")
-    static let hash = UInt8(ascii: "#")
-    static let dot = UInt8(ascii: ".")
-    static let get: [UInt8] = Array("GET".utf8)
-    static let head: [UInt8] = Array("HEAD".utf8)
-    static let options: [UInt8] = Array("OPTIONS".utf8)
+extension Router {
+    /// Bytes the router compares.
+    enum Byte {
+        static let slash = UInt8(ascii: "/")
+        static let percent = UInt8(ascii: "%")
+        static let question = UInt8(ascii: "?")
+        static let hash = UInt8(ascii: "#")
+        static let dot = UInt8(ascii: ".")
+        static let get: [UInt8] = Array("GET".utf8)
+        static let head: [UInt8] = Array("HEAD".utf8)
+        static let options: [UInt8] = Array("OPTIONS".utf8)
+    }
 }
 
 extension Router {
@@ -216,11 +224,13 @@ extension Router {
     func resolve(_ bytes: UnsafeBufferPointer<UInt8>, method: Range<Int>, path: Range<Int>?) -> Resolution? {
         guard let (start, end) = Self.pathBounds(bytes, path) else { return nil }
         let method = UnsafeBufferPointer(rebasing: bytes[method])
-        var captures: [Range<Int>] = []
-        guard let (node, route) = descend(0, from: start, to: end, in: bytes, method: method, captures: &captures)
-        else { return nil }
-        // Captures were appended while unwinding, deepest first.
-        return Resolution(node: node, route: route, captures: captures.reversed())
+        return compiled.withView { tree in
+            var captures: [Range<Int>] = []
+            guard let (node, route) = tree.descend(0, from: start, to: end, in: bytes, method: method, captures: &captures)
+            else { return nil }
+            // Captures were appended while unwinding, deepest first.
+            return Resolution(node: node, route: route, captures: captures.count > 1 ? captures.reversed() : captures)
+        }
     }
 
     /// Where the path's first segment starts and where the path ends (before `?` or `#`),
@@ -236,81 +246,23 @@ extension Router {
         return (path.lowerBound + 1, end)
     }
 
-    /// The route for `method` among the routes of paths that go from `index` through the
-    /// segments from `start` (just after a `/`) to `end`: literal edges first, then the
-    /// `:name` edge. Appends the ranges a `:name` matched on the way back.
-    private func descend(
-        _ index: Int, from start: Int, to end: Int, in bytes: UnsafeBufferPointer<UInt8>,
-        method: UnsafeBufferPointer<UInt8>, captures: inout [Range<Int>]
-    ) -> (node: Int, route: Int)? {
-        var segmentEnd = start
-        var escaped = false
-        while segmentEnd < end {
-            let byte = bytes[segmentEnd]
-            if byte == Byte.slash { break }
-            if byte == Byte.percent { escaped = true }
-            segmentEnd += 1
-        }
-        let segment = UnsafeBufferPointer(rebasing: bytes[start..<segmentEnd])
-        let isLast = segmentEnd == end
-        let decoded: [UInt8]? = escaped ? Self.percentDecoded(segment) : nil
-        if escaped && decoded == nil { return nil }  // a malformed escape matches nothing
-
-        let node = nodes[index]
-        for edge in node.literals {
-            let matches =
-                if let decoded { edge.segment == decoded } else { Self.equal(edge.segment, segment) }
-            guard matches else { continue }
-            if isLast {
-                if let route = routeIndex(in: edge.node, method: method) { return (edge.node, route) }
-            } else if let found = descend(
-                edge.node, from: segmentEnd + 1, to: end, in: bytes, method: method, captures: &captures)
-            {
-                return found
-            }
-            break  // no other literal edge has these bytes
-        }
-        if let child = node.parameter, decoded.map(Self.isParameterValue) ?? Self.isParameterValue(segment) {
-            if isLast {
-                if let route = routeIndex(in: child, method: method) {
-                    captures.append(start..<segmentEnd)
-                    return (child, route)
-                }
-            } else if let found = descend(
-                child, from: segmentEnd + 1, to: end, in: bytes, method: method, captures: &captures)
-            {
-                captures.append(start..<segmentEnd)
-                return found
-            }
-        }
-        return nil
+    static func equal(_ a: [UInt8], _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        a.withUnsafeBufferPointer { equal($0, b) }
     }
 
-    /// The route of node `index` for `method`; for HEAD without a HEAD route, the GET route.
-    private func routeIndex(in index: Int, method: UnsafeBufferPointer<UInt8>) -> Int? {
-        let routes = nodes[index].routes
-        for i in routes.indices where Self.equal(routes[i].methodBytes, method) { return i }
-        if Self.equal(Byte.head, method) {
-            for i in routes.indices where routes[i].methodBytes == Byte.get { return i }
-        }
-        return nil
+    static func equal(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        guard let first = a.baseAddress, let second = b.baseAddress else { return true }  // both empty
+        return memcmp(first, second, a.count) == 0
     }
 
     /// Whether a (decoded) segment may be a `:name` value: not empty, not `.` or `..`.
-    private static func isParameterValue<Segment: BidirectionalCollection<UInt8>>(_ segment: Segment) -> Bool {
+    static func isParameterValue<Segment: BidirectionalCollection<UInt8>>(_ segment: Segment) -> Bool {
         switch segment.count {
         case 0: false
         case 1: segment.first != Byte.dot
         case 2: !(segment.first == Byte.dot && segment.last == Byte.dot)
         default: true
-        }
-    }
-
-    private static func equal(_ a: [UInt8], _ b: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard a.count == b.count else { return false }
-        return a.withUnsafeBufferPointer { a in
-            for i in 0..<a.count where a[i] != b[i] { return false }
-            return true
         }
     }
 
@@ -433,6 +385,151 @@ extension Router {
             var fields = HTTPFields()
             fields[.allow] = allow
             try await exchange.respond(HTTPResponse(status: .noContent, headerFields: fields))
+        }
+    }
+}
+
+// MARK: The compiled tree
+
+/// The router's tree as plain integers and one byte array: nodes, literal edges and routes
+/// are ranges into each other, so a lookup reads memory and compares bytes, without
+/// retaining anything. Built from ``Router/nodes`` (same node and route indices).
+struct CompiledTree: Sendable {
+    struct NodeEntry: Sendable {
+        /// The node's literal edges: `edges[firstEdge ..< firstEdge + edgeCount]`.
+        var firstEdge: Int
+        var edgeCount: Int
+        /// The node after the `:name` edge, or -1.
+        var parameter: Int
+        /// The node's routes, in ``Router/Node/routes`` order: `routes[firstRoute ..< firstRoute + routeCount]`.
+        var firstRoute: Int
+        var routeCount: Int
+    }
+
+    /// A literal edge: its segment is `bytes[start ..< start + count]`.
+    struct EdgeEntry: Sendable {
+        var start: Int
+        var count: Int
+        var node: Int
+    }
+
+    /// A route's method: `bytes[start ..< start + count]`.
+    struct RouteEntry: Sendable {
+        var start: Int
+        var count: Int
+    }
+
+    var nodes: [NodeEntry] = []
+    var edges: [EdgeEntry] = []
+    var routes: [RouteEntry] = []
+    var bytes: [UInt8] = []
+
+    init(nodes tree: [Router.Node]) {
+        for node in tree {
+            nodes.append(
+                NodeEntry(
+                    firstEdge: edges.count, edgeCount: node.literals.count, parameter: node.parameter ?? -1,
+                    firstRoute: routes.count, routeCount: node.routes.count))
+            for edge in node.literals {
+                edges.append(EdgeEntry(start: bytes.count, count: edge.segment.count, node: edge.node))
+                bytes += edge.segment
+            }
+            for route in node.routes {
+                routes.append(RouteEntry(start: bytes.count, count: route.methodBytes.count))
+                bytes += route.methodBytes
+            }
+        }
+    }
+
+    /// Calls `body` with a view of the arrays' storage.
+    func withView<R>(_ body: (View) -> R) -> R {
+        nodes.withUnsafeBufferPointer { nodes in
+            edges.withUnsafeBufferPointer { edges in
+                routes.withUnsafeBufferPointer { routes in
+                    bytes.withUnsafeBufferPointer { bytes in
+                        body(View(nodes: nodes, edges: edges, routes: routes, bytes: bytes))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The tree's storage, valid inside ``withView(_:)``.
+    struct View {
+        let nodes: UnsafeBufferPointer<NodeEntry>
+        let edges: UnsafeBufferPointer<EdgeEntry>
+        let routes: UnsafeBufferPointer<RouteEntry>
+        let bytes: UnsafeBufferPointer<UInt8>
+
+        /// The route for `method` among the routes of paths that go from node `index`
+        /// through the segments from `start` (just after a `/`) to `end`: the literal edge
+        /// first, then the `:name` edge. Appends the ranges a `:name` matched on the way back.
+        func descend(
+            _ index: Int, from start: Int, to end: Int, in path: UnsafeBufferPointer<UInt8>,
+            method: UnsafeBufferPointer<UInt8>, captures: inout [Range<Int>]
+        ) -> (node: Int, route: Int)? {
+            var segmentEnd = start
+            var escaped = false
+            while segmentEnd < end {
+                let byte = path[segmentEnd]
+                if byte == Router.Byte.slash { break }
+                if byte == Router.Byte.percent { escaped = true }
+                segmentEnd += 1
+            }
+            let raw = UnsafeBufferPointer(rebasing: path[start..<segmentEnd])
+            let isLast = segmentEnd == end
+            let decoded: [UInt8]? = escaped ? Router.percentDecoded(raw) : nil
+            if escaped && decoded == nil { return nil }  // a malformed escape matches nothing
+
+            let node = nodes[index]
+            for edgeIndex in node.firstEdge..<(node.firstEdge + node.edgeCount) {
+                let edge = edges[edgeIndex]
+                guard edge.count == (decoded?.count ?? raw.count) else { continue }
+                let literal = UnsafeBufferPointer(rebasing: bytes[edge.start..<(edge.start + edge.count)])
+                let matches = if let decoded { Router.equal(decoded, literal) } else { Router.equal(literal, raw) }
+                guard matches else { continue }
+                if isLast {
+                    if let route = routeIndex(in: edge.node, method: method) { return (edge.node, route) }
+                } else if let found = descend(
+                    edge.node, from: segmentEnd + 1, to: end, in: path, method: method, captures: &captures)
+                {
+                    return found
+                }
+                break  // no other literal edge has these bytes
+            }
+            let child = node.parameter
+            if child >= 0, decoded.map(Router.isParameterValue) ?? Router.isParameterValue(raw) {
+                if isLast {
+                    if let route = routeIndex(in: child, method: method) {
+                        captures.append(start..<segmentEnd)
+                        return (child, route)
+                    }
+                } else if let found = descend(
+                    child, from: segmentEnd + 1, to: end, in: path, method: method, captures: &captures)
+                {
+                    captures.append(start..<segmentEnd)
+                    return found
+                }
+            }
+            return nil
+        }
+
+        /// The route of node `index` for `method` (its index among the node's routes); for
+        /// HEAD without a HEAD route, the GET route.
+        func routeIndex(in index: Int, method: UnsafeBufferPointer<UInt8>) -> Int? {
+            let node = nodes[index]
+            for i in 0..<node.routeCount where Router.equal(methodBytes(node.firstRoute + i), method) { return i }
+            if method.count == 4 && Router.equal(Router.Byte.head, method) {
+                for i in 0..<node.routeCount where Router.equal(Router.Byte.get, methodBytes(node.firstRoute + i)) {
+                    return i
+                }
+            }
+            return nil
+        }
+
+        private func methodBytes(_ route: Int) -> UnsafeBufferPointer<UInt8> {
+            let entry = routes[route]
+            return UnsafeBufferPointer(rebasing: bytes[entry.start..<(entry.start + entry.count)])
         }
     }
 }
