@@ -225,11 +225,22 @@ extension Router {
         guard let (start, end) = Self.pathBounds(bytes, path) else { return nil }
         let method = UnsafeBufferPointer(rebasing: bytes[method])
         return compiled.withView { tree in
+            // A path made of literal segments only, with no `%`: one hash lookup of the
+            // whole path finds the node the walk below would reach first (literal edges
+            // are tried first), so the two agree. Without a route for this method there,
+            // the walk decides (a `:name` route may have it).
+            if start == (path?.lowerBound ?? start) + 1,  // not an absolute form's empty path
+                let node = tree.literalNode(path: UnsafeBufferPointer(rebasing: bytes[(start - 1)..<end])),
+                let route = tree.routeIndex(in: node, method: method)
+            {
+                return Resolution(node: node, route: route, captures: [])
+            }
             var captures: [Range<Int>] = []
             guard let (node, route) = tree.descend(0, from: start, to: end, in: bytes, method: method, captures: &captures)
             else { return nil }
             // Captures were appended while unwinding, deepest first.
-            return Resolution(node: node, route: route, captures: captures.count > 1 ? captures.reversed() : captures)
+            captures.reverse()
+            return Resolution(node: node, route: route, captures: captures)
         }
     }
 
@@ -419,12 +430,33 @@ struct CompiledTree: Sendable {
         var count: Int
     }
 
+    /// A node reached from the root by literal edges only, with routes: its whole path
+    /// (`/a/b`) is `bytes[start ..< start + count]`.
+    struct LiteralPath: Sendable {
+        var hash: UInt64
+        var start: Int
+        var count: Int
+        var node: Int
+    }
+
     var nodes: [NodeEntry] = []
     var edges: [EdgeEntry] = []
     var routes: [RouteEntry] = []
     var bytes: [UInt8] = []
+    var literalPaths: [LiteralPath] = []
+    /// Open addressing over `literalPaths` (index + 1; 0 is empty), a power of two at least
+    /// twice their count; empty when there are none.
+    var literalTable: [Int] = []
+
+    /// FNV-1a over `bytes`: a few instructions a byte, and no allocation.
+    static func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        return hash
+    }
 
     init(nodes tree: [Router.Node]) {
+        defer { buildLiteralTable(tree) }
         for node in tree {
             nodes.append(
                 NodeEntry(
@@ -441,13 +473,43 @@ struct CompiledTree: Sendable {
         }
     }
 
+    /// Fills `literalPaths` and `literalTable`: every node with routes that the root
+    /// reaches by literal edges only (a walk from the root that stops at `:name` edges).
+    private mutating func buildLiteralTable(_ tree: [Router.Node]) {
+        var pending: [(node: Int, path: [UInt8])] = [(0, [])]
+        while let (index, path) = pending.popLast() {
+            if !tree[index].routes.isEmpty && index != 0 {
+                let hash = path.withUnsafeBufferPointer(Self.hash)
+                literalPaths.append(LiteralPath(hash: hash, start: bytes.count, count: path.count, node: index))
+                bytes += path
+            }
+            for edge in tree[index].literals { pending.append((edge.node, path + [Router.Byte.slash] + edge.segment)) }
+        }
+        guard !literalPaths.isEmpty else { return }
+        var size = 8
+        while size < 2 * literalPaths.count { size *= 2 }
+        literalTable = [Int](repeating: 0, count: size)
+        for (index, entry) in literalPaths.enumerated() {
+            var slot = Int(truncatingIfNeeded: entry.hash) & (size - 1)
+            while literalTable[slot] != 0 { slot = (slot + 1) & (size - 1) }
+            literalTable[slot] = index + 1
+        }
+    }
+
     /// Calls `body` with a view of the arrays' storage.
     func withView<R>(_ body: (View) -> R) -> R {
         nodes.withUnsafeBufferPointer { nodes in
             edges.withUnsafeBufferPointer { edges in
                 routes.withUnsafeBufferPointer { routes in
                     bytes.withUnsafeBufferPointer { bytes in
-                        body(View(nodes: nodes, edges: edges, routes: routes, bytes: bytes))
+                        literalPaths.withUnsafeBufferPointer { literalPaths in
+                            literalTable.withUnsafeBufferPointer { literalTable in
+                                body(
+                                    View(
+                                        nodes: nodes, edges: edges, routes: routes, bytes: bytes,
+                                        literalPaths: literalPaths, literalTable: literalTable))
+                            }
+                        }
                     }
                 }
             }
@@ -460,6 +522,33 @@ struct CompiledTree: Sendable {
         let edges: UnsafeBufferPointer<EdgeEntry>
         let routes: UnsafeBufferPointer<RouteEntry>
         let bytes: UnsafeBufferPointer<UInt8>
+        let literalPaths: UnsafeBufferPointer<LiteralPath>
+        let literalTable: UnsafeBufferPointer<Int>
+
+        /// The node whose whole literal path is `path` (from its leading `/`, without the
+        /// query); `nil` when there is none, or `path` holds a `%` (the walk decodes it).
+        func literalNode(path: UnsafeBufferPointer<UInt8>) -> Int? {
+            guard !literalTable.isEmpty else { return nil }
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in path {
+                if byte == Router.Byte.percent { return nil }
+                hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+            }
+            let mask = literalTable.count - 1
+            var slot = Int(truncatingIfNeeded: hash) & mask
+            // The table is at most half full: an empty slot ends every probe sequence.
+            while case let entry = literalTable[slot], entry != 0 {
+                let candidate = literalPaths[entry - 1]
+                if candidate.hash == hash && candidate.count == path.count
+                    && Router.equal(
+                        UnsafeBufferPointer(rebasing: bytes[candidate.start..<(candidate.start + candidate.count)]), path)
+                {
+                    return candidate.node
+                }
+                slot = (slot + 1) & mask
+            }
+            return nil
+        }
 
         /// The route for `method` among the routes of paths that go from node `index`
         /// through the segments from `start` (just after a `/`) to `end`: the literal edge
@@ -501,17 +590,24 @@ struct CompiledTree: Sendable {
             if child >= 0, decoded.map(Router.isParameterValue) ?? Router.isParameterValue(raw) {
                 if isLast {
                     if let route = routeIndex(in: child, method: method) {
-                        captures.append(start..<segmentEnd)
+                        Self.capture(start..<segmentEnd, in: &captures)
                         return (child, route)
                     }
                 } else if let found = descend(
                     child, from: segmentEnd + 1, to: end, in: path, method: method, captures: &captures)
                 {
-                    captures.append(start..<segmentEnd)
+                    Self.capture(start..<segmentEnd, in: &captures)
                     return found
                 }
             }
             return nil
+        }
+
+        /// Appends a captured segment; the first one makes room for several (one allocation
+        /// for a route's captures, not one per capture).
+        static func capture(_ range: Range<Int>, in captures: inout [Range<Int>]) {
+            if captures.capacity == 0 { captures.reserveCapacity(8) }
+            captures.append(range)
         }
 
         /// The route of node `index` for `method` (its index among the node's routes); for

@@ -1,6 +1,7 @@
 @testable import CogenHTTP
 import CogenUring
 import HTTPTypes
+import PropertyTestSupport
 import Testing
 
 /// What `router` makes of a request `method target`, without a server: the route's method
@@ -186,6 +187,40 @@ struct RouterMatchingTests {
         for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
             #expect(try routing(r, method, "/x") == "\(method) /x")
         }
+    }
+
+    @Test func wholePathLookupAgreesWithTheTreeWalk() throws {
+        // Random routers over a small alphabet of segments, random requests: the router
+        // with its whole-literal-path table must answer exactly as the same router
+        // matching by the tree walk alone.
+        var random = SplitMix64(seed: 0x5EED_0013)
+        let segments = ["a", "b", "ab", "", ":x", ":y", "caf\u{E9}"]
+        let requestSegments = ["a", "b", "ab", "", "z", "caf%C3%A9", "%61", "..", "a?q=1"]
+        let methods: [HTTPRequest.Method] = [.get, .head, .post, .put]
+        var compared = 0
+        for _ in 0..<200 {
+            var router = Router()
+            for _ in 0..<random.int(in: 1...12) {
+                let pattern = "/" + (0..<random.int(in: 1...3)).map { _ in segments[random.below(segments.count)] }
+                    .joined(separator: "/")
+                router.add(methods[random.below(methods.count)], pattern) { _ in }
+            }
+            var walkOnly = router
+            walkOnly.compiled.literalTable = []
+            for _ in 0..<30 {
+                let target = "/" + (0..<random.int(in: 1...3)).map { _ in requestSegments[random.below(requestSegments.count)] }
+                    .joined(separator: "/")
+                let method = ["GET", "HEAD", "POST", "DELETE"][random.below(4)]
+                let expected = try routing(walkOnly, method, target)
+                let actual = try routing(router, method, target)
+                if actual != expected {
+                    Issue.record("\(method) \(target): \(actual), the walk says \(expected)")
+                    return
+                }
+                compared += 1
+            }
+        }
+        #expect(compared == 6000)
     }
 
     @Test func manyLiteralRoutesResolveWithoutConfusion() throws {
