@@ -20,8 +20,10 @@ public import HTTPTypes
 /// ```
 ///
 /// **Matching** works on the bytes of the request's path (``RequestHead/pathRange``, the
-/// query and any fragment left out), one `/`-separated segment at a time, down a tree built
-/// by ``add(_:_:_:)``: a literal route costs no allocation and no `String` per request.
+/// query and any fragment left out): a path of literal segments is looked up whole in a
+/// hash table, any other is matched one `/`-separated segment at a time down a tree, both
+/// built by ``add(_:_:_:)``. A literal route costs no allocation and no `String` per
+/// request.
 /// The rules:
 /// - A literal segment matches the same bytes, after percent-decoding (`/caf%C3%A9` matches
 ///   the pattern `/café`; `%2F` decodes to a `/` inside the segment and never splits it).
