@@ -503,6 +503,8 @@ func classify(
 /// Seeded requests: valid ones from grammar pieces, then structured and byte-level mutations.
 struct RequestGenerator {
     var random: SplitMix64
+    /// The origin-form paths requests use (the fuzz test uses its handler's).
+    var paths = RequestGenerator.paths
 
     /// A request as lines (without CRLF) and a body; serialized with CRLF unless mutated.
     struct Request {
@@ -603,7 +605,7 @@ struct RequestGenerator {
 
     mutating func valid() -> Request {
         let method = pick(Self.methods)
-        var target = pick(Self.paths)
+        var target = pick(paths)
         switch below(20) {
         case 0: target = pick(Self.absolute)
         case 1 where method == "OPTIONS": target = "*"
