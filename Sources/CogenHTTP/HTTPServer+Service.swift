@@ -17,7 +17,9 @@ extension HTTPServer: Service {
     ///   under way does not shorten its grace period.
     ///
     /// A shutdown signalled before `run()` was called, or before it suspended, is not
-    /// missed: `run()` then shuts the server down at once. The shutdown's ``Report`` is
+    /// missed: `run()` then shuts the server down at once. A server stopped directly
+    /// (``shutdown(gracePeriod:)``) does not end `run()`: stop it through the group, or
+    /// cancel the task that runs it. The shutdown's ``Report`` is
     /// logged through ``Configuration/logger`` at `info` level.
     ///
     /// Waiting uses no kernel operation; the shutdown is the server's (its schedulers'

@@ -101,6 +101,13 @@ public struct Router: HTTPResponder {
     /// An empty router (every request gets 404).
     public init() {}
 
+    /// Routes the request to the handler of the matching route, or answers 404, 405 or
+    /// OPTIONS itself (see above); runs on the connection's scheduler thread, with no hop.
+    /// - Parameter exchange: The request and its response.
+    /// - Throws: What the handler throws (the server then answers 500, or cuts the
+    ///   connection after a response head); socket errors of the router's own answers.
+    ///
+    /// Its own answers: `IORING_OP_SEND` (epoll: `send(2)`), coalesced with other responses.
     public func respond(to exchange: HTTPExchange) async throws {
         let found = exchange.head.bytes.withUnsafeBufferPointer { bytes in
             resolve(bytes, method: exchange.head.methodRange, path: exchange.head.pathRange)
@@ -129,7 +136,8 @@ extension Router {
     ///     Literal segments are plain text, not percent-encoded (`/café`, `/a b`); one
     ///     cannot begin with `:`, and a `?` in it can only match a `%3F` in the request.
     ///     A pattern without a leading `/` gets one. A route added again for the same
-    ///     method and pattern replaces the first.
+    ///     method and pattern replaces the first. Each `add` rebuilds the lookup tables
+    ///     (linear in the routes so far): build the router once, before serving.
     ///   - handler: Answers the matching requests.
     public mutating func add(_ method: HTTPRequest.Method, _ pattern: String, _ handler: @escaping Handler) {
         var node = 0
