@@ -140,9 +140,9 @@ final class RawClient: @unchecked Sendable {
             }
         }
         guard status == 0 else {
-            let error = errno
-            Glibc.close(fd)
-            throw ClientError(description: "connect: errno \(error)")
+            // No close here: every stored property is set, so `deinit` runs on this throw
+            // and closes the descriptor (a second close could hit another test's new one).
+            throw ClientError(description: "connect: errno \(errno)")
         }
     }
 
