@@ -148,8 +148,9 @@ func predictExchanges(_ bytes: [UInt8]) -> FuzzPrediction {
             }
         }
         if !head.keepAlive { return prediction }
-        // An HTTP/1.0 streamed response without a length is close-delimited.
-        if head.version == .http1_0 && path == "/stream" && method != "HEAD" { return prediction }
+        // An HTTP/1.0 streamed response without a length is close-delimited (the server
+        // closes after a HEAD one too: allowed, it says `Connection: close`).
+        if head.version == .http1_0 && path == "/stream" { return prediction }
     }
     return prediction
 }
@@ -230,6 +231,9 @@ struct H11FuzzTests {
         let cases: [(methods: String, response: String, ok: Bool)] = [
             ("GET GET", good + good, true),
             ("GET", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", true),
+            // Closed after a 100 (the request's body never came): well-formed, unanswered.
+            ("GET", "HTTP/1.1 100 Continue\r\n\r\n", true),
+            ("GET", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", false),
             ("HEAD", good, false),  // a body after a HEAD response
             ("GET", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", false),  // short of Content-Length
             ("GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n", false),  // no last chunk
