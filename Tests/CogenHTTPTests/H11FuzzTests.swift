@@ -7,12 +7,13 @@ import PropertyTestSupport
 import Testing
 
 // The fuzz test: generated and mutated requests (single ones, pipelined batches, ones past
-// every limit) go to a real HTTPServer on each backend, one connection per case (sent whole,
-// then half-closed); everything the server sends until it closes is kept, and h11, as the
-// client, judges it (`scripts/h11-oracle.py responses`): every response well-formed, framing
-// consistent (no body for HEAD/204/304, Content-Length right, chunked well-formed), nothing
-// left over after the last response. The test adds: `Date` and `Server` on every response;
-// no `Content-Length`/`Transfer-Encoding` on 1xx/204; an error status carries
+// every limit) go to a real HTTPServer on each backend, one connection per case, sent whole.
+// The client then half-closes, except where an error is due (then the server must close by
+// itself), and keeps everything the server sends until it closes. h11, as the client, judges
+// it (`scripts/h11-oracle.py responses`): every response well-formed, framing consistent (no
+// body for HEAD/204/304, Content-Length right, chunked well-formed), nothing left over after
+// the last response. The test adds: `Date` and `Server` on every response; no
+// `Content-Length`/`Transfer-Encoding` on 1xx/204; an error status carries
 // `Connection: close` and is the last response; and where our own parser and decoder can
 // tell how the server must answer (how many responses, the final error status), it does.
 // It reports how many cases ended in each status, and the server must still answer at the
@@ -202,16 +203,17 @@ extension RequestGenerator {
     }
 }
 
-/// Sends each case on its own connection to `address`, half-closes, and reads until the
-/// server closes; `workers` connections at a time. A case that fails on the client side
-/// (no close within the timeout) gets `nil`.
-func exchangeAll(_ cases: [[UInt8]], with address: SocketAddress, workers: Int) -> [[UInt8]?] {
+/// Sends each case on its own connection to `address`, half-closes unless `keepOpen` says
+/// not to (then the server must close by itself), and reads until the server closes;
+/// `workers` connections at a time. A case that fails on the client side (no close within
+/// the timeout) gets `nil`.
+func exchangeAll(_ cases: [[UInt8]], keepOpen: [Bool], with address: SocketAddress, workers: Int) -> [[UInt8]?] {
     let results = PthreadLock<[[UInt8]?]>(Array(repeating: nil, count: cases.count))
     DispatchQueue.concurrentPerform(iterations: workers) { worker in
         for index in stride(from: worker, to: cases.count, by: workers) {
             guard let client = try? RawClient(connectingTo: address, timeout: .seconds(10)) else { continue }
             try? client.send(cases[index])  // the server may close early (an error): read anyway
-            client.shutdownWrite()
+            if !keepOpen[index] { client.shutdownWrite() }
             let received = try? client.readToEnd()
             results.withLock { $0[index] = received }
         }
@@ -275,7 +277,10 @@ struct H11FuzzTests {
             handler: fuzzHandler
         ) { server in
             let address = server.address
-            let received = await offThePool { exchangeAll(cases, with: address, workers: 4) }
+            // Where our parser or decoder finds an error, the client keeps its side open: the
+            // error response's `Connection: close` must be followed by the server's close.
+            let keepOpen = predictions.map { $0.finalStatus != nil }
+            let received = await offThePool { exchangeAll(cases, keepOpen: keepOpen, with: address, workers: 4) }
             // The server still answers after all of it.
             let last = try await withClient(server) { client -> Int in
                 try client.send(get("/plaintext", "Connection: close\r\n"))
