@@ -7,12 +7,13 @@ import PropertyTestSupport
 import Testing
 
 // The fuzz test: generated and mutated requests (single ones, pipelined batches, ones past
-// every limit) go to a real HTTPServer on each backend, one connection per case (sent whole,
-// then half-closed); everything the server sends until it closes is kept, and h11, as the
-// client, judges it (`scripts/h11-oracle.py responses`): every response well-formed, framing
-// consistent (no body for HEAD/204/304, Content-Length right, chunked well-formed), nothing
-// left over after the last response. The test adds: `Date` and `Server` on every response;
-// no `Content-Length`/`Transfer-Encoding` on 1xx/204; an error status carries
+// every limit) go to a real HTTPServer on each backend, one connection per case, sent whole.
+// The client then half-closes, except where an error is due (then the server must close by
+// itself), and keeps everything the server sends until it closes. h11, as the client, judges
+// it (`scripts/h11-oracle.py responses`): every response well-formed, framing consistent (no
+// body for HEAD/204/304, Content-Length right, chunked well-formed), nothing left over after
+// the last response. The test adds: `Date` and `Server` on every response; no
+// `Content-Length`/`Transfer-Encoding` on 1xx/204; an error status carries
 // `Connection: close` and is the last response; and where our own parser and decoder can
 // tell how the server must answer (how many responses, the final error status), it does.
 // It reports how many cases ended in each status, and the server must still answer at the
@@ -148,8 +149,9 @@ func predictExchanges(_ bytes: [UInt8]) -> FuzzPrediction {
             }
         }
         if !head.keepAlive { return prediction }
-        // An HTTP/1.0 streamed response without a length is close-delimited.
-        if head.version == .http1_0 && path == "/stream" && method != "HEAD" { return prediction }
+        // An HTTP/1.0 streamed response without a length is close-delimited (the server
+        // closes after a HEAD one too: allowed, it says `Connection: close`).
+        if head.version == .http1_0 && path == "/stream" { return prediction }
     }
     return prediction
 }
@@ -201,16 +203,17 @@ extension RequestGenerator {
     }
 }
 
-/// Sends each case on its own connection to `address`, half-closes, and reads until the
-/// server closes; `workers` connections at a time. A case that fails on the client side
-/// (no close within the timeout) gets `nil`.
-func exchangeAll(_ cases: [[UInt8]], with address: SocketAddress, workers: Int) -> [[UInt8]?] {
+/// Sends each case on its own connection to `address`, half-closes unless `keepOpen` says
+/// not to (then the server must close by itself), and reads until the server closes;
+/// `workers` connections at a time. A case that fails on the client side (no close within
+/// the timeout) gets `nil`.
+func exchangeAll(_ cases: [[UInt8]], keepOpen: [Bool], with address: SocketAddress, workers: Int) -> [[UInt8]?] {
     let results = PthreadLock<[[UInt8]?]>(Array(repeating: nil, count: cases.count))
     DispatchQueue.concurrentPerform(iterations: workers) { worker in
         for index in stride(from: worker, to: cases.count, by: workers) {
             guard let client = try? RawClient(connectingTo: address, timeout: .seconds(10)) else { continue }
             try? client.send(cases[index])  // the server may close early (an error): read anyway
-            client.shutdownWrite()
+            if !keepOpen[index] { client.shutdownWrite() }
             let received = try? client.readToEnd()
             results.withLock { $0[index] = received }
         }
@@ -230,6 +233,9 @@ struct H11FuzzTests {
         let cases: [(methods: String, response: String, ok: Bool)] = [
             ("GET GET", good + good, true),
             ("GET", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", true),
+            // Closed after a 100 (the request's body never came): well-formed, unanswered.
+            ("GET", "HTTP/1.1 100 Continue\r\n\r\n", true),
+            ("GET", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", false),
             ("HEAD", good, false),  // a body after a HEAD response
             ("GET", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", false),  // short of Content-Length
             ("GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n", false),  // no last chunk
@@ -271,7 +277,10 @@ struct H11FuzzTests {
             handler: fuzzHandler
         ) { server in
             let address = server.address
-            let received = await offThePool { exchangeAll(cases, with: address, workers: 4) }
+            // Where our parser or decoder finds an error, the client keeps its side open: the
+            // error response's `Connection: close` must be followed by the server's close.
+            let keepOpen = predictions.map { $0.finalStatus != nil }
+            let received = await offThePool { exchangeAll(cases, keepOpen: keepOpen, with: address, workers: 4) }
             // The server still answers after all of it.
             let last = try await withClient(server) { client -> Int in
                 try client.send(get("/plaintext", "Connection: close\r\n"))
