@@ -62,16 +62,13 @@ router.get("json") { _, _ in
     Message(message: "Hello, World!")
 }
 
-var logger = Logger(label: "hb-http")
-logger.logLevel = .warning
 let app = Application(
     router: router,
     configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "hb"),
-    onServerRunning: { channel in
+    onServerRunning: { [port] channel in
         print("listening on 127.0.0.1:\(channel.localAddress?.port ?? port)")
-        fflush(stdout)
+        fflush(nil)  // all streams: `stdout` is a global var Swift 6 refuses
     },
-    eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton),
-    logger: logger
+    eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton)
 )
 try await app.runService()
