@@ -24,7 +24,12 @@ public struct CPUQuotaGroup {
         }
     }
 
-    /// Creates an empty group capped at `percent` of one CPU.
+    /// Creates an empty group capped at `percent` of one CPU, with the largest CPU weight
+    /// (`cpu.shares` 262144 on v1, `cpu.weight` 10000 on v2). A group competes with the
+    /// other processes of its parent as one entity: at the default weight (1024, like one
+    /// nice-0 process) a server in it got a tenth of a CPU while a machine's other
+    /// processes (builds, tests) ran, whatever its own nice value. With the largest weight
+    /// it gets its quota as a `nice -20` process would.
     public static func create(percent: Double, name: String) throws -> CPUQuotaGroup {
         let unified = "/sys/fs/cgroup"
         if let controllers = readText("\(unified)/cgroup.controllers"),
@@ -34,6 +39,7 @@ public struct CPUQuotaGroup {
             let group = CPUQuotaGroup(directory: "\(unified)/\(name)", percent: percent, unified: true)
             mkdir(group.directory, 0o755)
             try group.setQuota(percent: percent)
+            _ = try? write("10000", to: "\(group.directory)/cpu.weight")
             return group
         }
         let v1 = "/sys/fs/cgroup/cpu"
@@ -43,6 +49,7 @@ public struct CPUQuotaGroup {
         let group = CPUQuotaGroup(directory: "\(v1)/\(name)", percent: percent, unified: false)
         mkdir(group.directory, 0o755)
         try group.setQuota(percent: percent)
+        _ = try? write("262144", to: "\(group.directory)/cpu.shares")
         return group
     }
 

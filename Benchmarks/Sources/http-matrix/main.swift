@@ -463,8 +463,9 @@ struct HTTPMatrix: ParsableCommand {
         print([pad("mode", 15, left: true), pad("server", 16, left: true), pad("req/s", 9), pad("p50 µs", 8),
                pad("p99 µs", 8), pad("srv µs/req", 10), pad("srv CPU%", 8), pad("wrk µs/req", 10),
                pad("wrk CPU%", 8), pad("other%", 6), pad("errors", 6), pad("req/s spread", 12)].joined(separator: "  "))
-        var anyPipelined = false, anyOther = false
+        var anyPipelined = false, anyOther = false, anyUnbound = false
         for row in rows {
+            let quota = modes.first { $0.name == row.mode }?.quota
             var cells = [pad(row.mode, 15, left: true), pad(row.server, 16, left: true)]
             guard let r = row.median else {
                 print((cells + ["failed: \(row.errors.first ?? "?")"]).joined(separator: "  "))
@@ -473,13 +474,16 @@ struct HTTPMatrix: ParsableCommand {
             anyPipelined = anyPipelined || r.meanLatencyOnly
             let noisy = (r.otherCPUPercent ?? 0) >= 10
             anyOther = anyOther || noisy
+            // Server-bound only when the server used (most of) its quota.
+            let unbound = quota.map { (r.serverCPUPercent ?? 0) < 0.85 * $0 } ?? false
+            anyUnbound = anyUnbound || unbound
             let rates = row.turns.compactMap { $0?.requestsPerSecond }.sorted()
             let spread = rates.count > 1 && r.requestsPerSecond > 0
                 ? "±" + f((rates.last! - rates.first!) / 2 / r.requestsPerSecond * 100, 0) + "%" : "-"
             cells += [pad(f(r.requestsPerSecond, 0), 9),
                       pad(f(r.p50Micros, 0) + (r.meanLatencyOnly ? "m" : " "), 8),
                       pad(f(r.p99Micros, 0) + (r.meanLatencyOnly ? "m" : " "), 8),
-                      pad(f(r.serverCPUMicrosPerRequest, 2), 10), pad(f(r.serverCPUPercent, 0), 8),
+                      pad(f(r.serverCPUMicrosPerRequest, 2), 10), pad(f(r.serverCPUPercent, 0) + (unbound ? "~" : ""), 8),
                       pad(f(r.wrkCPUMicrosPerRequest, 2), 10), pad(f(r.wrkCPUPercent, 0), 8),
                       pad(f(r.otherCPUPercent, 0) + (noisy ? "!" : ""), 6), pad("\(r.errors)", 6), pad(spread, 12)]
             if !row.errors.isEmpty { cells.append("(\(row.errors.count) failed: \(row.errors[0]))") }
@@ -487,6 +491,10 @@ struct HTTPMatrix: ParsableCommand {
         }
         if anyPipelined {
             print("m: mean latency (connections × depth ÷ req/s): wrk's percentiles are not valid with pipelining.")
+        }
+        if anyUnbound {
+            print("~: the server used less than 85 % of its quota: that run was not server-bound (the machine's other")
+            print("   load or wrk set the pace), so its req/s compares little; CPU per request still compares.")
         }
         if anyOther { print("!: other processes used ≥ 10 % of a CPU during that run: its figures are disturbed.") }
         print("srv µs/req: the server's utime+stime over the measured run ÷ the requests wrk counted; "
