@@ -16,6 +16,15 @@ import PackageDescription
 //   echo-hostile  misbehaving clients (resets, half-closes), phase by phase: does a server survive?
 //   echo-matrix   runs each server pinned to CPU 0 and echo-load pinned to CPU 1
 //   slow-readers  slow readers against one server: its RSS growth and a ping's latency
+//
+// The HTTP benchmark (issue 14): TechEmpower's plaintext test under wrk.
+//   cogen-http    CogenHTTP serving /plaintext and /json
+//   c-uring-http  the floor: liburing by hand, a canned response per CRLFCRLF
+//   hb-http       Hummingbird 2.28.1's hello world (built only on request: it takes minutes,
+//                 `swift build -c release --package-path Benchmarks --product hb-http`)
+//   http-matrix   runs them (and Debian's nginx) against wrk, server-bound under a cgroup quota
+//   scripts/bench.sh builds the products it needs one by one (`--product`), never hb-http
+//   unless asked (--http-full).
 let cSettings: [CSetting] = [.define("_GNU_SOURCE")]
 
 let package = Package(
@@ -25,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .executableTarget(
@@ -111,6 +122,43 @@ let package = Package(
         ),
         .executableTarget(
             name: "echo-matrix",
+            dependencies: [
+                "EchoBenchSupport",
+                "CEchoLinux",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // MARK: HTTP (issue 14)
+        .executableTarget(
+            name: "cogen-http",
+            dependencies: [
+                "EchoBenchSupport",
+                .product(name: "CogenHTTP", package: "cogen-swift"),
+                .product(name: "CogenUring", package: "cogen-swift"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: [
+                .enableUpcomingFeature("NonisolatedNonsendingByDefault")
+            ]
+        ),
+        .executableTarget(
+            name: "c-uring-http",
+            dependencies: ["CEchoCommon"],
+            cSettings: cSettings,
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .executableTarget(
+            name: "hb-http",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "http-matrix",
             dependencies: [
                 "EchoBenchSupport",
                 "CEchoLinux",
