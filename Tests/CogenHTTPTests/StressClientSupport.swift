@@ -100,6 +100,25 @@ func residentBytes() -> Int {
     return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
+/// CPU time (user + system) of this process's threads whose name starts with `prefix`
+/// (`/proc/self/task/*/stat`), in nanoseconds; clock-tick resolution (10 ms).
+func threadCPUNanoseconds(namedWithPrefix prefix: String) -> UInt64 {
+    guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return 0 }
+    let tick = UInt64(1_000_000_000 / max(1, sysconf(Int32(_SC_CLK_TCK))))
+    var total: UInt64 = 0
+    for task in tasks {
+        guard let stat = readProcFile("/proc/self/task/\(task)/stat"),
+            let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")"),
+            stat[stat.index(after: open)..<close].hasPrefix(prefix)
+        else { continue }
+        // After "pid (comm) ": state is field 3; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = UInt64(fields[11]), let system = UInt64(fields[12]) else { continue }
+        total += (user + system) * tick
+    }
+    return total
+}
+
 /// Bytes as MiB with one decimal, for printed figures.
 func mebibytes(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1048576) }
 
@@ -274,13 +293,16 @@ final class LatencyProbe {
     func sample(_ count: Int) throws -> [UInt64] {
         var samples: [UInt64] = []
         samples.reserveCapacity(count)
-        for _ in 0..<count {
-            let start = monotonicNanoseconds()
-            try sendRequest()
-            try readOneResponse()
-            samples.append(monotonicNanoseconds() - start)
-        }
+        for _ in 0..<count { samples.append(try roundTrip()) }
         return samples
+    }
+
+    /// One request and its response; the round trip in nanoseconds.
+    func roundTrip() throws -> UInt64 {
+        let start = monotonicNanoseconds()
+        try sendRequest()
+        try readOneResponse()
+        return monotonicNanoseconds() - start
     }
 
     private func sendRequest() throws {
@@ -359,11 +381,17 @@ final class LatencyProbe {
 // MARK: - Slowloris: many connections trickling a request head
 
 /// Keeps `connections` TCP connections open to a server, each sending one byte of an
-/// endless request head every `interval` (spread evenly over the interval), from a thread
-/// of its own driven by `poll(2)`. A connection the server ends (408 then close, or a plain
-/// close, or a reset) is recorded and replaced at once by a new one, so the load lasts as
-/// long as the test wants it. Connections are closed with a reset (no `TIME_WAIT` left
-/// on the client's ports).
+/// endless request head every `interval`, from a thread of its own driven by `poll(2)`. The
+/// first bytes of the first connections are spread evenly over `spread` (a steady state:
+/// the server's deadlines then fall evenly too, instead of in one wave). A connection the
+/// server ends (408 then close, or a plain close, or a reset) is recorded and replaced at
+/// once by a new one, which starts trickling within one `interval`, so the load lasts as
+/// long as the test wants it. Connections are closed with a reset (no `TIME_WAIT` left on
+/// the client's ports).
+///
+/// Cheap on purpose (the machine has 2 CPUs, and the server and the measuring client need
+/// them): the bytes due are taken from a queue in due order (all connections have the same
+/// interval, so a FIFO is in due order), not found by scanning every connection.
 final class SlowlorisLoad: @unchecked Sendable {
     // @unchecked Sendable: the loop's state is touched only by its thread; what the test
     // reads goes through `shared`.
@@ -388,6 +416,8 @@ final class SlowlorisLoad: @unchecked Sendable {
         var oldestLiveAge: UInt64 = 0
         /// Connections open when the load stopped.
         var liveAtStop = 0
+        /// The longest a due byte waited past its time (the load's own lateness).
+        var maxLateness: UInt64 = 0
 
         var cut: Int { cutWith408 + cutSilently + otherStatuses.count }
 
@@ -395,16 +425,9 @@ final class SlowlorisLoad: @unchecked Sendable {
             "opened \(opened), cut \(cut) (408 \(cutWith408), silent \(cutSilently), other \(otherStatuses.prefix(5))), "
                 + "connect errors \(connectErrors), bytes trickled \(bytesSent), lifetime p50 "
                 + "\(milliseconds(percentile(lifetimes, 0.5))) max \(milliseconds(lifetimes.max() ?? 0)), "
-                + "live at stop \(liveAtStop) (oldest \(milliseconds(oldestLiveAge)))"
+                + "live at stop \(liveAtStop) (oldest \(milliseconds(oldestLiveAge))), "
+                + "max lateness \(milliseconds(maxLateness))"
         }
-    }
-
-    private struct Connection {
-        var fd: Int32 = -1
-        var sentBytes = 0
-        var firstByteAt: UInt64 = 0
-        var nextDue: UInt64 = 0
-        var received: [UInt8] = []
     }
 
     private struct Shared {
@@ -414,9 +437,17 @@ final class SlowlorisLoad: @unchecked Sendable {
         var done = false
     }
 
+    /// A byte due: which slot, for which of its connections, when.
+    private struct Due {
+        var slot: Int32
+        var generation: UInt32
+        var at: UInt64
+    }
+
     let port: UInt16
     let count: Int
     let interval: UInt64
+    let spread: UInt64
     let head: [UInt8]
     private let shared = PthreadLock(Shared())
 
@@ -424,12 +455,16 @@ final class SlowlorisLoad: @unchecked Sendable {
     ///   - port: The server's port on 127.0.0.1.
     ///   - connections: How many to keep open.
     ///   - interval: Between two bytes of one connection.
+    ///   - spread: Over which the first connections' first bytes are spread.
     ///   - head: The bytes trickled (cycled; long enough never to end within a deadline).
-    init(port: UInt16, connections: Int, interval: Duration = .milliseconds(100), head: [UInt8]) {
+    init(port: UInt16, connections: Int, interval: Duration, spread: Duration, head: [UInt8]) {
+        func nanoseconds(_ duration: Duration) -> UInt64 {
+            UInt64(duration.components.seconds) * 1_000_000_000 + UInt64(duration.components.attoseconds / 1_000_000_000)
+        }
         self.port = port
         self.count = connections
-        self.interval = UInt64(interval.components.seconds) * 1_000_000_000
-            + UInt64(interval.components.attoseconds / 1_000_000_000)
+        self.interval = nanoseconds(interval)
+        self.spread = nanoseconds(spread)
         self.head = head
     }
 
@@ -454,12 +489,19 @@ final class SlowlorisLoad: @unchecked Sendable {
     }
 
     private func run() {
-        // One entry per slot (fd -1 while a slot has no connection: poll skips it).
+        // Per slot; the poll set's entry is the slot's descriptor (-1: none; poll skips it).
         var pollSet = [pollfd](repeating: pollfd(fd: -1, events: Int16(POLLIN), revents: 0), count: count)
-        var connections = [Connection](repeating: Connection(), count: count)
+        var sent = [Int](repeating: 0, count: count)
+        var firstByteAt = [UInt64](repeating: 0, count: count)
+        var generation = [UInt32](repeating: 0, count: count)
+        var status = [Int](repeating: 0, count: count)  // 0: nothing received; -1: unreadable
+        var queue: [Due] = []
+        queue.reserveCapacity(2 * count)
+        var queueHead = 0
+        var lastDue: UInt64 = 0
         var figures = Figures()
         var open = 0
-        let start = monotonicNanoseconds()
+        var scratch = [UInt8](repeating: 0, count: 4096)
 
         func publish() {
             let snapshot = figures
@@ -470,26 +512,41 @@ final class SlowlorisLoad: @unchecked Sendable {
             }
         }
 
-        func openSlot(_ slot: Int, due: UInt64) {
+        func push(_ slot: Int, at: UInt64) {
+            lastDue = max(lastDue, at)
+            if queueHead > count && queueHead * 2 > queue.count {
+                queue.removeFirst(queueHead)
+                queueHead = 0
+            }
+            queue.append(Due(slot: Int32(slot), generation: generation[slot], at: lastDue))
+        }
+
+        func openSlot(_ slot: Int, firstByte: UInt64) {
+            generation[slot] &+= 1
+            sent[slot] = 0
+            firstByteAt[slot] = 0
+            status[slot] = 0
             guard let fd = try? connectLoopback(port: port, nonBlocking: true, timeoutSeconds: 2) else {
                 figures.connectErrors += 1
-                connections[slot].fd = -1
-                connections[slot].nextDue = due + interval  // retry later
+                pollSet[slot].fd = -1
+                push(slot, at: firstByte + interval)  // try again then
                 return
             }
             pollSet[slot].fd = fd
-            connections[slot] = Connection(fd: fd, sentBytes: 0, firstByteAt: 0, nextDue: due, received: [])
             figures.opened += 1
             open += 1
+            push(slot, at: firstByte)
         }
 
         /// Reads what the server sent; true when the connection ended (end of stream or reset).
         func drain(_ slot: Int) -> Bool {
-            var buffer = [UInt8](repeating: 0, count: 4096)
+            let fd = pollSet[slot].fd
             while true {
-                let n = recv(connections[slot].fd, &buffer, buffer.count, 0)
+                let n = recv(fd, &scratch, scratch.count, 0)
                 if n > 0 {
-                    if connections[slot].received.count < 64 { connections[slot].received += buffer[..<n] }
+                    if status[slot] == 0 {
+                        status[slot] = n >= 12 ? Int(String(decoding: scratch[9..<12], as: UTF8.self)) ?? -1 : -1
+                    }
                     continue
                 }
                 if n == 0 { return true }
@@ -499,25 +556,21 @@ final class SlowlorisLoad: @unchecked Sendable {
         }
 
         func end(_ slot: Int, now: UInt64) {
-            let connection = connections[slot]
+            closeWithReset(pollSet[slot].fd)
             pollSet[slot].fd = -1
-            closeWithReset(connection.fd)
             open -= 1
-            if connection.firstByteAt > 0 { figures.lifetimes.append(now - connection.firstByteAt) }
-            let received = connection.received
-            if received.isEmpty {
-                figures.cutSilently += 1
-            } else if received.count >= 12, let status = Int(String(decoding: received[9..<12], as: UTF8.self)) {
-                if status == 408 { figures.cutWith408 += 1 } else { figures.otherStatuses.append(status) }
-            } else {
-                figures.otherStatuses.append(-1)
+            if firstByteAt[slot] > 0 { figures.lifetimes.append(now - firstByteAt[slot]) }
+            switch status[slot] {
+            case 0: figures.cutSilently += 1
+            case 408: figures.cutWith408 += 1
+            default: figures.otherStatuses.append(status[slot])
             }
-            connections[slot].fd = -1
         }
 
-        // The first connections, their first bytes spread over one interval.
+        // The first connections; their first bytes spread over `spread`.
+        let start = monotonicNanoseconds()
         for slot in 0..<count {
-            openSlot(slot, due: start + interval * UInt64(slot) / UInt64(count))
+            openSlot(slot, firstByte: start + spread * UInt64(slot) / UInt64(count))
             if slot % 100 == 99 { publish() }
         }
         publish()
@@ -525,38 +578,50 @@ final class SlowlorisLoad: @unchecked Sendable {
         var lastPublish = monotonicNanoseconds()
         while !shared.withLock({ $0.stop }) {
             var now = monotonicNanoseconds()
-            for slot in 0..<count {
-                if connections[slot].fd < 0 {
-                    if connections[slot].nextDue <= now { openSlot(slot, due: now) }
+            // The bytes due, in due order.
+            while queueHead < queue.count && queue[queueHead].at <= now {
+                let due = queue[queueHead]
+                queueHead += 1
+                let slot = Int(due.slot)
+                guard due.generation == generation[slot] else { continue }  // a connection since replaced
+                if pollSet[slot].fd < 0 {
+                    openSlot(slot, firstByte: now)  // a connect that failed before
                     continue
                 }
-                guard connections[slot].nextDue <= now else { continue }
-                var byte = head[connections[slot].sentBytes % head.count]
-                let sent = send(connections[slot].fd, &byte, 1, Int32(MSG_NOSIGNAL))
-                if sent == 1 {
-                    if connections[slot].sentBytes == 0 { connections[slot].firstByteAt = now }
-                    connections[slot].sentBytes += 1
+                figures.maxLateness = max(figures.maxLateness, now - due.at)
+                var byte = head[sent[slot] % head.count]
+                let result = send(pollSet[slot].fd, &byte, 1, Int32(MSG_NOSIGNAL))
+                if result == 1 {
+                    if sent[slot] == 0 { firstByteAt[slot] = now }
+                    sent[slot] += 1
                     figures.bytesSent += 1
-                    connections[slot].nextDue += interval
-                    if connections[slot].nextDue < now { connections[slot].nextDue = now + interval }
-                } else if errno == EAGAIN {
-                    connections[slot].nextDue = now + interval
+                    push(slot, at: due.at + interval)
+                } else if errno == EAGAIN || errno == EINTR {
+                    push(slot, at: due.at + interval)
                 } else {
                     _ = drain(slot)  // a 408 may be waiting before the reset
                     end(slot, now: now)
-                    openSlot(slot, due: now)
+                    openSlot(slot, firstByte: now)
                 }
             }
-            let ready = poll(&pollSet, nfds_t(pollSet.count), 1)
+            // Wait for the server, at most until the next byte is due (poll counts in ms).
+            var timeout: Int32 = 1
+            if queueHead < queue.count {
+                let next = queue[queueHead].at
+                timeout = next <= now ? 0 : Int32(min((next - now) / 1_000_000, 5))
+            }
+            let ready = poll(&pollSet, nfds_t(pollSet.count), timeout)
             now = monotonicNanoseconds()
             if ready > 0 {
+                var left = Int(ready)
                 for slot in 0..<count where pollSet[slot].revents != 0 {
                     pollSet[slot].revents = 0
-                    guard connections[slot].fd >= 0 else { continue }
-                    if drain(slot) {
+                    left -= 1
+                    if pollSet[slot].fd >= 0 && drain(slot) {
                         end(slot, now: now)
-                        openSlot(slot, due: now)
+                        openSlot(slot, firstByte: now)
                     }
+                    if left == 0 { break }
                 }
             }
             if now - lastPublish > 50_000_000 {
@@ -565,12 +630,12 @@ final class SlowlorisLoad: @unchecked Sendable {
             }
         }
         let stopAt = monotonicNanoseconds()
-        for slot in 0..<count where connections[slot].fd >= 0 {
-            if connections[slot].firstByteAt > 0 {
-                figures.oldestLiveAge = max(figures.oldestLiveAge, stopAt - connections[slot].firstByteAt)
+        for slot in 0..<count where pollSet[slot].fd >= 0 {
+            if firstByteAt[slot] > 0 {
+                figures.oldestLiveAge = max(figures.oldestLiveAge, stopAt - firstByteAt[slot])
             }
             figures.liveAtStop += 1
-            closeWithReset(connections[slot].fd)
+            closeWithReset(pollSet[slot].fd)
         }
         open = 0
         publish()
