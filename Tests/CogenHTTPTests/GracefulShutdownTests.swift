@@ -165,6 +165,35 @@ struct GracefulShutdownTests {
         }
     }
 
+    /// A streamed response in flight when the shutdown begins, finished within the grace
+    /// period: the client gets all of it, then the connection closes, and it counts as
+    /// served (it was not idle when the shutdown began, nor closed at once).
+    @Test(arguments: allBackends)
+    func streamedResponseFinishedWithinGraceIsServed(engine: Engine) async throws {
+        let log = HandlerLog()
+        try await withHTTPServer(engine, bound: .seconds(60), handler: Self.handler(log)) { server in
+            let address = server.address
+            let idle = try await Self.open(address, get("/fast"))
+            #expect(try await offThePool { Result { try idle.readResponse().status } }.get() == 200)
+            let f = try await Self.open(address, get("/stream/f/800"))
+            #expect(await eventually { log.started == ["f"] }, "started: \(log.started)")
+            async let reportResult = server.gracefulShutdown(gracePeriod: .seconds(3))
+            let (response, closed) = try await offThePool { () -> Result<(TestResponse, Bool), any Error> in
+                Result { (try f.readResponse(), f.isClosedByPeer()) }
+            }.get()
+            let report = await reportResult
+            print("graceful shutdown, streamed response in flight [\(engine.testDescription)]: \(report)")
+            #expect(
+                response.status == 200 && response.chunked && response.bodyText == "partial and the rest",
+                "\(response) \(response.bodyText)")
+            #expect(closed, "the connection stayed open after its response during the shutdown")
+            #expect(log.finished == ["f"])
+            #expect(report.cut == 0, "\(report)")
+            #expect(report.closedWhileIdle == 1, "only the idle connection was closed while idle: \(report)")
+            #expect(report.served == 1, "the streamed exchange finished within the grace period: \(report)")
+        }
+    }
+
     @Test(arguments: allBackends)
     func idleConnectionsDoNotHoldUpShutdown(engine: Engine) async throws {
         let log = HandlerLog()

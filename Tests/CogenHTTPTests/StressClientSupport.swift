@@ -8,6 +8,12 @@ import CogenUring
 import Foundation
 import Testing
 
+/// The suites that load the machine (slowloris, streaming): serialized together, so one
+/// never measures while the other moves megabytes or trickles to a thousand connections.
+/// (Each is `.serialized` within itself too.)
+@Suite(.serialized)
+enum StressTests {}
+
 // MARK: - Time and figures
 
 /// `CLOCK_MONOTONIC` in nanoseconds.
