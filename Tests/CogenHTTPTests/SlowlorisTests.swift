@@ -212,6 +212,10 @@ extension StressTests {
                 let seen408 = pairs.reduce(0) { $0 + $1.figures.cutWith408 }
                 #expect(statistics.headTimeouts >= seen408, "head timeouts \(statistics.headTimeouts), 408s seen \(seen408)")
                 #expect(twinServer.statistics.headTimeouts == 0)
+                // Every connection the load opened ends on the server too (the load reset
+                // the last ones): no coroutine is left behind by the churn.
+                let drained = await eventually(timeout: .seconds(15)) { server.statistics.connectionsOpen == 0 }
+                #expect(drained, "connections still open on the server: \(server.statistics)")
             }
             }
         }
