@@ -221,10 +221,80 @@ struct KernelQueues: Equatable, CustomStringConvertible {
 
     static func key(localPort: UInt16, remotePort: UInt16) -> UInt32 { UInt32(localPort) << 16 | UInt32(remotePort) }
 
-    /// Every 127.0.0.1-to-127.0.0.1 IPv4 TCP socket's queues, by `key(localPort:remotePort:)`:
-    /// one read of `/proc/net/tcp`, parsed as bytes (the table lists every socket of the
-    /// network namespace, thousands after a slowloris run).
+    /// Every established 127.0.0.1-to-127.0.0.1 IPv4 TCP socket's queues, by
+    /// `key(localPort:remotePort:)`, through `NETLINK_SOCK_DIAG` (what `ss` uses), asking for
+    /// established sockets only: this shared machine's namespace holds tens of thousands of
+    /// `TIME_WAIT` entries (other test runs, benchmarks), which `/proc/net/tcp` formats and
+    /// a parser would have to skip (megabytes a sample). `/proc/net/tcp` is the fallback.
+    /// An established socket's `idiag_rqueue`/`idiag_wqueue` are the same figures
+    /// `/proc/net/tcp` shows (`rcv_nxt - copied_seq`, `write_seq - snd_una`).
     static func table() -> [UInt32: KernelQueues] {
+        diagnosticsTable() ?? procTable()
+    }
+
+    static func diagnosticsTable() -> [UInt32: KernelQueues]? {
+        let fd = socket(16 /* AF_NETLINK */, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        // struct nlmsghdr (16 bytes, host order) + struct inet_diag_req_v2 (56 bytes).
+        var request = [UInt8](repeating: 0, count: 72)
+        func store32(_ value: UInt32, at offset: Int) {
+            for k in 0..<4 { request[offset + k] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(k))) }
+        }
+        store32(72, at: 0)  // nlmsg_len
+        request[4] = 20  // nlmsg_type: SOCK_DIAG_BY_FAMILY
+        request[6] = 0x01  // nlmsg_flags: NLM_F_REQUEST
+        request[7] = 0x03  // | NLM_F_DUMP (0x300)
+        store32(1, at: 8)  // nlmsg_seq
+        request[16] = UInt8(AF_INET)  // sdiag_family
+        request[17] = UInt8(IPPROTO_TCP)  // sdiag_protocol
+        store32(1 << 1, at: 20)  // idiag_states: TCP_ESTABLISHED (1) only
+        // struct sockaddr_nl: the kernel (pid 0).
+        var kernel = [UInt8](repeating: 0, count: 12)
+        kernel[0] = 16
+        let sent = request.withUnsafeBytes { message in
+            kernel.withUnsafeBytes { address in
+                sendto(fd, message.baseAddress, message.count, 0,
+                    address.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
+            }
+        }
+        guard sent == request.count else { return nil }
+        var result: [UInt32: KernelQueues] = [:]
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        func load32(_ offset: Int) -> Int {
+            Int(buffer[offset]) | Int(buffer[offset + 1]) << 8 | Int(buffer[offset + 2]) << 16 | Int(buffer[offset + 3]) << 24
+        }
+        for _ in 0..<10_000 {  // bounded: a dump of a few thousand sockets takes a few reads
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return nil }
+            var offset = 0
+            while offset + 16 <= count {
+                let length = load32(offset)
+                let type = Int(buffer[offset + 4]) | Int(buffer[offset + 5]) << 8
+                guard length >= 16, offset + length <= count else { return nil }
+                if type == 3 { return result }  // NLMSG_DONE
+                if type == 2 { return nil }  // NLMSG_ERROR
+                // struct inet_diag_msg after the header: family, state, timer, retrans, then
+                // inet_diag_sockid (sport, dport big-endian; src, dst 16 bytes each; if;
+                // cookie), expires, rqueue, wqueue, uid, inode.
+                let message = offset + 16
+                if length >= 16 + 72 && buffer[message] == UInt8(AF_INET)
+                    && buffer[message + 8] == 127 && buffer[message + 24] == 127
+                {
+                    let localPort = UInt16(buffer[message + 4]) << 8 | UInt16(buffer[message + 5])
+                    let remotePort = UInt16(buffer[message + 6]) << 8 | UInt16(buffer[message + 7])
+                    result[key(localPort: localPort, remotePort: remotePort)] = KernelQueues(
+                        tx: load32(message + 60), rx: load32(message + 56))
+                }
+                offset += (length + 3) & ~3
+            }
+        }
+        return nil
+    }
+
+    /// `table()` from `/proc/net/tcp`, parsed as bytes.
+    static func procTable() -> [UInt32: KernelQueues] {
         guard let text = readProcFile("/proc/net/tcp") else { return [:] }
         var result: [UInt32: KernelQueues] = [:]
         var utf8 = Array(text.utf8)
