@@ -143,16 +143,19 @@ struct GracefulShutdownTests {
             // Past the grace period: cut, no response (C), a chunked body without its end (E).
             let (cBytes, cAt) = try await cEnd.get()
             #expect(cBytes.isEmpty, "the cut request got \(String(decoding: cBytes.prefix(200), as: UTF8.self))")
-            #expect(cAt - start >= 2_800_000_000, "cut after \(milliseconds(cAt - start)), before the grace period ended")
+            #expect(
+                cAt - start >= 2_800_000_000, "cut after \(milliseconds(cAt - start)), before the grace period ended")
             let (eBytes, _) = try await eEnd.get()
             let eText = String(decoding: e.pending + eBytes, as: UTF8.self)
-            #expect(!eText.contains("0\r\n\r\n") && !eText.contains("the rest"), "the cut stream ended properly: \(eText)")
+            #expect(
+                !eText.contains("0\r\n\r\n") && !eText.contains("the rest"), "the cut stream ended properly: \(eText)")
 
             let report = await reportResult
-            print("graceful shutdown [\(engine.testDescription)]: \(report); idle closed after "
-                + "\(milliseconds((aAt ?? start) - start)), in-flight answered after \(milliseconds(bAt - start)) "
-                + "(Connection: \(bResponseValue.field("Connection") ?? "-")), cut after \(milliseconds(cAt - start)); "
-                + "new connection: \(newConnection); handlers interrupted: \(log.interrupted)")
+            print(
+                "graceful shutdown [\(engine.testDescription)]: \(report); idle closed after "
+                    + "\(milliseconds((aAt ?? start) - start)), in-flight answered after \(milliseconds(bAt - start)) "
+                    + "(Connection: \(bResponseValue.field("Connection") ?? "-")), cut after \(milliseconds(cAt - start)); "
+                    + "new connection: \(newConnection); handlers interrupted: \(log.interrupted)")
             #expect(log.finished == ["b"], "finished: \(log.finished)")
             #expect(Set(log.interrupted.keys) == ["c", "e"], "interrupted: \(log.interrupted)")
             // D ended by itself before the shutdown, B during it; A was idle; C and E were cut.

@@ -75,7 +75,9 @@ extension StressTests {
                     + "under \(openReached) trickling: probe \(loaded), twin \(twinLoaded); "
                     + "bound 2 × max(twin p99, 1 ms) = \(milliseconds(bound)); loaded p99 / unloaded p99 = "
                     + String(format: "%.2f", Double(loaded.p99) / Double(Swift.max(unloaded.p99, 1)))
-                    + String(format: "; loop threads' CPU under the load: trickled %.0f %%, twin %.0f %%", serverCPU, twinCPU)
+                    + String(
+                        format: "; loop threads' CPU under the load: trickled %.0f %%, twin %.0f %%", serverCPU, twinCPU
+                    )
             }
         }
 
@@ -128,15 +130,18 @@ extension StressTests {
                 }
             } catch { failure = error }
             let loadedTime = Double(monotonicNanoseconds() - loadedStart)
-            let serverCPU = Double(threadCPUNanoseconds(namedWithPrefix: "trickled") - serverCPUStart) / loadedTime * 100
+            let serverCPU =
+                Double(threadCPUNanoseconds(namedWithPrefix: "trickled") - serverCPUStart) / loadedTime * 100
             let twinCPU = Double(threadCPUNanoseconds(namedWithPrefix: "twin") - twinCPUStart) / loadedTime * 100
             let figures = load.stop()
             if let failure { throw failure }
             if !reached {
-                throw ClientError(description: "only \(openReached) of \(tricklers) trickling connections opened: \(figures)")
+                throw ClientError(
+                    description: "only \(openReached) of \(tricklers) trickling connections opened: \(figures)")
             }
             return Pair(
-                unloaded: Phase(unloaded), unloadedInterleaved: Phase(unloadedInterleaved), twinUnloaded: Phase(twinUnloaded),
+                unloaded: Phase(unloaded), unloadedInterleaved: Phase(unloadedInterleaved),
+                twinUnloaded: Phase(twinUnloaded),
                 loaded: Phase(loaded), twinLoaded: Phase(twinLoaded), figures: figures, openReached: openReached,
                 serverCPU: serverCPU, twinCPU: twinCPU)
         }
@@ -149,7 +154,9 @@ extension StressTests {
             var tricklers = Self.tricklers
             if limit < 3 * tricklers + 256 {
                 tricklers = max(0, (limit - 256) / 3)
-                print("slowloris [\(engine.testDescription)]: RLIMIT_NOFILE \(limit): \(tricklers) trickling connections, not \(Self.tricklers)")
+                print(
+                    "slowloris [\(engine.testDescription)]: RLIMIT_NOFILE \(limit): \(tricklers) trickling connections, not \(Self.tricklers)"
+                )
             }
             // Below a few hundred the load is too light to say anything about the server.
             try #require(tricklers >= 300, "RLIMIT_NOFILE \(limit) leaves only \(tricklers) trickling connections")
@@ -164,59 +171,65 @@ extension StressTests {
                 }
             }
             // The twin: the same server on its own thread, never trickled.
-            try await withHTTPServer(engine, bound: .seconds(150), configure: configure("twin"), handler: handler) { twinServer in
-            try await withHTTPServer(engine, bound: .seconds(120), configure: configure("trickled"), handler: handler) { server in
-                let port = server.address.port
-                let twinPort = twinServer.address.port
-                let tricklers = tricklers
-                var pairs: [Pair] = []
-                // The issue names the 2× ratio, so this test asserts on timing. This shared
-                // 2-CPU VM is noisy (other builds: load averages above 10 were seen), and noise
-                // measured at one time is not noise at another. So the baseline is taken in the
-                // same window: a twin server (same engine and configuration, its own thread,
-                // never trickled), its probe's requests interleaved one for one with the
-                // probe's. The machine's noise, and the CPU the load itself takes, hit both;
-                // what the trickling does to its own server's loop shows only in the probe.
-                // The probe's own unloaded p99 (before the load) is printed too, the issue's
-                // figure. p99 under 1 ms counts as 1 ms; a failed pair is measured once more.
-                for attempt in 1...2 {
-                    let pair = try await offThePool {
-                        Result { try Self.measurePair(port: port, twinPort: twinPort, tricklers: tricklers) }
-                    }.get()
-                    pairs.append(pair)
-                    print("slowloris [\(engine.testDescription)] attempt \(attempt): \(pair.summary)")
-                    print("slowloris [\(engine.testDescription)] attempt \(attempt) load: \(pair.figures)")
-                    if pair.withinRatio { break }
-                }
-                let statistics = server.statistics
-                print("slowloris [\(engine.testDescription)] server: \(statistics)")
+            try await withHTTPServer(engine, bound: .seconds(150), configure: configure("twin"), handler: handler) {
+                twinServer in
+                try await withHTTPServer(
+                    engine, bound: .seconds(120), configure: configure("trickled"), handler: handler
+                ) { server in
+                    let port = server.address.port
+                    let twinPort = twinServer.address.port
+                    let tricklers = tricklers
+                    var pairs: [Pair] = []
+                    // The issue names the 2× ratio, so this test asserts on timing. This shared
+                    // 2-CPU VM is noisy (other builds: load averages above 10 were seen), and noise
+                    // measured at one time is not noise at another. So the baseline is taken in the
+                    // same window: a twin server (same engine and configuration, its own thread,
+                    // never trickled), its probe's requests interleaved one for one with the
+                    // probe's. The machine's noise, and the CPU the load itself takes, hit both;
+                    // what the trickling does to its own server's loop shows only in the probe.
+                    // The probe's own unloaded p99 (before the load) is printed too, the issue's
+                    // figure. p99 under 1 ms counts as 1 ms; a failed pair is measured once more.
+                    for attempt in 1...2 {
+                        let pair = try await offThePool {
+                            Result { try Self.measurePair(port: port, twinPort: twinPort, tricklers: tricklers) }
+                        }.get()
+                        pairs.append(pair)
+                        print("slowloris [\(engine.testDescription)] attempt \(attempt): \(pair.summary)")
+                        print("slowloris [\(engine.testDescription)] attempt \(attempt) load: \(pair.figures)")
+                        if pair.withinRatio { break }
+                    }
+                    let statistics = server.statistics
+                    print("slowloris [\(engine.testDescription)] server: \(statistics)")
 
-                let last = pairs[pairs.count - 1]
-                #expect(last.withinRatio, "loaded p99 beyond 2 × the twin's p99 twice: \(pairs.map(\.summary))")
+                    let last = pairs[pairs.count - 1]
+                    #expect(last.withinRatio, "loaded p99 beyond 2 × the twin's p99 twice: \(pairs.map(\.summary))")
 
-                for pair in pairs {
-                    let figures = pair.figures
-                    // The load lasted at least half a deadline period plus two periods: every
-                    // trickler was cut at least once.
-                    #expect(figures.cut >= tricklers, "too few cut: \(figures)")
-                    // Cut by the head deadline: a 408 then a close, or a close. Nothing else.
-                    #expect(figures.otherStatuses.isEmpty, "\(figures)")
-                    #expect(figures.cutWith408 > 0, "\(figures)")
-                    // Not before the deadline (the first byte starts it; a little timer slack)…
-                    let earliest = figures.lifetimes.min() ?? 0
-                    #expect(earliest >= 900_000_000, "a trickler was cut after \(milliseconds(earliest)): \(figures)")
-                    // …and none outlived it by much: a total deadline, not one reset by each byte.
-                    #expect(figures.oldestLiveAge < 5_000_000_000, "\(figures)")
-                    #expect(figures.connectErrors == 0, "\(figures)")
+                    for pair in pairs {
+                        let figures = pair.figures
+                        // The load lasted at least half a deadline period plus two periods: every
+                        // trickler was cut at least once.
+                        #expect(figures.cut >= tricklers, "too few cut: \(figures)")
+                        // Cut by the head deadline: a 408 then a close, or a close. Nothing else.
+                        #expect(figures.otherStatuses.isEmpty, "\(figures)")
+                        #expect(figures.cutWith408 > 0, "\(figures)")
+                        // Not before the deadline (the first byte starts it; a little timer slack)…
+                        let earliest = figures.lifetimes.min() ?? 0
+                        #expect(
+                            earliest >= 900_000_000, "a trickler was cut after \(milliseconds(earliest)): \(figures)")
+                        // …and none outlived it by much: a total deadline, not one reset by each byte.
+                        #expect(figures.oldestLiveAge < 5_000_000_000, "\(figures)")
+                        #expect(figures.connectErrors == 0, "\(figures)")
+                    }
+                    let seen408 = pairs.reduce(0) { $0 + $1.figures.cutWith408 }
+                    #expect(
+                        statistics.headTimeouts >= seen408,
+                        "head timeouts \(statistics.headTimeouts), 408s seen \(seen408)")
+                    #expect(twinServer.statistics.headTimeouts == 0)
+                    // Every connection the load opened ends on the server too (the load reset
+                    // the last ones): no coroutine is left behind by the churn.
+                    let drained = await eventually(timeout: .seconds(15)) { server.statistics.connectionsOpen == 0 }
+                    #expect(drained, "connections still open on the server: \(server.statistics)")
                 }
-                let seen408 = pairs.reduce(0) { $0 + $1.figures.cutWith408 }
-                #expect(statistics.headTimeouts >= seen408, "head timeouts \(statistics.headTimeouts), 408s seen \(seen408)")
-                #expect(twinServer.statistics.headTimeouts == 0)
-                // Every connection the load opened ends on the server too (the load reset
-                // the last ones): no coroutine is left behind by the churn.
-                let drained = await eventually(timeout: .seconds(15)) { server.statistics.connectionsOpen == 0 }
-                #expect(drained, "connections still open on the server: \(server.statistics)")
-            }
             }
         }
     }

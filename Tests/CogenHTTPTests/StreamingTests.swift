@@ -41,7 +41,7 @@ extension StressTests {
                 var state: UInt64 = 0x9E37_79B9_7F4A_7C15
                 var table = [UInt8](repeating: 0, count: period + 65536)
                 for index in 0..<period {
-                    state = state &* 6364136223846793005 &+ 1442695040888963407
+                    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
                     table[index] = UInt8(truncatingIfNeeded: state >> 56)
                 }
                 for index in period..<table.count { table[index] = table[index - period] }
@@ -134,7 +134,8 @@ extension StressTests {
                             if delay > 0 { try await scheduler.sleep(for: .milliseconds(delay)) }
                         }
                         log.update(name) { $0.finishedAt = monotonicNanoseconds() }
-                        try await exchange.respond(HTTPResponse(status: .ok), body: Array("\(got) \(intact ? "ok" : "mismatch")".utf8))
+                        try await exchange.respond(
+                            HTTPResponse(status: .ok), body: Array("\(got) \(intact ? "ok" : "mismatch")".utf8))
                     } else {
                         guard let size = Int(parts[2]) else { throw ClientError(description: "bad size") }
                         try await exchange.startResponse(
@@ -161,7 +162,10 @@ extension StressTests {
 
         /// One streaming connection, as the client drives it.
         final class Stream {
-            enum Kind { case upload(chunked: Bool), download(Framing) }
+            enum Kind {
+                case upload(chunked: Bool)
+                case download(Framing)
+            }
             let name: String
             let kind: Kind
             let size: Int
@@ -194,7 +198,9 @@ extension StressTests {
             var firstByteAt: UInt64 = 0
             var lastByteAt: UInt64 = 0
 
-            init(name: String, kind: Kind, size: Int, pausePoints: [Int], port: UInt16, keepsBytes: Bool, delay: Int) throws {
+            init(name: String, kind: Kind, size: Int, pausePoints: [Int], port: UInt16, keepsBytes: Bool, delay: Int)
+                throws
+            {
                 self.name = name
                 self.kind = kind
                 self.size = size
@@ -212,7 +218,9 @@ extension StressTests {
                 switch kind {
                 case .upload(let chunked):
                     let framingField = chunked ? "Transfer-Encoding: chunked" : "Content-Length: \(size)"
-                    framing = Array("POST /upload/\(name)/\(points)/\(delay) HTTP/1.1\r\nHost: test\r\n\(framingField)\r\n\r\n".utf8)
+                    framing = Array(
+                        "POST /upload/\(name)/\(points)/\(delay) HTTP/1.1\r\nHost: test\r\n\(framingField)\r\n\r\n".utf8
+                    )
                     headLength = framing.count
                     chunkLeft = chunked ? 0 : size
                 case .download(let bodyFraming):
@@ -274,7 +282,9 @@ extension StressTests {
             }
 
             private func noteSendError(_ result: Int, _ progressed: Bool) -> Bool {
-                if result < 0 && errno != EAGAIN && errno != EINTR && failure == nil { failure = "send: errno \(errno)" }
+                if result < 0 && errno != EAGAIN && errno != EINTR && failure == nil {
+                    failure = "send: errno \(errno)"
+                }
                 return progressed
             }
 
@@ -362,12 +372,17 @@ extension StressTests {
                     let taken = wireSent - outq - queues.rx
                     // Chunk framing the server consumed counts as held here (a few bytes a chunk).
                     let held = taken - headLength - state.got
-                    return (held, "sent \(wireSent), client outq \(outq), server rx \(queues.rx), handler got \(state.got)")
+                    return (
+                        held, "sent \(wireSent), client outq \(outq), server rx \(queues.rx), handler got \(state.got)"
+                    )
                 case .download:
                     let inq = bytesInReceiveQueue(fd)
                     let accepted = receivedCount + inq + queues.tx - (responseHeadLength ?? 0)
                     let held = state.written - accepted
-                    return (held, "handed to write \(state.written), client read \(receivedCount) + inq \(inq), server tx \(queues.tx)")
+                    return (
+                        held,
+                        "handed to write \(state.written), client read \(receivedCount) + inq \(inq), server tx \(queues.tx)"
+                    )
                 }
             }
 
@@ -376,7 +391,8 @@ extension StressTests {
                 let queues = serverQueues(table)
                 let state = log[name]
                 return [
-                    wireSent, receivedCount, bytesInSendQueue(fd), bytesInReceiveQueue(fd), queues?.tx ?? -1, queues?.rx ?? -1,
+                    wireSent, receivedCount, bytesInSendQueue(fd), bytesInReceiveQueue(fd), queues?.tx ?? -1,
+                    queues?.rx ?? -1,
                     state.got, state.written,
                 ]
             }
@@ -450,10 +466,12 @@ extension StressTests {
                     }
                     let table = KernelQueues.table()
                     let held = streams.map { $0.serverHeld(log, table) }
-                    snapshots.append(Snapshot(
-                        point: point, at: monotonicNanoseconds(), held: held.map { $0?.held ?? Int.max }, details: held.map { $0?.detail ?? "no kernel entry" },
-                        stable: quiet >= 3, resident: residentBytes(),
-                        handlersFinished: streams.filter { log[$0.name].finishedAt != 0 }.count))
+                    snapshots.append(
+                        Snapshot(
+                            point: point, at: monotonicNanoseconds(), held: held.map { $0?.held ?? Int.max },
+                            details: held.map { $0?.detail ?? "no kernel entry" },
+                            stable: quiet >= 3, resident: residentBytes(),
+                            handlersFinished: streams.filter { log[$0.name].finishedAt != 0 }.count))
                     for stream in streams {
                         switch stream.kind {
                         case .upload: log.update(stream.name) { $0.released = point + 1 }
@@ -498,9 +516,12 @@ extension StressTests {
         func requestBodyReadSlowlyHoldsAtMostTheReadAheadLimit(engine: Engine, chunked: Bool) async throws {
             let size = 6 << 20
             let log = HandlerLog()
-            try await withHTTPServer(engine, bound: .seconds(120), configure: Self.configure, handler: Self.handler(log)) { server in
+            try await withHTTPServer(
+                engine, bound: .seconds(120), configure: Self.configure, handler: Self.handler(log)
+            ) { server in
                 let port = server.address.port
-                let outcome = try await offThePool { () -> Result<(String, [Snapshot], Bool, String?, UInt64), any Error> in
+                let outcome = try await offThePool {
+                    () -> Result<(String, [Snapshot], Bool, String?, UInt64), any Error> in
                     Result {
                         // A slow reader: 16 KiB per 1 ms sleep (≤ 16 MB/s); paused at 256 KiB and 3 MiB.
                         let stream = try Stream(
@@ -509,15 +530,19 @@ extension StressTests {
                         let start = monotonicNanoseconds()
                         let (snapshots, timedOut) = Self.drive([stream], log: log, readBudget: 65536, tick: 2)
                         let body = (try? TestResponse.parse(stream.received, forHEAD: false, atEnd: true))?.0
-                        return (body.map { "\($0.status) \($0.bodyText)" } ?? "no response", snapshots, timedOut, stream.failure,
-                            monotonicNanoseconds() - start)
+                        return (
+                            body.map { "\($0.status) \($0.bodyText)" } ?? "no response", snapshots, timedOut,
+                            stream.failure,
+                            monotonicNanoseconds() - start
+                        )
                     }
                 }.get()
                 let (response, snapshots, timedOut, failure, took) = outcome
                 let label = "streaming (a) [\(engine.testDescription), \(chunked ? "chunked" : "Content-Length")]"
                 for snapshot in snapshots {
-                    print("\(label) pause \(snapshot.point): server holds \(snapshot.held[0]) B (limit \(Self.readAheadLimit)); "
-                        + "\(snapshot.details[0])\(snapshot.stable ? "" : " (unsettled)")")
+                    print(
+                        "\(label) pause \(snapshot.point): server holds \(snapshot.held[0]) B (limit \(Self.readAheadLimit)); "
+                            + "\(snapshot.details[0])\(snapshot.stable ? "" : " (unsettled)")")
                 }
                 print("\(label): \(response) in \(milliseconds(took)); handler: \(log["a"])")
                 #expect(!timedOut && failure == nil, "\(failure ?? "timed out")")
@@ -541,9 +566,12 @@ extension StressTests {
             // the second pause (2 MiB read) it cannot have handed more than about 6.3 MiB.
             let size = 8 << 20
             let log = HandlerLog()
-            try await withHTTPServer(engine, bound: .seconds(120), configure: Self.configure, handler: Self.handler(log)) { server in
+            try await withHTTPServer(
+                engine, bound: .seconds(120), configure: Self.configure, handler: Self.handler(log)
+            ) { server in
                 let port = server.address.port
-                let outcome = try await offThePool { () -> Result<(Bool, [Snapshot], Bool, String?, UInt64, UInt64), any Error> in
+                let outcome = try await offThePool {
+                    () -> Result<(Bool, [Snapshot], Bool, String?, UInt64, UInt64), any Error> in
                     Result {
                         let stream = try Stream(
                             name: "b", kind: .download(framing), size: size, pausePoints: [256 << 10, 2 << 20],
@@ -554,7 +582,8 @@ extension StressTests {
                             [stream], log: log, readBudget: 32768, tick: 2, throttled: true)
                         var intact = false
                         if let (response, _) = try? TestResponse.parse(stream.received, forHEAD: false, atEnd: true) {
-                            intact = response.status == 200 && response.body.count == size
+                            intact =
+                                response.status == 200 && response.body.count == size
                                 && response.body.withUnsafeBytes { Pattern.matches($0, at: 0) }
                                 && response.chunked == (framing == .chunked)
                                 && response.closeDelimited == (framing == .closeDelimited)
@@ -567,12 +596,15 @@ extension StressTests {
                 let state = log["b"]
                 let label = "streaming (b) [\(engine.testDescription), \(framing)]"
                 for snapshot in snapshots {
-                    print("\(label) pause \(snapshot.point): server holds \(snapshot.held[0]) B; \(snapshot.details[0])"
-                        + (snapshot.stable ? "" : " (unsettled)"))
+                    print(
+                        "\(label) pause \(snapshot.point): server holds \(snapshot.held[0]) B; \(snapshot.details[0])"
+                            + (snapshot.stable ? "" : " (unsettled)"))
                 }
                 let handlerTime = state.finishedAt > state.startedAt ? state.finishedAt - state.startedAt : 0
                 let readerTime = lastByte > firstByte ? lastByte - firstByte : 0
-                print("\(label): handler wrote \(size) B in \(milliseconds(handlerTime)), the reader read for \(milliseconds(readerTime))")
+                print(
+                    "\(label): handler wrote \(size) B in \(milliseconds(handlerTime)), the reader read for \(milliseconds(readerTime))"
+                )
                 #expect(!timedOut && failure == nil, "\(failure ?? "timed out")")
                 #expect(intact, "the body arrived damaged or incomplete")
                 #expect(state.error == nil, "\(state.error ?? "")")
@@ -605,15 +637,19 @@ extension StressTests {
                 Self.configure(&$0)
                 $0.scheduler.prefaultReceiveBuffers = true
             }
-            try await withHTTPServer(engine, bound: .seconds(180), configure: configure, handler: Self.handler(log)) { server in
+            try await withHTTPServer(engine, bound: .seconds(180), configure: configure, handler: Self.handler(log)) {
+                server in
                 let port = server.address.port
-                let outcome = try await offThePool { () -> Result<(Int, [Snapshot], Bool, [String], UInt64, UInt64), any Error> in
+                let outcome = try await offThePool {
+                    () -> Result<(Int, [Snapshot], Bool, [String], UInt64, UInt64), any Error> in
                     Result {
                         // Warm-up: one of each, whole, so one-time allocations are not counted.
                         let warm = [
-                            try Stream(name: "w0", kind: .upload(chunked: false), size: 1 << 20, pausePoints: [], port: port,
+                            try Stream(
+                                name: "w0", kind: .upload(chunked: false), size: 1 << 20, pausePoints: [], port: port,
                                 keepsBytes: false, delay: 0),
-                            try Stream(name: "w1", kind: .download(.chunked), size: 1 << 20, pausePoints: [], port: port,
+                            try Stream(
+                                name: "w1", kind: .download(.chunked), size: 1 << 20, pausePoints: [], port: port,
                                 keepsBytes: false, delay: 0),
                         ]
                         _ = Self.drive(warm, log: log, readBudget: 1 << 20, tick: 1)
@@ -624,20 +660,29 @@ extension StressTests {
                         var streams: [Stream] = []
                         for index in 0..<count {
                             let kind: Stream.Kind =
-                                index % 2 == 0 ? .upload(chunked: index % 4 == 0) : .download(index % 4 == 1 ? .chunked : .contentLength)
-                            streams.append(try Stream(
-                                name: "c\(index)", kind: kind, size: index % 2 == 0 ? size : 3 * size, pausePoints: [256 << 10], port: port,
-                                keepsBytes: false, delay: 0))
+                                index % 2 == 0
+                                ? .upload(chunked: index % 4 == 0)
+                                : .download(index % 4 == 1 ? .chunked : .contentLength)
+                            streams.append(
+                                try Stream(
+                                    name: "c\(index)", kind: kind, size: index % 2 == 0 ? size : 3 * size,
+                                    pausePoints: [256 << 10], port: port,
+                                    keepsBytes: false, delay: 0))
                         }
                         let (snapshots, timedOut) = Self.drive(
-                            streams, log: log, readBudget: 16384, tick: 2, releasedReadBudget: 1 << 20, timeout: .seconds(120))
-                        let failures = streams.compactMap { stream in stream.failure.map { "\(stream.name): \($0)" } }
-                            + streams.compactMap { stream in log[stream.name].error.map { "\(stream.name) handler: \($0)" } }
+                            streams, log: log, readBudget: 16384, tick: 2, releasedReadBudget: 1 << 20,
+                            timeout: .seconds(120))
+                        let failures =
+                            streams.compactMap { stream in stream.failure.map { "\(stream.name): \($0)" } }
+                            + streams.compactMap { stream in
+                                log[stream.name].error.map { "\(stream.name) handler: \($0)" }
+                            }
                         return (resident, snapshots, timedOut, failures, start, monotonicNanoseconds())
                     }
                 }.get()
                 let (resident, snapshots, timedOut, failures, start, end) = outcome
-                let label = "streaming (c) [\(engine.testDescription), \(count) connections, \(size >> 20) MiB up or \(3 * size >> 20) MiB down]"
+                let label =
+                    "streaming (c) [\(engine.testDescription), \(count) connections, \(size >> 20) MiB up or \(3 * size >> 20) MiB down]"
                 #expect(!timedOut, "timed out")
                 #expect(failures.isEmpty, "\(failures.prefix(5))")
                 #expect(snapshots.count == 1)
@@ -645,10 +690,12 @@ extension StressTests {
                 let residentGrowth = snapshot.resident - resident
                 let heldMax = snapshot.held.max() ?? 0
                 let heldSum = snapshot.held.reduce(0) { $0 &+ min($1, 1 << 40) }
-                print("\(label): resident +\(mebibytes(residentGrowth)) (\(residentGrowth / count / 1024) KiB per connection); server holds "
-                    + "\(heldSum / 1024) KiB in all, at most \(heldMax / 1024) KiB on one connection"
-                    + (snapshot.stable ? "" : " (unsettled)") + "; all paused after \(milliseconds(snapshot.at - start)), "
-                    + "all done after \(milliseconds(end - start))")
+                print(
+                    "\(label): resident +\(mebibytes(residentGrowth)) (\(residentGrowth / count / 1024) KiB per connection); server holds "
+                        + "\(heldSum / 1024) KiB in all, at most \(heldMax / 1024) KiB on one connection"
+                        + (snapshot.stable ? "" : " (unsettled)")
+                        + "; all paused after \(milliseconds(snapshot.at - start)), "
+                        + "all done after \(milliseconds(end - start))")
                 #expect(snapshot.stable, "the queues did not settle")
                 // Unbounded buffering would cost about 4 MiB a connection (the small client
                 // buffers hide little); the read-ahead limit, one 64 KiB write and the send

@@ -126,7 +126,7 @@ func threadCPUNanoseconds(namedWithPrefix prefix: String) -> UInt64 {
 }
 
 /// Bytes as MiB with one decimal, for printed figures.
-func mebibytes(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1048576) }
+func mebibytes(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
 
 // MARK: - Raw sockets
 
@@ -233,7 +233,8 @@ struct KernelQueues: Equatable, CustomStringConvertible {
     }
 
     static func diagnosticsTable() -> [UInt32: KernelQueues]? {
-        let fd = socket(16 /* AF_NETLINK */, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
+        let fd = socket(
+            16 /* AF_NETLINK */, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         // struct nlmsghdr (16 bytes, host order) + struct inet_diag_req_v2 (56 bytes).
@@ -254,7 +255,8 @@ struct KernelQueues: Equatable, CustomStringConvertible {
         kernel[0] = 16
         let sent = request.withUnsafeBytes { message in
             kernel.withUnsafeBytes { address in
-                sendto(fd, message.baseAddress, message.count, 0,
+                sendto(
+                    fd, message.baseAddress, message.count, 0,
                     address.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
             }
         }
@@ -262,7 +264,8 @@ struct KernelQueues: Equatable, CustomStringConvertible {
         var result: [UInt32: KernelQueues] = [:]
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         func load32(_ offset: Int) -> Int {
-            Int(buffer[offset]) | Int(buffer[offset + 1]) << 8 | Int(buffer[offset + 2]) << 16 | Int(buffer[offset + 3]) << 24
+            Int(buffer[offset]) | Int(buffer[offset + 1]) << 8 | Int(buffer[offset + 2]) << 16 | Int(buffer[offset + 3])
+                << 24
         }
         for _ in 0..<10_000 {  // bounded: a dump of a few thousand sockets takes a few reads
             let count = recv(fd, &buffer, buffer.count, 0)
@@ -334,7 +337,9 @@ struct KernelQueues: Equatable, CustomStringConvertible {
                 }
                 if fields.count > 4 { break }
             }
-            guard fields.count > 4, fields[1].count == 13, fields[2].count == 13, fields[4].count == 17 else { continue }
+            guard fields.count > 4, fields[1].count == 13, fields[2].count == 13, fields[4].count == 17 else {
+                continue
+            }
             let local = utf8[fields[1]]
             let remote = utf8[fields[2]]
             guard local.prefix(9).elementsEqual("0100007F:".utf8), remote.prefix(9).elementsEqual("0100007F:".utf8),
@@ -423,7 +428,8 @@ final class LatencyProbe {
         }
         guard headEnd > 0 else { return nil }
         // "HTTP/1.1 200"
-        guard buffer[9] == UInt8(ascii: "2") && buffer[10] == UInt8(ascii: "0") && buffer[11] == UInt8(ascii: "0") else {
+        guard buffer[9] == UInt8(ascii: "2") && buffer[10] == UInt8(ascii: "0") && buffer[11] == UInt8(ascii: "0")
+        else {
             return nil  // reported by the caller's timeout; statuses other than 200 do not occur on this route
         }
         let lengthName = Array("content-length:".utf8)
@@ -435,7 +441,8 @@ final class LatencyProbe {
             while end < headEnd && buffer[end] != 10 { end += 1 }
             if end - line > lengthName.count {
                 var matches = true
-                for k in 0..<lengthName.count where lengthName[k] != (buffer[line + k] | 0x20) && lengthName[k] != buffer[line + k] {
+                for k in 0..<lengthName.count
+                where lengthName[k] != (buffer[line + k] | 0x20) && lengthName[k] != buffer[line + k] {
                     matches = false
                     break
                 }
@@ -535,7 +542,8 @@ final class SlowlorisLoad: @unchecked Sendable {
     ///   - head: The bytes trickled (cycled; long enough never to end within a deadline).
     init(port: UInt16, connections: Int, interval: Duration, spread: Duration, head: [UInt8]) {
         func nanoseconds(_ duration: Duration) -> UInt64 {
-            UInt64(duration.components.seconds) * 1_000_000_000 + UInt64(duration.components.attoseconds / 1_000_000_000)
+            UInt64(duration.components.seconds) * 1_000_000_000
+                + UInt64(duration.components.attoseconds / 1_000_000_000)
         }
         self.port = port
         self.count = connections
