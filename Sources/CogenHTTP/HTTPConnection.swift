@@ -131,11 +131,11 @@ extension HTTPExchange {
         var failure: (any Error)?
         do {
             try await setup.responder.respond(to: self)
-        } catch is CancellationError {
-            throw CancellationError()  // the grace period ended: cut
         } catch {
+            if Task.isCancelled { throw error }  // the grace period ended: cut
             failure = error
-            HTTPCounters.add(counters.handlerErrors)
+            // A body the client got wrong is counted as such (`parseErrors`, timeouts).
+            if !bodyFailed { HTTPCounters.add(counters.handlerErrors) }
         }
         switch response {
         case .none:
@@ -440,7 +440,8 @@ extension HTTPExchange {
         if !hasDate { output.append(contentsOf: context.dateLine) }
         if let contentType {
             output.append(contentsOf: ResponseBytes.contentType)
-            output.append(contentsOf: contentType.utf8)
+            // No CR, LF or other control byte may split the header line.
+            for byte in contentType.utf8 { output.append(byte >= 0x20 && byte != 0x7F ? byte : 32) }
             output.append(contentsOf: ResponseBytes.crlf)
         }
         switch framing {

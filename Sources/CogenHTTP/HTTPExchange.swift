@@ -21,12 +21,18 @@ public import Logging
 /// **The response** is sent whole with ``respond(_:body:)`` (coalesced with the responses
 /// to other pipelined requests into one send), or streamed with
 /// ``startResponse(_:contentLength:)``, ``write(_:)`` and ``finishResponse()``.
+///
+/// **The fast path.** ``methodIs(_:)`` and ``pathIs(_:)`` compare the head's bytes, and
+/// ``respond(status:contentType:body:)`` writes a response without any `HTTPTypes` value:
+/// a responder using only these allocates nothing per request.
 public final class HTTPExchange: @unchecked Sendable {
-    // @unchecked Sendable: confined to its connection's scheduler thread.
+    // @unchecked Sendable: confined to its connection's scheduler thread. Its mutable
+    // state is `@exclusivity(unchecked)`: never accessed reentrantly, and a dynamic
+    // exclusivity check costs a thread-local lookup per access (as in the core).
 
     /// The parsed request head: its bytes, the ranges of method, target and fields, the
     /// body framing and the persistence the client asked for.
-    public internal(set) var head: RequestHead
+    @exclusivity(unchecked) public internal(set) var head: RequestHead
 
     /// Parameters captured by ``Router`` from `:name` segments of the matched route.
     public var parameters: [String: String] = [:]
@@ -42,33 +48,33 @@ public final class HTTPExchange: @unchecked Sendable {
     let socket: Socket?
     let setup: ConnectionSetup
     let context: SchedulerContext
-    var parser: RequestHeadParser
+    @exclusivity(unchecked) var parser: RequestHeadParser
     /// Responses not sent yet: whole responses coalesced until the batch ends (no complete
     /// request left in the held bytes), the 64 KiB bound, or a streamed response. Owned
     /// by the exchange; handed to the socket only for the duration of a send (the send
     /// operation lets go of it at its final completion), so emptying it keeps its
     /// capacity and the next batch allocates nothing.
-    var output: [UInt8] = []
+    @exclusivity(unchecked) var output: [UInt8] = []
     /// Responses in `output`.
-    var coalescedResponses = 0
+    @exclusivity(unchecked) var coalescedResponses = 0
     /// The connection was half-closed and drained (lingering close): nothing more to do.
-    var lingered = false
+    @exclusivity(unchecked) var lingered = false
 
     // MARK: Request state (reset by `begin(_:)`)
 
-    var cachedRequest: HTTPRequest?
-    var cachedPath: String?
-    var isHead = false
-    var body = BodyState.none
-    var continueSent = false
-    var response = ResponseState.none
+    @exclusivity(unchecked) var cachedRequest: HTTPRequest?
+    @exclusivity(unchecked) var cachedPath: String?
+    @exclusivity(unchecked) var isHead = false
+    @exclusivity(unchecked) var body = BodyState.none
+    @exclusivity(unchecked) var continueSent = false
+    @exclusivity(unchecked) var response = ResponseState.none
     /// The connection ends after this response (decided when its head is written).
-    var closeAfterResponse = false
+    @exclusivity(unchecked) var closeAfterResponse = false
     /// A body error that ends the connection, with the status to answer if no response
     /// was started (413, 400, 408).
-    var bodyFailureStatus: Int?
+    @exclusivity(unchecked) var bodyFailureStatus: Int?
     /// The body could not be read to its end (limit, malformed, stalled, peer gone).
-    var bodyFailed = false
+    @exclusivity(unchecked) var bodyFailed = false
 
     enum BodyState {
         case none
@@ -171,6 +177,8 @@ public final class HTTPExchange: @unchecked Sendable {
     /// Whether the request's method is `method`, compared byte for byte (no `String` made).
     /// - Parameter method: An uppercase method name, e.g. `"GET"`.
     /// - Returns: Whether the request line carries exactly that method.
+    ///
+    /// No system call: it reads the head's bytes.
     public func methodIs(_ method: StaticString) -> Bool {
         method.withUTF8Buffer { expected in
             head.withBytes(in: head.methodRange) { $0.elementsEqual(expected) }
@@ -181,6 +189,8 @@ public final class HTTPExchange: @unchecked Sendable {
     /// byte for byte (no `String` made).
     /// - Parameter path: E.g. `"/plaintext"`.
     /// - Returns: Whether they are equal.
+    ///
+    /// No system call: it reads the head's bytes.
     public func pathIs(_ path: StaticString) -> Bool {
         guard let range = head.pathRange else { return false }
         return path.withUTF8Buffer { expected in
@@ -255,7 +265,8 @@ public final class HTTPExchange: @unchecked Sendable {
     /// small fixed responses. Like ``respond(_:body:)``, with only a status code, an
     /// optional `Content-Type` and the body.
     /// - Parameters:
-    ///   - status: The status code (100...999); its standard reason phrase is sent.
+    ///   - status: The status code (100...999; another is logged and answered with 500);
+    ///     the standard reason phrase of the server's own statuses is sent, else none.
     ///   - contentType: The `Content-Type` value, if any.
     ///   - body: The body.
     /// - Throws: ``HTTPServerError/responseAlreadyStarted`` on a second response; socket errors.
@@ -263,6 +274,11 @@ public final class HTTPExchange: @unchecked Sendable {
     /// `IORING_OP_SEND` (epoll: `send(2)`), possibly later, with other responses.
     public func respond(status: Int = 200, contentType: String? = nil, body: [UInt8]) async throws {
         guard response == .none else { throw HTTPServerError.responseAlreadyStarted }
+        guard (100...999).contains(status) else {
+            logger.error("responder gave an invalid status code \(status): 500 sent instead")
+            try await respondWhole(code: 500, reason: nil, fields: nil, contentType: nil, body: [])
+            return
+        }
         try await respondWhole(code: status, reason: nil, fields: nil, contentType: contentType, body: body)
     }
 
