@@ -203,9 +203,12 @@ struct GracefulShutdownTests {
         try await withHTTPServer(engine, bound: .seconds(60), handler: Self.handler(log)) { server in
             let address = server.address
             var clients: [RawClient] = []
-            for _ in 0..<20 {
+            for index in 0..<20 {
                 let client = try await Self.open(address, get("/fast"))
-                #expect(try await offThePool { Result { try client.readResponse().status } }.get() == 200)
+                let status = await offThePool { Result { try client.readResponse().status } }
+                #expect(
+                    (try? status.get()) == 200,
+                    "connection \(index): \(status); server: \(server.statistics)")
                 clients.append(client)
             }
             let start = monotonicNanoseconds()
