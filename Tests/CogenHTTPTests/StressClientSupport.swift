@@ -106,23 +106,46 @@ func residentBytes() -> Int {
     return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
-/// CPU time (user + system) of this process's threads whose name starts with `prefix`
-/// (`/proc/self/task/*/stat`), in nanoseconds; clock-tick resolution (10 ms).
-func threadCPUNanoseconds(namedWithPrefix prefix: String) -> UInt64 {
-    guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return 0 }
-    let tick = UInt64(1_000_000_000 / max(1, sysconf(Int32(_SC_CLK_TCK))))
-    var total: UInt64 = 0
-    for task in tasks {
-        guard let stat = readProcFile("/proc/self/task/\(task)/stat"),
-            let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")"),
-            stat[stat.index(after: open)..<close].hasPrefix(prefix)
-        else { continue }
-        // After "pid (comm) ": state is field 3; utime and stime are fields 14 and 15.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 13, let user = UInt64(fields[11]), let system = UInt64(fields[12]) else { continue }
-        total += (user + system) * tick
+/// Scheduler figures of threads (`/proc/self/task/*/schedstat`): time on a CPU, and time
+/// spent runnable but waiting for one (the run queue), in nanoseconds.
+struct SchedulerTimes: Sendable {
+    var running: UInt64 = 0
+    var waiting: UInt64 = 0
+
+    /// The sums over this process's threads whose name starts with `prefix`.
+    static func threads(namedWithPrefix prefix: String) -> SchedulerTimes {
+        guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else {
+            return SchedulerTimes()
+        }
+        var total = SchedulerTimes()
+        for task in tasks {
+            guard let name = readProcFile("/proc/self/task/\(task)/comm"), name.hasPrefix(prefix) else { continue }
+            total.add(readProcFile("/proc/self/task/\(task)/schedstat"))
+        }
+        return total
     }
-    return total
+
+    /// The calling thread's.
+    static var currentThread: SchedulerTimes {
+        var times = SchedulerTimes()
+        times.add(readProcFile("/proc/thread-self/schedstat"))
+        return times
+    }
+
+    private mutating func add(_ schedstat: String?) {
+        let fields = (schedstat ?? "").split(separator: " ")
+        guard fields.count >= 2, let run = UInt64(fields[0]), let wait = UInt64(fields[1]) else { return }
+        running += run
+        waiting += wait
+    }
+
+    /// What happened between `earlier` and `self`, as shares (%) of `wall` nanoseconds.
+    func shares(since earlier: SchedulerTimes, over wall: UInt64) -> (running: Double, waiting: Double) {
+        let wall = Double(max(wall, 1))
+        return (
+            Double(running &- earlier.running) / wall * 100, Double(waiting &- earlier.waiting) / wall * 100
+        )
+    }
 }
 
 /// Bytes as MiB with one decimal, for printed figures.
@@ -578,7 +601,8 @@ final class SlowlorisLoad: @unchecked Sendable {
         var sent = [Int](repeating: 0, count: count)
         var firstByteAt = [UInt64](repeating: 0, count: count)
         var generation = [UInt32](repeating: 0, count: count)
-        var status = [Int](repeating: 0, count: count)  // 0: nothing received; -1: unreadable
+        // The first bytes each connection received (its status line's start), up to 12.
+        var prefix = [[UInt8]](repeating: [], count: count)
         var queue: [Due] = []
         queue.reserveCapacity(2 * count)
         var queueHead = 0
@@ -609,7 +633,7 @@ final class SlowlorisLoad: @unchecked Sendable {
             generation[slot] &+= 1
             sent[slot] = 0
             firstByteAt[slot] = 0
-            status[slot] = 0
+            prefix[slot].removeAll(keepingCapacity: true)
             guard let fd = try? connectLoopback(port: port, nonBlocking: true, timeoutSeconds: 2) else {
                 figures.connectErrors += 1
                 pollSet[slot].fd = -1
@@ -628,9 +652,7 @@ final class SlowlorisLoad: @unchecked Sendable {
             while true {
                 let n = recv(fd, &scratch, scratch.count, 0)
                 if n > 0 {
-                    if status[slot] == 0 {
-                        status[slot] = n >= 12 ? Int(String(decoding: scratch[9..<12], as: UTF8.self)) ?? -1 : -1
-                    }
+                    if prefix[slot].count < 12 { prefix[slot] += scratch[..<min(n, 12 - prefix[slot].count)] }
                     continue
                 }
                 if n == 0 { return true }
@@ -644,10 +666,15 @@ final class SlowlorisLoad: @unchecked Sendable {
             pollSet[slot].fd = -1
             open -= 1
             if firstByteAt[slot] > 0 { figures.lifetimes.append(now - firstByteAt[slot]) }
-            switch status[slot] {
+            // "HTTP/1.1 408": the status code at bytes 9..<12; 0 when nothing came, -1 when
+            // what came is not a status line.
+            let status =
+                prefix[slot].isEmpty
+                ? 0 : prefix[slot].count == 12 ? Int(String(decoding: prefix[slot][9..<12], as: UTF8.self)) ?? -1 : -1
+            switch status {
             case 0: figures.cutSilently += 1
             case 408: figures.cutWith408 += 1
-            default: figures.otherStatuses.append(status[slot])
+            default: figures.otherStatuses.append(status)
             }
         }
 
