@@ -98,9 +98,7 @@ extension HTTPExchange {
                     // Idle: the shutdown ends this wait at once.
                     let more: Bool
                     do {
-                        more = try await connection.untilShutdown {
-                            try await $0.waitForBytes(beyond: 0, deadline: .after(setup.timeouts.idle))
-                        }
+                        more = try await connection.waitForBytes(beyond: 0, deadline: .after(setup.timeouts.idle))
                     } catch is TimeoutError {
                         HTTPCounters.add(counters.idleTimeouts)
                         return

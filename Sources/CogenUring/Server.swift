@@ -183,6 +183,43 @@ public final class Server: Sendable {
             }
         }
 
+        /// Held bytes or shutdown, whichever comes first:
+        /// ``Socket/waitForBytes(beyond:deadline:placement:)`` inside ``untilShutdown(_:)``,
+        /// without the closure (a call through a closure makes the caller switch back to its
+        /// executor afterwards: with a task executor preference, a lock of the task's status
+        /// records per wait).
+        /// - Parameters:
+        ///   - count: How many held bytes the caller has looked at and still holds.
+        ///   - deadline: When to give up.
+        ///   - placement: Where the coroutine goes when bytes arrive after a wait.
+        /// - Returns: `true` when more than `count` bytes are held; `false` at end of stream.
+        /// - Throws: ``ServerShutdownRequestedError``, and what the wait throws.
+        ///
+        /// Uses the socket's multishot `IORING_OP_RECV` into the provided-buffer ring (or
+        /// `IORING_OP_RECV`), `recv(2)` at readiness on epoll; the shutdown cancels a kernel
+        /// wait (`IORING_OP_ASYNC_CANCEL`) or resumes a wait for chunks directly.
+        public func waitForBytes(
+            beyond count: Int, deadline: Deadline? = nil, placement: Placement = .back
+        ) async throws -> Bool {
+            socket.scheduler.assertOnLoop()
+            guard !state.isShuttingDown else {
+                closedWhileIdle = true
+                throw ServerShutdownRequestedError()
+            }
+            idleCoroutine = socket.scheduler.currentCoroutine()
+            defer {
+                idleCoroutine = nil
+                interrupted = false
+            }
+            do {
+                return try await socket.waitForBytes(beyond: count, deadline: deadline, placement: placement)
+            } catch {
+                guard interrupted else { throw error }
+                closedWhileIdle = true
+                throw ServerShutdownRequestedError()
+            }
+        }
+
         /// Bytes or shutdown, whichever comes first: ``Socket/receive(maxLength:deadline:placement:)``
         /// inside ``untilShutdown(_:)``.
         /// - Parameters:
