@@ -96,10 +96,8 @@ final class ServiceStopSignal: Sendable {
 }
 
 extension HTTPServer {
-    // HTTPServer (core's file) keeps no stored configuration yet, and an extension cannot
-    // add one: until it does, the defaults of `Configuration`.
     /// The grace period of a shutdown `run()` starts.
-    var serviceGracePeriod: Duration { .seconds(10) }
+    var serviceGracePeriod: Duration { configuration.shutdownGracePeriod }
     /// Where `run()` logs the shutdown's report.
-    var serviceLogger: Logger { Logger(label: "cogen.http") }
+    var serviceLogger: Logger { configuration.logger }
 }

@@ -103,6 +103,9 @@ public final class HTTPServer: Sendable {
     /// The address the listeners are bound to (with the port `bind` chose).
     public var address: SocketAddress { server.address }
 
+    /// The configuration the server runs with (after the adjustments its initializer makes:
+    /// the read-ahead floor, at least one pipelined request).
+    public let configuration: Configuration
     /// The connection server underneath: listeners, schedulers, graceful shutdown.
     let server: Server
     /// Per-scheduler counters and `Date` caches.
@@ -130,6 +133,7 @@ public final class HTTPServer: Sendable {
         serverConfiguration.scheduler = configuration.scheduler
         let contexts = SchedulerContexts()
         let setup = ConnectionSetup(configuration: configuration, responder: responder)
+        self.configuration = configuration
         self.contexts = contexts
         self.server = try Server(configuration: serverConfiguration, connectionHandler: { connection in
             let context = contexts.context(for: connection.scheduler)

@@ -106,8 +106,6 @@ struct ServiceTests {
         // A request held past a 200 ms grace period is cut after about 200 ms, not after
         // the 10 s default. (A bound, not a speed measurement: 5 s is 25 times the grace
         // period and half the default.)
-        // Known issue: `HTTPServer` (core's file) keeps no stored configuration, so `run()`
-        // cannot read `shutdownGracePeriod` and uses the default; see `serviceGracePeriod`.
         let held = HeldHandler(holdFor: 1500)
         try await withHTTPServer(
             Engine(backend: .ioUring, modern: true), configure: { $0.shutdownGracePeriod = .milliseconds(200) },
@@ -121,9 +119,7 @@ struct ServiceTests {
             await group.triggerGracefulShutdown()
             try await running.value
             let elapsed = ContinuousClock.now - start
-            withKnownIssue("HTTPServer stores no configuration: run() uses the default grace period") {
-                #expect(elapsed < .seconds(5), "run() took \(elapsed)")
-            }
+            #expect(elapsed < .seconds(5), "run() took \(elapsed)")
             let cut = await offThePool { slow.isClosedByPeer() }
             #expect(cut)
         }
