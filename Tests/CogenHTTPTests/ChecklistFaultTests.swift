@@ -1,0 +1,73 @@
+import CogenHTTP
+import Foundation
+import HTTPTypes
+import Testing
+
+/// Issue 13's "under issue 6's short-receive and reset faults": every checklist suite runs on
+/// `checklistEngines`, which include both engines with the fault injector on (short
+/// transfers; on io_uring also ended multishot streams and withheld buffers). Resets are the
+/// client's doing: this suite resets connections mid-request, mid-body and mid-response.
+@Suite("Checklist: client resets")
+struct ChecklistFaultTests {
+    /// One way to reset a connection.
+    enum ResetPoint: String, CaseIterable, Sendable {
+        case midHead, midBody, midStreamedResponse, midWholeResponse, unreadPipeline, afterError
+    }
+
+    @Test("Issue 6: a client reset mid-request or mid-response leaves the server serving others", arguments: checklistEngines)
+    func resetsLeaveTheServerServing(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            let address = server.address
+            let outcome = try await offThePool { () -> Result<[String], any Error> in
+                Result {
+                    var problems: [String] = []
+                    let keeper = try RawClient(connectingTo: address, timeout: .seconds(5))
+                    for round in 0..<3 {
+                        for point in ResetPoint.allCases {
+                            do {
+                                let victim = try RawClient(connectingTo: address, timeout: .seconds(5))
+                                victim.resetOnClose()
+                                switch point {
+                                case .midHead:
+                                    victim.sendIgnoringErrors("GET /reset HTTP/1.1\r\nHo")
+                                case .midBody:
+                                    victim.sendIgnoringErrors(
+                                        "POST /read HTTP/1.1\r\nHost: test\r\nContent-Length: 10000\r\n\r\n"
+                                            + String(repeating: "b", count: 100))
+                                case .midStreamedResponse:
+                                    victim.sendIgnoringErrors(get("/stream-big/2000000"))
+                                    _ = try? victim.receiveMore()
+                                case .midWholeResponse:
+                                    victim.sendIgnoringErrors(get("/big/1000000"))
+                                    _ = try? victim.receiveMore()
+                                case .unreadPipeline:
+                                    victim.sendIgnoringErrors((0..<10).map { get("/u\($0)") }.joined())
+                                case .afterError:
+                                    victim.sendIgnoringErrors("GET / HTTP/1.1\r\nHost : x\r\n\r\n" + String(repeating: "j", count: 5000))
+                                }
+                            }  // the victim is dropped here: its close, with SO_LINGER 0, sends a reset
+                            try keeper.send(get("/k\(round)-\(point)"))
+                            let answer = try keeper.readResponse().bodyText
+                            if answer != "GET /k\(round)-\(point)" { problems.append("keeper after \(point): \(answer)") }
+                        }
+                    }
+                    let fresh = try RawClient(connectingTo: address, timeout: .seconds(5))
+                    for index in 0..<10 {
+                        try fresh.send(get("/f\(index)"))
+                        let answer = try fresh.readResponse().bodyText
+                        if answer != "GET /f\(index)" { problems.append("fresh: \(answer)") }
+                    }
+                    return problems
+                }
+            }.get()
+            #expect(outcome.isEmpty, "\(outcome)")
+            // Every reset connection ends on the server's side (bounded wait).
+            var open = server.statistics.connectionsOpen
+            for _ in 0..<100 where open > 0 {
+                try await Task.sleep(for: .milliseconds(100))
+                open = server.statistics.connectionsOpen
+            }
+            #expect(open == 0, "connections still open on the server after their clients reset: \(open)")
+        }
+    }
+}
