@@ -90,8 +90,9 @@ struct ChecklistHostileTests {
             ] {
                 let reply = try await sendRequest(request, to: server, afterwards: .closes)
                 if request.hasPrefix("POST /ignored") {
-                    // The handler answered before the drain met the trailers: 200, then a close.
-                    #expect(reply.closed, "\(reply)")
+                    // The handler answered before the drain met the trailers: 200, then a close
+                    // (and no second response).
+                    #expect(reply.closed && reply.extraBytes == 0, "\(reply)")
                 } else {
                     #expect([400, 431].contains(reply.response.status), "\(reply)")
                     expectErrorReply(reply, status: reply.response.status)
@@ -114,6 +115,20 @@ struct ChecklistHostileTests {
             }
             #expect(answered, "no answer while the head trickled in for 8 s")
             expectErrorReply(reply, status: 408)
+        }
+        // The deadline starts at the request's first byte, not at the previous response: a
+        // request sent whole 1.5 s after the last one is served.
+        try await withChecklistServer(
+            engine, configure: { $0.timeouts.requestHead = .seconds(1); $0.timeouts.idle = .seconds(20) }
+        ) { server in
+            let responses = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send(get("/first"))
+                let first = try client.readResponse()
+                Thread.sleep(forTimeInterval: 1.5)  // an idle gap longer than the head deadline
+                try client.send(get("/second"))
+                return [first, try client.readResponse()]
+            }
+            #expect(responses.map(\.bodyText) == ["GET /first", "GET /second"])
         }
     }
 
@@ -375,7 +390,7 @@ struct ChecklistHostileTests {
 
     @Test("RFC 9112 §9.6: after an error response, a lingering close lets the client read it", arguments: checklistEngines)
     func lingeringCloseAfterError(engine: CheckEngine) async throws {
-        try await withChecklistServer(engine) { server in
+        try await withChecklistServer(engine, configure: { $0.timeouts.linger = .seconds(3) }) { server in
             // The client sends more right behind its bad request. A server that closes with
             // those bytes unread resets the connection (RST); one that half-closes and drains
             // (§9.6) ends it with a FIN the client reads after the response.
@@ -399,6 +414,25 @@ struct ChecklistHostileTests {
             }
             #expect(late.0 == 400)
             #expect(late.1 == .endOfStream, "the connection ended with \(late.1)")
+            // The server still takes the client's bytes after its response (it drains for the
+            // linger period) instead of resetting: a second send 200 ms later succeeds.
+            let sends = try await withClient(server, timeout: .seconds(5)) { client -> [String] in
+                client.setSendTimeout(.seconds(5))
+                try client.send("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+                _ = try client.readResponse()
+                var outcomes: [String] = []
+                for _ in 0..<2 {
+                    do {
+                        try client.send([UInt8](repeating: UInt8(ascii: "m"), count: 4096))
+                        outcomes.append("ok")
+                    } catch {
+                        outcomes.append("\(error)")
+                    }
+                    Thread.sleep(forTimeInterval: 0.2)  // shaping: a reset would be back by now
+                }
+                return outcomes
+            }
+            #expect(sends == ["ok", "ok"], "sends after the error response: \(sends)")
         }
     }
 
