@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/epoll.h>
@@ -510,4 +511,12 @@ void cogen_probe(cogen_probe_result *out) {
     out->multishot_accept = probe_multishot_accept(&ring);
     out->buffer_rings = probe_buffer_ring_and_recv(&ring, &out->multishot_recv);
     ring_exit(&ring);
+}
+
+int cogen_available_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    int count = CPU_COUNT(&set);
+    return count > 0 ? count : 1;
 }

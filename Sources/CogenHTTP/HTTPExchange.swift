@@ -34,25 +34,160 @@ public final class HTTPExchange: @unchecked Sendable {
     /// The logger of the server.
     public let logger: Logger
 
-    init(head: RequestHead, logger: Logger) {
-        self.head = head
-        self.logger = logger
+    // MARK: Connection state (one exchange per connection, reused for every request)
+
+    /// The connection (nil for an exchange made without one, e.g. in a unit test: its
+    /// responses stay in `output`).
+    let connection: Server.Connection?
+    let socket: Socket?
+    let setup: ConnectionSetup
+    let context: SchedulerContext
+    var parser: RequestHeadParser
+    /// Responses not sent yet: whole responses coalesced until the batch ends (no complete
+    /// request left in the held bytes), the 64 KiB bound, or a streamed response. Owned
+    /// by the exchange; handed to the socket only for the duration of a send (the send
+    /// operation lets go of it at its final completion), so emptying it keeps its
+    /// capacity and the next batch allocates nothing.
+    var output: [UInt8] = []
+    /// Responses in `output`.
+    var coalescedResponses = 0
+    /// The connection was half-closed and drained (lingering close): nothing more to do.
+    var lingered = false
+
+    // MARK: Request state (reset by `begin(_:)`)
+
+    var cachedRequest: HTTPRequest?
+    var cachedPath: String?
+    var isHead = false
+    var body = BodyState.none
+    var continueSent = false
+    var response = ResponseState.none
+    /// The connection ends after this response (decided when its head is written).
+    var closeAfterResponse = false
+    /// A body error that ends the connection, with the status to answer if no response
+    /// was started (413, 400, 408).
+    var bodyFailureStatus: Int?
+    /// The body could not be read to its end (limit, malformed, stalled, peer gone).
+    var bodyFailed = false
+
+    enum BodyState {
+        case none
+        case length(remaining: Int64)
+        case chunked(ChunkedDecoder)
+        /// The body was read to its end.
+        case complete
     }
 
-    // MARK: The request (API surface; the core fills these in)
+    enum ResponseState: Equatable {
+        case none
+        /// A whole response was written (to `output`, or sent).
+        case complete
+        /// A streamed response's head was sent; its body goes on.
+        case streaming(StreamFraming)
+    }
+
+    enum StreamFraming: Equatable {
+        case length(total: Int64, written: Int64)
+        case chunked
+        case closeDelimited
+        /// HEAD, 1xx, 204, 304: the writes are dropped.
+        case none
+    }
+
+    init(connection: Server.Connection, setup: ConnectionSetup, context: SchedulerContext) {
+        self.connection = connection
+        self.socket = connection.socket
+        self.setup = setup
+        self.context = context
+        self.logger = setup.logger
+        self.parser = RequestHeadParser(limits: setup.parserLimits)
+        self.head = RequestHead.empty
+        output.reserveCapacity(4096)
+    }
+
+    /// An exchange without a connection (tests of responders): responses stay in `output`.
+    init(head: RequestHead, logger: Logger) {
+        self.connection = nil
+        self.socket = nil
+        self.setup = ConnectionSetup(
+            configuration: HTTPServer.Configuration(address: .loopback()), responder: ClosureResponder { _ in })
+        self.context = SchedulerContext()
+        self.logger = logger
+        self.parser = RequestHeadParser(limits: setup.parserLimits)
+        self.head = head
+        begin(head)
+    }
+
+    /// Resets the request state for `head`.
+    func begin(_ head: RequestHead) {
+        self.head = head
+        cachedRequest = nil
+        cachedPath = nil
+        if !parameters.isEmpty { parameters = [:] }
+        isHead = head.methodRange.count == 4 && head.withBytes(in: head.methodRange) { $0.elementsEqual("HEAD".utf8) }
+        switch head.framing {
+        case .none: body = .complete
+        case .contentLength(let length): body = length == 0 ? .complete : .length(remaining: length)
+        case .chunked:
+            body = .chunked(ChunkedDecoder(
+                maxChunkExtensionLength: setup.limits.maxChunkExtensionLength,
+                maxTrailerSize: setup.limits.maxTrailerSize,
+                maxTrailerFieldCount: setup.limits.maxFieldCount,
+                maxBodySize: setup.limits.maxBodySize))
+        }
+        continueSent = false
+        response = .none
+        closeAfterResponse = false
+        bodyFailureStatus = nil
+        bodyFailed = false
+    }
+
+    // MARK: The request
 
     /// The request as `HTTPTypes` values, built from ``head`` once, on first use.
-    public var request: HTTPRequest { HTTPRequest(method: .get, scheme: nil, authority: nil, path: "/") }
+    public var request: HTTPRequest {
+        if let cachedRequest { return cachedRequest }
+        // The parser checked every token `HTTPTypes` checks; a refusal is not expected.
+        let built = (try? head.makeRequest()) ?? HTTPRequest(method: .get, scheme: nil, authority: nil, path: path)
+        cachedRequest = built
+        return built
+    }
 
     /// The request's path and query as sent (`/users/7?x=1`); for an absolute-form target,
     /// what follows its authority. Decoded on first use.
-    public var path: String { "/" }
+    public var path: String {
+        if let cachedPath { return cachedPath }
+        let decoded: String =
+            if let range = head.pathRange { range.isEmpty ? "/" : head.string(range) } else { "" }
+        cachedPath = decoded
+        return decoded
+    }
 
     /// Whether this is a HEAD request (its response carries no body).
-    public var isHeadRequest: Bool { false }
+    public var isHeadRequest: Bool { isHead }
 
     /// The client's address (`nil` for some Unix-domain peers).
-    public var peerAddress: SocketAddress? { nil }
+    public var peerAddress: SocketAddress? { socket?.peerAddress }
+
+    /// Whether the request's method is `method`, compared byte for byte (no `String` made).
+    /// - Parameter method: An uppercase method name, e.g. `"GET"`.
+    /// - Returns: Whether the request line carries exactly that method.
+    public func methodIs(_ method: StaticString) -> Bool {
+        method.withUTF8Buffer { expected in
+            head.withBytes(in: head.methodRange) { $0.elementsEqual(expected) }
+        }
+    }
+
+    /// Whether the request's path (and query), as ``path`` returns it, is `path`, compared
+    /// byte for byte (no `String` made).
+    /// - Parameter path: E.g. `"/plaintext"`.
+    /// - Returns: Whether they are equal.
+    public func pathIs(_ path: StaticString) -> Bool {
+        guard let range = head.pathRange else { return false }
+        return path.withUTF8Buffer { expected in
+            head.withBytes(in: range) { $0.elementsEqual(expected) }
+        }
+    }
 
     // MARK: The body
 
@@ -64,7 +199,23 @@ public final class HTTPExchange: @unchecked Sendable {
     ///   ``HTTPServerError/connectionClosed``.
     ///
     /// Receives with the multishot `IORING_OP_RECV` (epoll: `recv(2)`), in place.
-    public func readBody(maxLength: Int64? = nil) async throws -> [UInt8] { [] }
+    public func readBody(maxLength: Int64? = nil) async throws -> [UInt8] {
+        let limit = min(maxLength ?? setup.limits.maxBodySize, setup.limits.maxBodySize)
+        var collected: [UInt8] = []
+        switch body {
+        case .complete, .none:
+            return []
+        case .length(let remaining):
+            if remaining > limit { throw failBody(.bodyTooLarge(limit: limit), status: 413) }
+            collected.reserveCapacity(Int(remaining))
+        case .chunked:
+            break
+        }
+        while try await nextBodyPiece(maxLength: 1 << 20, into: &collected) != nil {
+            if Int64(collected.count) > limit { throw failBody(.bodyTooLarge(limit: limit), status: 413) }
+        }
+        return collected
+    }
 
     /// Reads the next piece of the request body as it arrives; `nil` at its end.
     /// - Parameter maxLength: The most bytes returned at once.
@@ -73,13 +224,17 @@ public final class HTTPExchange: @unchecked Sendable {
     ///
     /// Receives with the multishot `IORING_OP_RECV` (epoll: `recv(2)`), in place; nothing
     /// beyond the read-ahead limit is taken from the kernel until this is called again.
-    public func readBodyChunk(maxLength: Int = 65536) async throws -> [UInt8]? { nil }
+    public func readBodyChunk(maxLength: Int = 65536) async throws -> [UInt8]? {
+        var piece: [UInt8] = []
+        guard try await nextBodyPiece(maxLength: max(1, maxLength), into: &piece) != nil else { return nil }
+        return piece
+    }
 
     // MARK: The response
 
     /// Whether the response head has been handed to the socket (after it, an error can
     /// only cut the connection).
-    public var hasStartedResponse: Bool { false }
+    public var hasStartedResponse: Bool { response != .none }
 
     /// Sends a whole response. `Content-Length`, `Date`, `Server` and, when the connection
     /// ends after it, `Connection: close` are added; the body is left out for HEAD, 1xx,
@@ -90,7 +245,27 @@ public final class HTTPExchange: @unchecked Sendable {
     /// - Throws: ``HTTPServerError/responseAlreadyStarted`` on a second response; socket errors.
     ///
     /// `IORING_OP_SEND` (epoll: `send(2)`), possibly later, with other responses.
-    public func respond(_ response: HTTPResponse, body: [UInt8] = []) async throws {}
+    public func respond(_ response: HTTPResponse, body: [UInt8] = []) async throws {
+        guard self.response == .none else { throw HTTPServerError.responseAlreadyStarted }
+        try await respondWhole(
+            code: response.status.code, reason: response.status.reasonPhrase, fields: response.headerFields,
+            contentType: nil, body: body)
+    }
+
+    /// Sends a whole response without building any `HTTPTypes` value: the fast path for
+    /// small fixed responses. Like ``respond(_:body:)``, with only a status code, an
+    /// optional `Content-Type` and the body.
+    /// - Parameters:
+    ///   - status: The status code (100...999); its standard reason phrase is sent.
+    ///   - contentType: The `Content-Type` value, if any.
+    ///   - body: The body.
+    /// - Throws: ``HTTPServerError/responseAlreadyStarted`` on a second response; socket errors.
+    ///
+    /// `IORING_OP_SEND` (epoll: `send(2)`), possibly later, with other responses.
+    public func respond(status: Int = 200, contentType: String? = nil, body: [UInt8]) async throws {
+        guard response == .none else { throw HTTPServerError.responseAlreadyStarted }
+        try await respondWhole(code: status, reason: nil, fields: nil, contentType: contentType, body: body)
+    }
 
     /// Sends a response head, to be followed by ``write(_:)`` calls and ``finishResponse()``.
     /// With `contentLength` the response carries `Content-Length`; without it, chunked
@@ -102,7 +277,31 @@ public final class HTTPExchange: @unchecked Sendable {
     /// - Throws: ``HTTPServerError/responseAlreadyStarted``; socket errors.
     ///
     /// `IORING_OP_SEND` / `IORING_OP_SENDMSG` (epoll: `send(2)` / `sendmsg(2)`).
-    public func startResponse(_ response: HTTPResponse, contentLength: Int64? = nil) async throws {}
+    public func startResponse(_ response: HTTPResponse, contentLength: Int64? = nil) async throws {
+        guard self.response == .none else { throw HTTPServerError.responseAlreadyStarted }
+        let code = response.status.code
+        let framing: StreamFraming
+        let headFraming: HeadFraming
+        if Self.hasNoBody(code) {
+            framing = .none
+            headFraming = code == 304 ? .omitted : .none
+        } else if let contentLength {
+            framing = isHead ? .none : .length(total: max(0, contentLength), written: 0)
+            headFraming = .length(max(0, contentLength))
+        } else if head.version == .http1_1 {
+            framing = isHead ? .none : .chunked
+            headFraming = .chunked
+        } else {
+            framing = isHead ? .none : .closeDelimited
+            headFraming = .omitted
+            closeAfterResponse = true
+        }
+        self.response = .streaming(framing)
+        writeHead(
+            code: code, reason: response.status.reasonPhrase, fields: response.headerFields, contentType: nil,
+            framing: headFraming)
+        try await flush()
+    }
 
     /// Sends a piece of a streamed response body (a chunk, in chunked encoding); waits
     /// while the client reads slowly.
@@ -111,16 +310,46 @@ public final class HTTPExchange: @unchecked Sendable {
     ///   after ``HTTPServer/Timeouts/sendInactivity``.
     ///
     /// `IORING_OP_SENDMSG` (epoll: `sendmsg(2)`).
-    public func write(_ bytes: [UInt8]) async throws {}
+    public func write(_ bytes: [UInt8]) async throws {
+        guard case .streaming(let framing) = response else { throw HTTPServerError.responseNotStarted }
+        if bytes.isEmpty { return }
+        switch framing {
+        case .none:
+            return
+        case .length(let total, let written):
+            guard written + Int64(bytes.count) <= total else { throw HTTPServerError.contentLengthExceeded }
+            response = .streaming(.length(total: total, written: written + Int64(bytes.count)))
+            try await sendAfterOutput(bytes, trailer: nil)
+        case .closeDelimited:
+            try await sendAfterOutput(bytes, trailer: nil)
+        case .chunked:
+            ResponseBytes.appendHex(bytes.count, to: &output)
+            output.append(contentsOf: ResponseBytes.crlf)
+            try await sendAfterOutput(bytes, trailer: ResponseBytes.crlf)
+        }
+    }
 
     /// Ends a streamed response: the final chunk in chunked encoding; with a
     /// `Content-Length`, checks that it was met.
     /// - Throws: ``HTTPServerError/contentLengthMismatch``; socket errors.
     ///
     /// `IORING_OP_SEND` (epoll: `send(2)`).
-    public func finishResponse() async throws {}
+    public func finishResponse() async throws {
+        guard case .streaming(let framing) = response else { throw HTTPServerError.responseNotStarted }
+        switch framing {
+        case .length(let total, let written) where written != total:
+            throw HTTPServerError.contentLengthMismatch
+        case .chunked:
+            // Coalesced with what follows: the batch's end sends it.
+            output.append(contentsOf: ResponseBytes.lastChunk)
+        case .closeDelimited:
+            try await flush()
+        case .length, .none:
+            break
+        }
+        response = .complete
+    }
 }
-
 /// Why an exchange could not go on.
 public enum HTTPServerError: Error, Hashable, Sendable {
     /// The request body exceeds the limit (413 if no response was sent yet).

@@ -1,6 +1,7 @@
 public import CogenUring
 public import HTTPTypes
 public import Logging
+internal import CURing
 
 /// An HTTP/1.1 server on CogenUring: N schedulers, one ring each; one coroutine per
 /// connection on the scheduler that accepted it, and the responder runs there, on the ring
@@ -93,11 +94,16 @@ public final class HTTPServer: Sendable {
         public init() {}
     }
 
-    /// The CPUs this process may run on (`sched_getaffinity`), at least 1.
-    public static var availableCPUs: Int { 1 }
+    /// The CPUs this process may run on (`sched_getaffinity`, `CPU_COUNT`), at least 1.
+    public static var availableCPUs: Int { Int(cogen_available_cpus()) }
 
     /// The address the listeners are bound to (with the port `bind` chose).
-    public var address: SocketAddress { .loopback() }
+    public var address: SocketAddress { server.address }
+
+    /// The connection server underneath: listeners, schedulers, graceful shutdown.
+    let server: Server
+    /// Per-scheduler counters and `Date` caches.
+    let contexts: SchedulerContexts
 
     /// Starts serving: binds, listens, and starts the schedulers' threads.
     /// - Parameters:
@@ -106,7 +112,28 @@ public final class HTTPServer: Sendable {
     /// - Throws: ``RingSetupError``, ``SocketError`` (`EADDRINUSE`…), ``IOError``.
     ///
     /// Uses `IORING_OP_ACCEPT` (multishot) per listener; epoll: `accept4(2)`.
-    public init(configuration: Configuration, responder: some HTTPResponder) throws {}
+    public init(configuration: Configuration, responder: some HTTPResponder) throws {
+        var configuration = configuration
+        // A chunk line or a trailer line is looked at whole in the socket's held bytes
+        // (the head parser copies as it goes and needs no room): keep the read-ahead limit
+        // above those limits.
+        let needed = max(configuration.limits.maxChunkExtensionLength, configuration.limits.maxTrailerSize) + 1024
+        if configuration.scheduler.readAheadLimit < needed { configuration.scheduler.readAheadLimit = needed }
+        configuration.limits.maxPipelinedRequests = max(1, configuration.limits.maxPipelinedRequests)
+        var serverConfiguration = Server.Configuration(address: configuration.address)
+        serverConfiguration.threads = configuration.threads
+        serverConfiguration.backlog = configuration.backlog
+        serverConfiguration.maxConnectionsPerScheduler = configuration.maxConnectionsPerScheduler
+        serverConfiguration.scheduler = configuration.scheduler
+        let contexts = SchedulerContexts()
+        let setup = ConnectionSetup(configuration: configuration, responder: responder)
+        self.contexts = contexts
+        self.server = try Server(configuration: serverConfiguration, connectionHandler: { connection in
+            let context = contexts.context(for: connection.scheduler)
+            let exchange = HTTPExchange(connection: connection, setup: setup, context: context)
+            await exchange.serve()
+        })
+    }
 
     /// Starts serving with a closure as the responder.
     /// - Parameters:
@@ -120,7 +147,7 @@ public final class HTTPServer: Sendable {
     }
 
     /// The counters so far, summed over the schedulers. Safe from any thread.
-    public var statistics: Statistics { Statistics() }
+    public var statistics: Statistics { contexts.statistics }
 
     /// Stops accepting, closes idle keep-alive connections at once, lets requests in
     /// flight finish within `gracePeriod`, then cuts the rest; blocks the calling thread
@@ -128,13 +155,57 @@ public final class HTTPServer: Sendable {
     /// - Parameter gracePeriod: How long requests in flight may run on.
     /// - Returns: What was served and cut.
     @discardableResult
-    public func shutdown(gracePeriod: Duration = .seconds(5)) -> Report { Report() }
+    public func shutdown(gracePeriod: Duration = .seconds(5)) -> Report {
+        report(server.shutdown(gracePeriod: gracePeriod))
+    }
 
     /// ``shutdown(gracePeriod:)`` without blocking a cooperative-pool thread.
     /// - Parameter gracePeriod: How long requests in flight may run on.
     /// - Returns: What was served and cut.
     @discardableResult
-    public func gracefulShutdown(gracePeriod: Duration = .seconds(5)) async -> Report { Report() }
+    public func gracefulShutdown(gracePeriod: Duration = .seconds(5)) async -> Report {
+        report(await server.gracefulShutdown(gracePeriod: gracePeriod))
+    }
+
+    private func report(_ serverReport: Server.Report) -> Report {
+        var report = Report()
+        report.served = serverReport.served
+        report.closedWhileIdle = serverReport.closedWhileIdle
+        report.cut = serverReport.cut
+        report.statistics = statistics
+        return report
+    }
+}
+
+/// What every connection of a server shares (immutable): configuration, responder, and
+/// the pre-rendered bytes of the `Server` header.
+final class ConnectionSetup: Sendable {
+    let limits: HTTPServer.Limits
+    let timeouts: HTTPServer.Timeouts
+    let parserLimits: RequestHeadParser.Limits
+    let logger: Logger
+    let responder: any HTTPResponder
+    /// `Server: <name>\r\n`, or empty.
+    let serverLine: [UInt8]
+
+    init(configuration: HTTPServer.Configuration, responder: any HTTPResponder) {
+        limits = configuration.limits
+        timeouts = configuration.timeouts
+        parserLimits = RequestHeadParser.Limits(
+            maxRequestLineLength: configuration.limits.maxRequestLineLength,
+            maxHeaderSectionSize: configuration.limits.maxHeaderSectionSize,
+            maxFieldCount: configuration.limits.maxFieldCount,
+            maxContentLength: configuration.limits.maxBodySize)
+        logger = configuration.logger
+        self.responder = responder
+        if let name = configuration.serverName {
+            // Only visible ASCII and spaces go into the header line.
+            let clean = name.utf8.map { $0 >= 0x20 && $0 < 0x7F ? $0 : UInt8(ascii: " ") }
+            serverLine = Array("Server: ".utf8) + clean + [13, 10]
+        } else {
+            serverLine = []
+        }
+    }
 }
 
 extension HTTPServer {

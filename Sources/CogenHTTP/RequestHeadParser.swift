@@ -100,6 +100,17 @@ public struct RequestHeadParser: Sendable {
         fields = []
     }
 
+    /// Takes back the storage of a head its user is done with, so the next head is parsed
+    /// into it: a server that hands each finished head back parses without allocating.
+    /// Does nothing while a head is partly parsed. `finished` is left empty.
+    mutating func reuseStorage(of finished: inout RequestHead) {
+        guard head.isEmpty && fields.isEmpty else { return }
+        swap(&head, &finished.bytes)
+        head.removeAll(keepingCapacity: true)
+        swap(&fields, &finished.fields)
+        fields.removeAll(keepingCapacity: true)
+    }
+
     /// Parses the next received bytes.
     ///
     /// - Parameter input: Bytes received after those consumed by earlier calls.

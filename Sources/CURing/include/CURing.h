@@ -200,6 +200,9 @@ int cogen_accept4(int fd, void *addr, unsigned *addrlen);
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): the loop's cross-thread wake-up.
 int cogen_eventfd(void);
 
+/// The CPUs the calling thread may run on (sched_getaffinity, CPU_COUNT), at least 1.
+int cogen_available_cpus(void);
+
 /// pthread_setname_np (not visible to Swift through Glibc).
 int cogen_set_thread_name(unsigned long thread, const char *name);
 

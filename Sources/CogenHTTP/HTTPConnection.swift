@@ -1,0 +1,498 @@
+internal import CogenUring
+internal import HTTPTypes
+internal import Logging
+
+// The connection loop and the byte-level response writer of `HTTPExchange`: one exchange
+// per connection, reused for every request on it.
+
+extension RequestHead {
+    /// The head of an exchange before its first request.
+    static let empty = RequestHead(
+        bytes: [], methodRange: 0..<0, targetRange: 0..<0, version: .http1_1, targetForm: .origin, fields: [],
+        authorityRange: nil, pathRange: nil, schemeRange: nil, framing: .none, keepAlive: false,
+        expectsContinue: false)
+}
+
+/// How a response head delimits its body.
+enum HeadFraming {
+    /// `Content-Length`.
+    case length(Int64)
+    /// `Transfer-Encoding: chunked`.
+    case chunked
+    /// Neither header, and no body: 1xx, 204.
+    case none
+    /// Neither header: 304 (no body by definition), or a close-delimited body (HTTP/1.0).
+    case omitted
+}
+
+extension HTTPExchange {
+    /// Whole bodies above this size are sent from the caller's array (a vectored send
+    /// behind the coalesced bytes) rather than copied into `output`.
+    static let largeBody = 16 << 10
+
+    static func hasNoBody(_ code: Int) -> Bool { code < 200 || code == 204 || code == 304 }
+
+    var counters: HTTPCounters { context.counters }
+
+    // MARK: The connection loop
+
+    /// Serves the connection until it ends: parses every complete request held, answers it,
+    /// coalesces whole responses, and sends them when no complete request is left.
+    func serve() async {
+        HTTPCounters.add(counters.connectionsAccepted)
+        HTTPCounters.add(counters.connectionsOpen)
+        defer { HTTPCounters.add(counters.connectionsOpen, -1) }
+        do {
+            try await serveRequests()
+        } catch {
+            // The peer went away, a send failed or stalled, the grace period ended, or the
+            // shutdown found the connection idle: the server closes the socket.
+        }
+    }
+
+    private func serveRequests() async throws {
+        guard let socket, let connection else { return }
+        var headStarted = false
+        var headDeadline = Deadline.after(.zero)
+        while true {
+            // Parse from the bytes held: a whole head, or all of them into the parser.
+            let parsed: RequestHead?
+            var partial = false
+            do {
+                parsed = try socket.withReceivedBytes { buffer -> (consumed: Int, result: RequestHead?) in
+                    if buffer.isEmpty { return (0, nil) }
+                    switch try parser.parse(buffer) {
+                    case .needMoreBytes(let consumed):
+                        partial = consumed > 0
+                        return (consumed, nil)
+                    case .complete(let head, let consumed): return (consumed, head)
+                    }
+                }
+            } catch let error as RequestHeadError {
+                HTTPCounters.add(counters.parseErrors)
+                await reject(error.status)
+                return
+            }
+            guard let head = parsed else {
+                if !headStarted && partial {
+                    headStarted = true
+                    headDeadline = .after(setup.timeouts.requestHead)
+                }
+                // No complete request left: the batch's responses go out in one send.
+                try await flush()
+                if headStarted {
+                    let more: Bool
+                    do {
+                        more = try await socket.waitForBytes(beyond: 0, deadline: headDeadline)
+                    } catch is TimeoutError {
+                        HTTPCounters.add(counters.headTimeouts)
+                        await reject(408)
+                        return
+                    }
+                    if !more { return }  // the peer ended mid-head
+                } else {
+                    // Idle: the shutdown ends this wait at once.
+                    let more: Bool
+                    do {
+                        more = try await connection.untilShutdown {
+                            try await $0.waitForBytes(beyond: 0, deadline: .after(setup.timeouts.idle))
+                        }
+                    } catch is TimeoutError {
+                        HTTPCounters.add(counters.idleTimeouts)
+                        return
+                    }
+                    if !more { return }
+                }
+                continue
+            }
+            headStarted = false
+            let goesOn = try await handle(head)
+            parser.reuseStorage(of: &self.head)  // the next head is parsed into this one's arrays
+            guard goesOn else {
+                try await flush()
+                await closeGracefully()
+                return
+            }
+            if coalescedResponses >= setup.limits.maxPipelinedRequests || output.count >= setup.limits.maxCoalescedBytes {
+                try await flush()
+            }
+        }
+    }
+
+    /// Answers one request; `false` when the connection ends after it (its response is in
+    /// `output`, to be flushed), or was cut.
+    private func handle(_ head: RequestHead) async throws -> Bool {
+        begin(head)
+        HTTPCounters.add(counters.requests)
+        var failure: (any Error)?
+        do {
+            try await setup.responder.respond(to: self)
+        } catch is CancellationError {
+            throw CancellationError()  // the grace period ended: cut
+        } catch {
+            failure = error
+            HTTPCounters.add(counters.handlerErrors)
+        }
+        switch response {
+        case .none:
+            if bodyFailed {
+                // 413, 400 or 408 for the body; no status: the peer is gone.
+                if let status = bodyFailureStatus { await reject(status) }
+                output.removeAll(keepingCapacity: true)
+                return false
+            }
+            if let failure {
+                logger.error("responder failed before responding: \(failure)", metadata: ["path": "\(path)"])
+            } else {
+                logger.error("responder returned without responding", metadata: ["path": "\(path)"])
+            }
+            try await respondWhole(
+                code: 500, reason: nil, fields: nil, contentType: nil, body: [])
+        case .streaming:
+            if failure != nil || bodyFailed {
+                // After the head: the client must see the failure, so no final chunk (or
+                // short of Content-Length): cut.
+                if let failure { logger.error("responder failed after the response head: \(failure)") }
+                output.removeAll(keepingCapacity: true)
+                return false
+            }
+            do {
+                try await finishResponse()
+            } catch {
+                logger.error("responder returned without finishing its response: \(error)")
+                output.removeAll(keepingCapacity: true)
+                return false
+            }
+        case .complete:
+            if let failure { logger.error("responder failed after responding: \(failure)") }
+        }
+        if bodyFailed || closeAfterResponse { return false }
+        if !bodyIsComplete {
+            return await drainBody()
+        }
+        return true
+    }
+
+    var bodyIsComplete: Bool {
+        switch body {
+        case .complete, .none: true
+        case .length, .chunked: false
+        }
+    }
+
+    /// Reads and drops an unread body, up to `maxDrainSize`; `false`: close instead.
+    private func drainBody() async -> Bool {
+        if head.expectsContinue && !continueSent { return false }
+        if case .length(let remaining) = body, remaining > setup.limits.maxDrainSize { return false }
+        var budget = setup.limits.maxDrainSize
+        var nothing: [UInt8] = []
+        do {
+            while let count = try await nextBodyPiece(maxLength: 1 << 20, into: &nothing, discard: true) {
+                budget -= Int64(count)
+                if budget < 0 { return false }
+            }
+        } catch {
+            return false
+        }
+        return true
+    }
+
+    /// Answers an error status (the request could not be read) with `Connection: close`,
+    /// after the responses before it, then closes with a lingering close.
+    func reject(_ status: Int) async {
+        writeErrorResponse(status)
+        do { try await flush() } catch { return }
+        await lingeringClose()
+    }
+
+    private func writeErrorResponse(_ status: Int) {
+        context.refreshDate()
+        counters.countResponse(status)
+        output.append(contentsOf: ResponseBytes.http11)
+        ResponseBytes.appendDecimal(Int64(status), to: &output)
+        output.append(32)
+        ResponseBytes.reason(status).withUTF8Buffer { output.append(contentsOf: $0) }
+        output.append(contentsOf: ResponseBytes.crlf)
+        output.append(contentsOf: setup.serverLine)
+        output.append(contentsOf: context.dateLine)
+        output.append(contentsOf: ResponseBytes.contentLength)
+        output.append(0x30)
+        output.append(contentsOf: ResponseBytes.crlf)
+        output.append(contentsOf: ResponseBytes.connectionClose)
+        output.append(contentsOf: ResponseBytes.crlf)
+    }
+
+    /// The end of a connection after a response that closes it: bytes the client sent
+    /// that were not read (pipelined requests, an unread body) would make our close a
+    /// reset, which can destroy the response before the client reads it; then linger.
+    private func closeGracefully() async {
+        guard let socket else { return }
+        let held = (try? socket.withReceivedBytes { (0, $0.count) }) ?? 0
+        if held > 0 || !bodyIsComplete { await lingeringClose() }
+    }
+
+    /// RFC 9112 §9.6: half-close, then read and drop what the client still sends (bounded
+    /// in bytes and time), so that our close does not reset the connection before the
+    /// client read the response.
+    func lingeringClose() async {
+        guard let socket, !lingered else { return }
+        lingered = true
+        do { try await socket.shutdown(.write) } catch { return }
+        let deadline = Deadline.after(setup.timeouts.linger)
+        var drained = 0
+        while drained < 1 << 20 {
+            drained += (try? socket.withReceivedBytes { ($0.count, $0.count) }) ?? 0
+            do {
+                if !(try await socket.waitForBytes(beyond: 0, deadline: deadline)) { return }
+            } catch {
+                return
+            }
+        }
+    }
+
+    // MARK: Bodies
+
+    /// Records a body failure (the connection ends) and returns the error to throw.
+    func failBody(_ error: HTTPServerError, status: Int?) -> HTTPServerError {
+        bodyFailed = true
+        bodyFailureStatus = status
+        closeAfterResponse = true
+        if status != nil, status != 408 { HTTPCounters.add(counters.parseErrors) }
+        return error
+    }
+
+    /// Appends (or, with `discard`, drops) the next piece of the body, at most `maxLength`
+    /// bytes, reading in place from the socket and waiting when nothing is held; the count
+    /// of bytes, or nil at the body's end.
+    func nextBodyPiece(maxLength: Int, into destination: inout [UInt8], discard: Bool = false) async throws -> Int? {
+        if bodyFailed { throw HTTPServerError.connectionClosed }
+        guard let socket else { return nil }
+        if bodyIsComplete { return nil }
+        try await sendContinueIfNeeded()
+        while true {
+            let (count, leftover): (Int, Int)
+            do {
+                (count, leftover) = try socket.withReceivedBytes { buffer in
+                    try takeBody(buffer, maxLength: maxLength, into: &destination, discard: discard)
+                }
+            } catch let error as ChunkedBodyError {
+                throw failBody(.malformedBody("\(error)"), status: error.status)
+            } catch let error as HTTPServerError {
+                throw error
+            } catch {
+                throw failBody(.connectionClosed, status: nil)
+            }
+            if count > 0 { return count }
+            if bodyIsComplete { return nil }
+            // Nothing usable held: the responses waiting go out, then wait for more.
+            try await flush()
+            let more: Bool
+            do {
+                more = try await socket.waitForBytes(beyond: leftover, deadline: .after(setup.timeouts.bodyInactivity))
+            } catch is TimeoutError {
+                HTTPCounters.add(counters.bodyTimeouts)
+                throw failBody(.bodyTimeout, status: 408)
+            } catch is ReadAheadLimitError {
+                throw failBody(.malformedBody("a chunk line exceeds the read-ahead limit"), status: 400)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                throw failBody(.connectionClosed, status: nil)
+            }
+            if !more { throw failBody(.connectionClosed, status: nil) }
+        }
+    }
+
+    /// Takes body bytes from the front of `buffer`: (consumed, (bytes taken, bytes left
+    /// unconsumed)).
+    private func takeBody(
+        _ buffer: UnsafeRawBufferPointer, maxLength: Int, into destination: inout [UInt8], discard: Bool
+    ) throws -> (consumed: Int, result: (Int, Int)) {
+        switch body {
+        case .length(let remaining):
+            let count = Int(min(Int64(min(buffer.count, maxLength)), remaining))
+            if count == 0 { return (0, (0, buffer.count)) }
+            if !discard { destination.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<count])) }
+            body = remaining == Int64(count) ? .complete : .length(remaining: remaining - Int64(count))
+            return (count, (count, buffer.count - count))
+        case .chunked(var decoder):
+            var offset = 0
+            var taken = 0
+            var complete = false
+            while offset < buffer.count && taken < maxLength {
+                // At most the room left is offered, so the content run fits; if the
+                // framing in front of it needs more, the whole rest is offered.
+                var end = min(buffer.count, offset + (maxLength - taken))
+                var out = try decoder.decode(UnsafeRawBufferPointer(rebasing: buffer[offset..<end]))
+                if out.consumed == 0 && end < buffer.count {
+                    end = buffer.count
+                    out = try decoder.decode(UnsafeRawBufferPointer(rebasing: buffer[offset..<end]))
+                }
+                if !out.content.isEmpty {
+                    if !discard {
+                        destination.append(contentsOf: UnsafeRawBufferPointer(
+                            rebasing: buffer[(offset + out.content.lowerBound)..<(offset + out.content.upperBound)]))
+                    }
+                    taken += out.content.count
+                }
+                offset += out.consumed
+                if out.isComplete {
+                    complete = true
+                    break
+                }
+                if out.consumed == 0 { break }
+            }
+            body = complete ? .complete : .chunked(decoder)
+            return (offset, (taken, buffer.count - offset))
+        case .complete, .none:
+            return (0, (0, buffer.count))
+        }
+    }
+
+    /// `100 Continue`, once, when the client asked for it and no response was started.
+    private func sendContinueIfNeeded() async throws {
+        guard head.expectsContinue && !continueSent && response == .none else { return }
+        continueSent = true
+        output.append(contentsOf: ResponseBytes.continue100)
+        try await flush()
+    }
+
+    // MARK: Responses
+
+    /// A whole response: head and body into `output` (a large body is sent at once,
+    /// behind what is coalesced, without a copy).
+    func respondWhole(
+        code: Int, reason: String?, fields: HTTPFields?, contentType: String?, body: [UInt8]
+    ) async throws {
+        let framing: HeadFraming
+        let sendsBody: Bool
+        if code < 200 || code == 204 {
+            framing = .none
+            sendsBody = false
+        } else if code == 304 {
+            framing = .omitted
+            sendsBody = false
+        } else {
+            framing = .length(Int64(body.count))
+            sendsBody = !isHead && !body.isEmpty
+        }
+        response = .complete
+        writeHead(code: code, reason: reason, fields: fields, contentType: contentType, framing: framing)
+        coalescedResponses += 1
+        if sendsBody {
+            if body.count >= Self.largeBody || output.count + body.count > setup.limits.maxCoalescedBytes {
+                try await sendAfterOutput(body, trailer: nil)
+                return
+            }
+            output.append(contentsOf: body)
+        }
+        if output.count >= setup.limits.maxCoalescedBytes { try await flush() }
+    }
+
+    /// Writes a response head into `output`.
+    func writeHead(code: Int, reason: String?, fields: HTTPFields?, contentType: String?, framing: HeadFraming) {
+        if !closeAfterResponse {
+            closeAfterResponse = !head.keepAlive || bodyFailed || connection?.isShuttingDown == true || unreadBodyForcesClose
+        }
+        context.refreshDate()
+        counters.countResponse(code)
+        output.append(contentsOf: ResponseBytes.http11)
+        let clamped = min(max(code, 0), 999)
+        output.append(UInt8(0x30 + clamped / 100))
+        output.append(UInt8(0x30 + clamped / 10 % 10))
+        output.append(UInt8(0x30 + clamped % 10))
+        output.append(32)
+        if let reason, !reason.isEmpty {
+            for byte in reason.utf8 { output.append(byte >= 0x20 && byte != 0x7F ? byte : 32) }
+        } else {
+            ResponseBytes.reason(code).withUTF8Buffer { output.append(contentsOf: $0) }
+        }
+        output.append(contentsOf: ResponseBytes.crlf)
+        var hasServer = false
+        var hasDate = false
+        if let fields {
+            for field in fields {
+                let name = field.name
+                if name == .contentLength || name == .transferEncoding { continue }
+                if name == .connection {
+                    if field.value.utf8.count >= 5, field.value.lowercased().contains("close") { closeAfterResponse = true }
+                    continue
+                }
+                if name == .server { hasServer = true }
+                if name == .date { hasDate = true }
+                output.append(contentsOf: name.rawName.utf8)
+                output.append(contentsOf: ResponseBytes.colonSpace)
+                field.withUnsafeBytesOfValue { output.append(contentsOf: $0) }
+                output.append(contentsOf: ResponseBytes.crlf)
+            }
+        }
+        if !hasServer { output.append(contentsOf: setup.serverLine) }
+        if !hasDate { output.append(contentsOf: context.dateLine) }
+        if let contentType {
+            output.append(contentsOf: ResponseBytes.contentType)
+            output.append(contentsOf: contentType.utf8)
+            output.append(contentsOf: ResponseBytes.crlf)
+        }
+        switch framing {
+        case .length(let length):
+            output.append(contentsOf: ResponseBytes.contentLength)
+            ResponseBytes.appendDecimal(length, to: &output)
+            output.append(contentsOf: ResponseBytes.crlf)
+        case .chunked:
+            output.append(contentsOf: ResponseBytes.chunked)
+        case .none, .omitted:
+            break
+        }
+        if closeAfterResponse {
+            output.append(contentsOf: ResponseBytes.connectionClose)
+        } else if head.version == .http1_0 {
+            output.append(contentsOf: ResponseBytes.connectionKeepAlive)
+        }
+        output.append(contentsOf: ResponseBytes.crlf)
+    }
+
+    /// Whether the unread body rules out reading the next request: the client was not
+    /// told to send it (no 100 sent), or it is longer than the server drains.
+    private var unreadBodyForcesClose: Bool {
+        switch body {
+        case .complete, .none:
+            return false
+        case .length(let remaining):
+            return (head.expectsContinue && !continueSent) || remaining > setup.limits.maxDrainSize
+        case .chunked:
+            return head.expectsContinue && !continueSent
+        }
+    }
+
+    /// Sends `bytes` (and `trailer`) behind what `output` holds: copied into it when
+    /// small, else one vectored send without a copy.
+    func sendAfterOutput(_ bytes: [UInt8], trailer: [UInt8]?) async throws {
+        if bytes.count < Self.largeBody {
+            output.append(contentsOf: bytes)
+            if let trailer { output.append(contentsOf: trailer) }
+            try await flush()
+            return
+        }
+        guard let socket else {
+            output.append(contentsOf: bytes)
+            if let trailer { output.append(contentsOf: trailer) }
+            return
+        }
+        coalescedResponses = 0
+        defer { output.removeAll(keepingCapacity: true) }
+        if let trailer {
+            try await socket.sendAll([output, bytes, trailer], timeout: .weak(setup.timeouts.sendInactivity), placement: .front)
+        } else {
+            try await socket.sendAll([output, bytes], timeout: .weak(setup.timeouts.sendInactivity), placement: .front)
+        }
+    }
+
+    /// Sends what `output` holds, in one send (as many as the kernel needs), and empties
+    /// it, keeping its capacity.
+    func flush() async throws {
+        guard !output.isEmpty, let socket else { return }
+        coalescedResponses = 0
+        defer { output.removeAll(keepingCapacity: true) }
+        try await socket.sendAll(output, timeout: .weak(setup.timeouts.sendInactivity), placement: .front)
+    }
+}
