@@ -1,4 +1,5 @@
-import CogenHTTP
+@testable import CogenHTTP
+@testable import CogenUring
 import Foundation
 import HTTPTypes
 import Testing
@@ -71,3 +72,51 @@ struct ChecklistFaultTests {
         }
     }
 }
+
+#if DEBUG
+/// The faults the checklist runs under do fire: a checklist run "under faults" that never
+/// met one would prove nothing.
+@Suite("Checklist: the faults fire")
+struct ChecklistFaultsFireTests {
+    @Test("Issue 6: short transfers (and on io_uring ended streams, no buffers) fire under checklist traffic",
+          arguments: checklistEngines.filter(\.faults))
+    func faultsFire(engine: CheckEngine) async throws {
+        let schedulers = try await withChecklistServer(engine) { server in
+            let address = server.address
+            // Pipelined small requests, and four connections at a time sending 40 KB bodies
+            // (three ring buffers each, more than the 16 buffers of a faulted io_uring
+            // scheduler hold at once).
+            let outcome = try await offThePool { () -> Result<(Int, Int), any Error> in
+                Result {
+                    var small = 0
+                    var large = 0
+                    let pipelined = try RawClient(connectingTo: address, timeout: .seconds(10))
+                    let body = String(repeating: "p", count: 40000)
+                    for round in 0..<30 {
+                        try pipelined.send((0..<8).map { get("/r\(round)-\($0)") }.joined())
+                        let clients = try (0..<4).map { _ in try RawClient(connectingTo: address, timeout: .seconds(10)) }
+                        for client in clients { try client.send(post("/read", body)) }
+                        for index in 0..<8 where try pipelined.readResponse().bodyText == "GET /r\(round)-\(index)" {
+                            small += 1
+                        }
+                        for client in clients where try client.readResponse().body.count == 40000 { large += 1 }
+                    }
+                    return (small, large)
+                }
+            }.get()
+            #expect(outcome.0 == 240 && outcome.1 == 120, "\(outcome)")
+            return server.server.schedulers
+        }
+        // The loops have stopped: the injectors' counts can be read.
+        var fires: [Fault: Int] = [:]
+        for scheduler in schedulers {
+            for (fault, count) in scheduler.faultInjector?.fires ?? [:] { fires[fault, default: 0] += count }
+        }
+        #expect(fires[.shortTransfer, default: 0] > 0, "\(fires)")
+        if engine.engine.backend == .ioUring {
+            #expect(fires[.multishotEnd, default: 0] > 0, "\(fires)")
+            #expect(fires[.noBuffers, default: 0] > 0, "\(fires)")
+        }
+    }
+}
+#endif

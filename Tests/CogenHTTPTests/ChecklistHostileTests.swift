@@ -101,6 +101,24 @@ struct ChecklistHostileTests {
         }
     }
 
+    @Test("Issue 13: every limit has a default (8 KiB line, 16 KiB head, 100 fields, 1 MiB body)", arguments: checklistEngines)
+    func limitDefaults(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            try await expectAllRejected(
+                ["GET /" + String(repeating: "l", count: 8200) + " HTTP/1.1\r\nHost: test\r\n\r\n"], status: 414, by: server)
+            try await expectAllRejected(
+                [
+                    get("/", "X-Big: " + String(repeating: "h", count: 16400) + "\r\n"),
+                    get("/", (0..<101).map { "X-\($0): v\r\n" }.joined()),
+                ], status: 431, by: server)
+            try await expectAllRejected(
+                ["POST /read HTTP/1.1\r\nHost: test\r\nContent-Length: \((1 << 20) + 1)\r\n\r\n"], status: 413, by: server)
+            let fits = try await sendRequest(
+                get("/", (0..<99).map { "X-\($0): v\r\n" }.joined()), to: server, afterwards: .staysOpen)
+            #expect(fits.response.status == 200, "100 fields (Host and 99) fit")
+        }
+    }
+
     // MARK: Deadlines
 
     @Test("RFC 9112 §9.5: past the request-head deadline (from the first byte): 408, then close", arguments: checklistEngines)

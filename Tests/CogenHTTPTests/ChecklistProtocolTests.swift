@@ -48,10 +48,20 @@ struct ChecklistProtocolTests {
             #expect(reply.response.bodyText == "hello body")
             #expect(reply.response.field("X-Request") == "POST /read")
             expectPersistent(reply)
-            // Bare CR and LF are content in a body, not syntax (RFC 9112 §2.2 is about the head).
-            let raw = try await sendRequest(post("/read-raw", "a\rb\nc\r\n"), to: server, afterwards: .staysOpen)
-            #expect(raw.response.bodyText == "a\rb\nc\r\n")
+        }
+    }
+
+    @Test("RFC 9112 §2.2: a bare CR or LF in content is data, not an error", arguments: checklistEngines)
+    func bareCROrLFInContentIsAccepted(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            let raw = try await sendRequest(post("/read-raw", "a\rb\nc\r\n\n\r"), to: server, afterwards: .staysOpen)
+            #expect(raw.response.status == 200)
+            #expect(raw.response.bodyText == "a\rb\nc\r\n\n\r")
             expectPersistent(raw)
+            let chunked = try await sendRequest(
+                chunkedPost("/read-raw") + "4\r\n\r\r\n\n\r\n0\r\n\r\n", to: server, afterwards: .staysOpen)
+            #expect(chunked.response.bodyText == "\r\r\n\n")
+            expectPersistent(chunked)
         }
     }
 

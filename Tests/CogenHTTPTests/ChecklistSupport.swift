@@ -26,6 +26,10 @@ struct CheckEngine: Sendable, CustomTestStringConvertible {
         if engine.backend == .ioUring && engine.modern {
             probabilities[.multishotEnd] = 0.2
             probabilities[.noBuffers] = 0.2
+            // Few buffers, so that a drought (buffers withheld until a receive ends with
+            // ENOBUFS) is reached within a test's traffic.
+            configuration.receiveBufferCount = 16
+            configuration.maxBuffersPerConnection = 4
         }
         configuration.faultInjection = FaultInjection(seed: 0x13C0_FFEE, probabilities: probabilities)
         #endif

@@ -21,6 +21,32 @@ struct PipeliningTests {
         }
     }
 
+    @Test(
+        "Issue 13: the whole-body responses to one receive's requests are coalesced into one send",
+        arguments: checklistEngines.filter { !$0.faults })  // short transfers split sends and receives
+    func responsesOfOneReceiveAreCoalesced(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            // 64 requests in one segment reach the server in one receive; their responses
+            // (about 8 KB), sent as one send, reach the client as one segment: the first
+            // receive holds them all. (Sent one by one, the first receive would often hold
+            // fewer; this test can miss that, never report it falsely.)
+            let (inFirstReceive, bodies) = try await withClient(server, timeout: .seconds(10)) { client in
+                try client.send((0..<64).map { get("/c\($0)") }.joined())
+                _ = client.isReadable(within: 5000)
+                try client.receiveMore()
+                var copy = client.pending
+                var complete = 0
+                while let (_, used) = try TestResponse.parse(copy, forHEAD: false, atEnd: false) {
+                    copy.removeFirst(used)
+                    complete += 1
+                }
+                return (complete, try (0..<64).map { _ in try client.readResponse().bodyText })
+            }
+            #expect(bodies == (0..<64).map { "GET /c\($0)" })
+            #expect(inFirstReceive == 64, "the first receive held \(inFirstReceive) of the 64 responses")
+        }
+    }
+
     @Test("RFC 9112 §9.3.2: one request split over many packets, byte by byte", arguments: checklistEngines)
     func requestSplitByteByByte(engine: CheckEngine) async throws {
         try await withChecklistServer(engine) { server in
