@@ -56,16 +56,20 @@ extension HTTPExchange {
         var headDeadline = Deadline.after(.zero)
         while true {
             // Parse from the bytes held: a whole head, or all of them into the parser.
-            let parsed: RequestHead?
+            // A complete head goes straight into `self.head` (no other copy keeps its
+            // arrays, so the parser can take them back afterwards without copying).
+            let complete: Bool
             var partial = false
             do {
-                parsed = try socket.withReceivedBytes { buffer -> (consumed: Int, result: RequestHead?) in
-                    if buffer.isEmpty { return (0, nil) }
+                complete = try socket.withReceivedBytes { buffer -> (consumed: Int, result: Bool) in
+                    if buffer.isEmpty { return (0, false) }
                     switch try parser.parse(buffer) {
                     case .needMoreBytes(let consumed):
                         partial = consumed > 0
-                        return (consumed, nil)
-                    case .complete(let head, let consumed): return (consumed, head)
+                        return (consumed, false)
+                    case .complete(let head, let consumed):
+                        self.head = head
+                        return (consumed, true)
                     }
                 }
             } catch let error as RequestHeadError {
@@ -73,7 +77,7 @@ extension HTTPExchange {
                 await reject(error.status)
                 return
             }
-            guard let head = parsed else {
+            guard complete else {
                 if !headStarted && partial {
                     headStarted = true
                     headDeadline = .after(setup.timeouts.requestHead)
@@ -106,7 +110,7 @@ extension HTTPExchange {
                 continue
             }
             headStarted = false
-            let goesOn = try await handle(head)
+            let goesOn = try await handle()
             parser.reuseStorage(of: &self.head)  // the next head is parsed into this one's arrays
             guard goesOn else {
                 try await flush()
@@ -121,8 +125,8 @@ extension HTTPExchange {
 
     /// Answers one request; `false` when the connection ends after it (its response is in
     /// `output`, to be flushed), or was cut.
-    private func handle(_ head: RequestHead) async throws -> Bool {
-        begin(head)
+    private func handle() async throws -> Bool {
+        begin()
         HTTPCounters.add(counters.requests)
         var failure: (any Error)?
         do {

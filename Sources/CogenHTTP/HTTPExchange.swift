@@ -115,12 +115,11 @@ public final class HTTPExchange: @unchecked Sendable {
         self.logger = logger
         self.parser = RequestHeadParser(limits: setup.parserLimits)
         self.head = head
-        begin(head)
+        begin()
     }
 
-    /// Resets the request state for `head`.
-    func begin(_ head: RequestHead) {
-        self.head = head
+    /// Resets the request state for a new ``head``.
+    func begin() {
         cachedRequest = nil
         cachedPath = nil
         if !parameters.isEmpty { parameters = [:] }

@@ -210,11 +210,21 @@ final class ConnectOperation: SocketOperation {
 /// `IORING_OP_RECV` (5.6) into the socket's own receive buffer.
 final class ReceiveOperation: SocketOperation {
     @exclusivity(unchecked) var parked: Parked<Int>?
-    let length: Int
+    @exclusivity(unchecked) private(set) var length: Int
 
     init(socket: Socket, length: Int) {
         self.length = length
         super.init(socket: socket, label: "receive")
+    }
+
+    /// Makes a finished operation (one nothing else holds any more) the next receive's.
+    func reuse(length: Int) {
+        self.length = length
+        parked = nil
+        cancelReason = nil
+        userData = 0
+        spuriousCancels = 0
+        knownNotReady = false
     }
 
     override func prepare(_ sqe: OpaquePointer, userData: UInt64) {

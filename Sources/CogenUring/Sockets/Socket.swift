@@ -140,6 +140,8 @@ public final class Socket: @unchecked Sendable {
     /// not per send) once nothing else holds it: the in-flight table and the readiness
     /// index let go of an operation at its final completion.
     @exclusivity(unchecked) private var spareSend: SendOperation?
+    /// The receive operation of the 5.x and epoll paths, reused (see `receiveIntoBuffer`).
+    @exclusivity(unchecked) private var spareReceive: ReceiveOperation?
     /// The same for vectored sends (`Socket+Vectored.swift`).
     @exclusivity(unchecked) var spareSendMessage: SendMessageOperation?
     /// Tracked sends (`Socket+TrackedSend.swift`), made at the first one.
@@ -1009,7 +1011,17 @@ public final class Socket: @unchecked Sendable {
         // asked, and its caller asks again). On epoll a receive that waited takes at most
         // what the socket's kept buffer holds (the fast path takes the rest at once).
         let maxLength = min(maxLength, scheduler.attemptsInline ? Self.keptReceiveCapacity : Scheduler.receiveScratchLimit)
-        let operation = ReceiveOperation(socket: self, length: maxLength)
+        // One receive operation per socket, reused once nothing else holds it (a request/
+        // response loop on epoll parks on a receive per request: no allocation for it).
+        let operation: ReceiveOperation
+        if spareReceive != nil && isKnownUniquelyReferenced(&spareReceive) {
+            // invariant: `spareReceive != nil` (checked on the line above).
+            operation = spareReceive.unsafelyUnwrapped
+            operation.reuse(length: maxLength)
+        } else {
+            operation = ReceiveOperation(socket: self, length: maxLength)
+            spareReceive = operation
+        }
         operation.knownNotReady = notReady
         if receiveCapacity < maxLength {
             receiveBuffer.deallocate()
