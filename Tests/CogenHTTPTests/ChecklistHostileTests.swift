@@ -173,6 +173,12 @@ struct ChecklistHostileTests {
                     "POST /read HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789",
                     chunkedPost("/read") + "5\r\nhello\r\n",
                 ], status: 408, by: server)
+            // An unread body that stalls while it is drained after the response: a close, no 408.
+            let reply = try await sendRequest(
+                "POST /ignored HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789", to: server,
+                afterwards: .closes)
+            #expect(reply.response.status == 200)
+            #expect(reply.closed && reply.extraBytes == 0, "\(reply)")
         }
     }
 

@@ -141,6 +141,15 @@ struct ChecklistProtocolTests {
                 to: server, afterwards: .closes)
             #expect(reply.interim.isEmpty, "100 Continue sent though the body was never read")
             #expect(reply.response.status == 200)
+            // A chunked body likewise.
+            let (chunkedInterim, chunkedFinal) = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send(chunkedPost("/read", "Expect: 100-continue\r\n"))
+                let interim = try client.readResponse()
+                try client.send("3\r\nabc\r\n0\r\n\r\n")
+                return (interim, try client.readResponse())
+            }
+            #expect(chunkedInterim.status == 100)
+            #expect(chunkedFinal.status == 200 && chunkedFinal.bodyText == "abc")
         }
     }
 
@@ -269,18 +278,22 @@ struct ChecklistProtocolTests {
             let responses = try await withClient(server, timeout: .seconds(5)) { client in
                 try client.send(
                     "HEAD /fixed HTTP/1.1\r\nHost: test\r\n\r\n" + get("/fixed")
-                        + "HEAD /stream HTTP/1.1\r\nHost: test\r\n\r\n" + get("/fixed"))
+                        + "HEAD /stream HTTP/1.1\r\nHost: test\r\n\r\n" + get("/fixed")
+                        + "HEAD /stream-length HTTP/1.1\r\nHost: test\r\n\r\n" + get("/fixed"))
                 return [
+                    try client.readResponse(forHEAD: true), try client.readResponse(),
                     try client.readResponse(forHEAD: true), try client.readResponse(),
                     try client.readResponse(forHEAD: true), try client.readResponse(),
                 ]
             }
-            #expect(responses.map(\.status) == [200, 200, 200, 200])
+            #expect(responses.map(\.status) == [200, 200, 200, 200, 200, 200])
             for response in responses { expectStandardFields(response) }
-            #expect(responses[1].body == fixedBody && responses[3].body == fixedBody, "a HEAD response carried body bytes")
+            #expect(
+                responses[1].body == fixedBody && responses[3].body == fixedBody && responses[5].body == fixedBody,
+                "a HEAD response carried body bytes")
             let length = responses[0].field("Content-Length")
             #expect(length == nil || length == "\(fixedBody.count)", "HEAD's Content-Length is GET's: \(length ?? "-")")
-            #expect(!responses[0].closesConnection && !responses[2].closesConnection)
+            #expect(!responses[0].closesConnection && !responses[2].closesConnection && !responses[4].closesConnection)
         }
     }
 
@@ -330,6 +343,27 @@ struct ChecklistProtocolTests {
             #expect(interim.body.isEmpty)
             #expect(interim.field("Content-Length") == nil && interim.field("Transfer-Encoding") == nil, "\(interim.rawHead)")
             #expect(rest == "HTTP/1.1 200", "after the 100: \(rest.debugDescription)")
+        }
+    }
+
+    @Test(
+        "RFC 9112 §6.3: the server owns the response's framing: a handler's Content-Length, Transfer-Encoding, Server or Date is not doubled",
+        arguments: checklistEngines)
+    func handlerCannotBreakFraming(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            let responses = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send(get("/own-framing") + get("/fixed"))
+                return [try client.readResponse(), try client.readResponse()]
+            }
+            let response = responses[0]
+            #expect(response.status == 200 && response.bodyText == "abc", "\(response.rawHead)")
+            #expect(response.allFields("Content-Length").count <= 1, "\(response.rawHead)")
+            #expect(response.allFields("Transfer-Encoding").count <= 1, "\(response.rawHead)")
+            #expect(
+                response.field("Content-Length") == nil || response.field("Transfer-Encoding") == nil,
+                "both Content-Length and Transfer-Encoding: \(response.rawHead)")
+            #expect(response.allFields("Server").count == 1 && response.allFields("Date").count == 1, "\(response.rawHead)")
+            #expect(responses[1].body == fixedBody, "the next response is intact")
         }
     }
 

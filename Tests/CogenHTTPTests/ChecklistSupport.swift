@@ -80,7 +80,8 @@ let fixedBody = Array("fixed body 0123456789".utf8)
 /// - `/stream`: streams `hello world` in two writes without a length; `/stream-length`:
 ///   the same with `Content-Length: 11`; `/stream-big/N`: N bytes streamed without a length;
 /// - `/big/N`: a whole response of N bytes; `/sleep/N`: answers after N ms;
-/// - `/close`: answers with `Connection: close`;
+/// - `/close`: answers with `Connection: close`; `/own-framing`: sets `Content-Length`,
+///   `Transfer-Encoding`, `Server` and `Date` itself;
 /// - `/throw-before`: throws; `/no-response`: returns without answering;
 /// - `/throw-after-chunked`, `/throw-after-length`: throw after the head and part of the body;
 /// - `/limit-after-head`: starts a streamed response, then reads the body (over the limit);
@@ -142,6 +143,15 @@ func makeChecklistHandler(log: RequestLog? = nil) -> @Sendable (HTTPExchange) as
         }
         if path == "/close" {
             return try await answer(200, Array("closing".utf8), fields: [.connection: "close"])
+        }
+        if path == "/own-framing" {
+            // Framing and singleton fields the server owns, set by the handler anyway.
+            return try await answer(
+                200, Array("abc".utf8),
+                fields: [
+                    .contentLength: "999", .transferEncoding: "chunked", HTTPField.Name("Server")!: "handler",
+                    HTTPField.Name("Date")!: "Thu, 01 Jan 1970 00:00:00 GMT",
+                ])
         }
         if path == "/throw-before" { throw ChecklistHandlerError() }
         if path == "/no-response" { return }

@@ -32,7 +32,10 @@ struct HandlerErrorTests {
             engine,
             configure: { $0.logger = Logger(label: "checklist") { _ in CapturingLogHandler(entries: entries) } }
         ) { server in
-            for request in [get("/throw-before"), post("/throw-before", "an unread body"), get("/no-response")] {
+            for request in [
+                get("/throw-before"), post("/throw-before", "an unread body"), get("/no-response"),
+                post("/throw-before", String(repeating: "u", count: 100_000)),  // past the drain limit: a close
+            ] {
                 let reply = try await sendRequest(request, to: server, afterwards: .staysOpen)
                 #expect(reply.response.status == 500, "\(request.debugDescription): \(reply)")
                 expectStandardFields(reply.response)

@@ -95,6 +95,26 @@ struct PipeliningTests {
         }
     }
 
+    @Test("RFC 9112 §6.3: bodies larger than the read-ahead limit between pipelined requests keep the boundaries", arguments: checklistEngines)
+    func largeBodiesBetweenPipelinedRequests(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            let large = String(repeating: "L", count: 200_000)
+            let chunks = (0..<40).map { _ in "1000\r\n" + String(repeating: "C", count: 4096) + "\r\n" }.joined()
+            let responses = try await withClient(server, timeout: .seconds(10)) { client in
+                client.setSendTimeout(.seconds(10))
+                try client.send(
+                    get("/a") + post("/read", large) + get("/b") + post("/ignored", String(repeating: "i", count: 1000))
+                        + chunkedPost("/read-chunked") + chunks + "0\r\n\r\n" + get("/c"))
+                return try (0..<6).map { _ in try client.readResponse() }
+            }
+            #expect(responses.map(\.status) == [200, 200, 200, 200, 200, 200])
+            #expect(responses[0].bodyText == "GET /a" && responses[2].bodyText == "GET /b" && responses[5].bodyText == "GET /c")
+            #expect(responses[1].body.count == 200_000 && responses[1].body.allSatisfy { $0 == UInt8(ascii: "L") })
+            #expect(responses[3].bodyText == "POST /ignored")
+            #expect(responses[4].body.count == 40 * 4096 && responses[4].body.allSatisfy { $0 == UInt8(ascii: "C") })
+        }
+    }
+
     @Test("RFC 9112 §9.6: Connection: close mid-batch discards the later requests", arguments: checklistEngines)
     func connectionCloseMidBatch(engine: CheckEngine) async throws {
         let log = RequestLog()
