@@ -113,7 +113,7 @@ struct ChecklistFaultsFireTests {
             for (fault, count) in scheduler.faultInjector?.fires ?? [:] { fires[fault, default: 0] += count }
         }
         #expect(fires[.shortTransfer, default: 0] > 0, "\(fires)")
-        if engine.engine.backend == .ioUring {
+        if engine.engine.backend == .ioUring && engine.engine.modern {
             #expect(fires[.multishotEnd, default: 0] > 0, "\(fires)")
             #expect(fires[.noBuffers, default: 0] > 0, "\(fires)")
         }
