@@ -38,6 +38,42 @@ struct ChecklistProtocolTests {
         }
     }
 
+    // MARK: Message syntax
+
+    @Test("RFC 9112 §2.2: empty lines before a request line are ignored", arguments: checklistEngines)
+    func emptyLinesBeforeRequestLine(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            let reply = try await sendRequest("\r\n" + get("/after-empty-line"), to: server, afterwards: .staysOpen)
+            #expect(reply.response.bodyText == "GET /after-empty-line")
+            expectPersistent(reply)
+            // A CRLF after a body (as some old clients send) before the next request.
+            let responses = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send(post("/read", "abc") + "\r\n" + get("/next"))
+                return [try client.readResponse(), try client.readResponse()]
+            }
+            #expect(responses.map(\.bodyText) == ["abc", "GET /next"])
+        }
+    }
+
+    @Test("RFC 9110 §5.1: field names are case-insensitive; values lose surrounding whitespace", arguments: checklistEngines)
+    func fieldNamesAreCaseInsensitive(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            let reply = try await sendRequest(
+                "POST /read HTTP/1.1\r\nhOsT: test\r\ncontent-LENGTH: \t 5 \t\r\n\r\nhello", to: server,
+                afterwards: .staysOpen)
+            #expect(reply.response.bodyText == "hello")
+            expectPersistent(reply)
+            let chunked = try await sendRequest(
+                "POST /read HTTP/1.1\r\nHOST: test\r\nTRANSFER-encoding:  Chunked \r\nconnection: CLOSE\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                to: server, afterwards: .closes)
+            #expect(chunked.response.bodyText == "abc")
+            #expect(chunked.closed)
+            try await expectAllRejected(
+                ["GET / HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n", "POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 1\r\nTransfer-ENCODING: chunked\r\n\r\n"],
+                status: 400, by: server)
+        }
+    }
+
     // MARK: Request bodies
 
     @Test("RFC 9112 §6.2: a Content-Length body is read whole", arguments: checklistEngines)
@@ -150,6 +186,23 @@ struct ChecklistProtocolTests {
             }
             #expect(chunkedInterim.status == 100)
             #expect(chunkedFinal.status == 200 && chunkedFinal.bodyText == "abc")
+        }
+    }
+
+    @Test(
+        "RFC 9110 §10.1.1: after 100 Continue, a body the handler left partly unread is drained; the connection goes on",
+        arguments: checklistEngines)
+    func continueThenPartlyReadBodyIsDrained(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            let (interim, reply) = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send("POST /read-one HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+                let interim = try client.readResponse()
+                try client.send("hello")
+                return (interim, try finish(client, afterwards: .staysOpen))
+            }
+            #expect(interim.status == 100)
+            #expect(reply.response.status == 200 && reply.response.bodyText == "h")
+            expectPersistent(reply)
         }
     }
 

@@ -77,6 +77,7 @@ let fixedBody = Array("fixed body 0123456789".utf8)
 /// The one handler of the checklist, routed by path prefix:
 /// - default: does not read the body; answers 200 `"<method> <path>"`;
 /// - `/read…`: reads the whole body and answers it back (header `X-Request: <method> <path>`);
+///   `/read-one`: reads one byte of it and answers that byte;
 /// - `/fixed`: answers ``fixedBody``; `/authority…`: `"<authority> <path>"`;
 /// - `/status/N`: answers status N with a body (that the server must drop for 204/304);
 ///   `/stream-status/N`: streams status N with no body;
@@ -104,6 +105,11 @@ func makeChecklistHandler(log: RequestLog? = nil) -> @Sendable (HTTPExchange) as
 
         if method == "CONNECT" {
             return try await answer(403, Array("CONNECT \(exchange.head.string(exchange.head.targetRange))".utf8))
+        }
+        if path == "/read-one" {
+            // Reads one byte of the body and answers: the rest is drained by the server.
+            let piece = try await exchange.readBodyChunk(maxLength: 1) ?? []
+            return try await answer(200, piece)
         }
         if path.hasPrefix("/read") {
             let body = try await exchange.readBody()

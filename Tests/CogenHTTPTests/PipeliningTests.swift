@@ -115,6 +115,45 @@ struct PipeliningTests {
         }
     }
 
+    @Test(
+        "RFC 9112 §9.3.2: earlier responses go out before the server waits for a later request's body",
+        arguments: checklistEngines)
+    func earlierResponsesBeforeWaitingForBody(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            // The client waits for each answer before it sends more: a server that holds the
+            // coalesced responses while it waits for the client would deadlock with it.
+            let (first, interim, second) = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send(get("/a") + "POST /read HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\n")
+                let first = try client.readResponse()
+                try client.send("hello")
+                let second = try client.readResponse()
+                // With Expect: the first response, then 100, in that order.
+                try client.send(get("/b") + "POST /read HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+                let third = try client.readResponse()
+                let interim = try client.readResponse()
+                try client.send("abc")
+                let fourth = try client.readResponse()
+                return ([first, second], [third, interim], fourth)
+            }
+            #expect(first.map(\.bodyText) == ["GET /a", "hello"])
+            #expect(interim.map(\.status) == [200, 100], "\(interim)")
+            #expect(interim.first?.bodyText == "GET /b")
+            #expect(second.bodyText == "abc")
+        }
+    }
+
+    @Test("RFC 9112 §9.5: a request head left unfinished after a pipelined request gets 408", arguments: checklistEngines)
+    func unfinishedHeadAfterPipelinedRequest(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine, configure: { $0.timeouts.requestHead = .seconds(1) }) { server in
+            let (first, reply) = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send(get("/a") + "GET /b HTTP/1.1\r\nHost: te")
+                return (try client.readResponse(), try finish(client, afterwards: .closes))
+            }
+            #expect(first.bodyText == "GET /a")
+            expectErrorReply(reply, status: 408)
+        }
+    }
+
     @Test("RFC 9112 §9.6: Connection: close mid-batch discards the later requests", arguments: checklistEngines)
     func connectionCloseMidBatch(engine: CheckEngine) async throws {
         let log = RequestLog()
