@@ -241,8 +241,14 @@ extension HTTPExchange {
     func lingeringClose() async {
         guard let socket, !lingered else { return }
         lingered = true
-        do { try await socket.shutdown(.write) } catch { return }
         let deadline = Deadline.after(setup.timeouts.linger)
+        do {
+            // The response first: a half-close under a tracked send would cut it.
+            try await socket.flushTrackedSends(deadline: deadline)
+            try await socket.shutdown(.write)
+        } catch {
+            return
+        }
         var drained = 0
         while drained < 1 << 20 {
             drained += (try? socket.withReceivedBytes { ($0.count, $0.count) }) ?? 0
@@ -493,10 +499,28 @@ extension HTTPExchange {
 
     /// Sends what `output` holds, in one send (as many as the kernel needs), and empties
     /// it, keeping its capacity.
+    ///
+    /// Up to 4 KiB (a batch of small responses) it is a tracked send: the socket copies
+    /// the bytes (on epoll it tries `send(2)` at once and copies only what the kernel did
+    /// not take) and sends them on its own, so the coroutine goes straight on to its next
+    /// wait instead of waiting for the send's completion (one trip through the run queue
+    /// per request instead of two). Tracked bytes are bounded by the socket's
+    /// `trackedSendLimit`; past it, this waits (under the send inactivity timeout) until
+    /// they are sent. Larger batches use a plain `sendAll`, which keeps the order.
     func flush() async throws {
         guard !output.isEmpty, let socket else { return }
         coalescedResponses = 0
         defer { output.removeAll(keepingCapacity: true) }
-        try await socket.sendAll(output, timeout: .weak(setup.timeouts.sendInactivity), placement: .front)
+        if output.count <= Self.trackedSendMax {
+            if socket.trackedBytesPending + output.count > socket.trackedSendLimit {
+                try await socket.flushTrackedSends(deadline: .after(setup.timeouts.sendInactivity))
+            }
+            try await socket.sendTracked(output)
+        } else {
+            try await socket.sendAll(output, timeout: .weak(setup.timeouts.sendInactivity), placement: .front)
+        }
     }
+
+    /// The largest batch sent as a tracked send (copied by the socket).
+    static let trackedSendMax = 4096
 }

@@ -183,7 +183,7 @@ final class FaultInjector: @unchecked Sendable {
     // MARK: io_uring: SQE preparation, entering the kernel
 
     func prepared(_ sqe: OpaquePointer, for operation: any KernelOperation, userData: UInt64, backend: any IOBackend) {
-        if operation is ReceiveOperation || operation is SendOperation {
+        if operation is ReceiveOperation || operation is SendOperation || operation is TrackedSendOperation {
             let length = cogen_sqe_len(sqe)
             if length > 1 && fires(.shortTransfer) {
                 cogen_sqe_set_len(sqe, 1 + UInt32(generator.next() % UInt64(length - 1)))

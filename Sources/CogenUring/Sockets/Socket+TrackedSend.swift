@@ -141,6 +141,7 @@ extension Socket {
             return
         }
         var offset = 0
+        var wouldBlock = false
         if scheduler.attemptsInline {
             let descriptor = descriptor
             let result = bytes.withUnsafeBytes { buffer -> Int32 in
@@ -152,6 +153,8 @@ extension Socket {
                 if offset == bytes.count { return }
             } else if result != -EAGAIN {
                 throw SocketError(errno: -result, operation: "tracked send")
+            } else {
+                wouldBlock = true
             }
         }
         if bytes.count - offset > TrackedSends.copyLimit {
@@ -162,8 +165,11 @@ extension Socket {
             offset = 0
         }
         state.sent = offset
-        // On epoll the socket just took less than everything (or nothing): not writable.
-        submitTracked(state, knownNotReady: scheduler.attemptsInline)
+        // On epoll, `EAGAIN`: not writable, wait for the edge. A short send is tried again
+        // first: the socket may still be writable (a send asked for fewer bytes, as the
+        // fault injector's short transfers do), and an edge-triggered registration that
+        // exists already would report no new edge.
+        submitTracked(state, knownNotReady: wouldBlock)
     }
 
     /// Starts the send of `state.sending[state.sent...]`.
