@@ -237,9 +237,10 @@ struct PipeliningTests {
                     _ = client.isReadable(within: 5000)
                     Thread.sleep(forTimeInterval: 0.5)  // shaping (let the server's sends block), not synchronization
                     var wrong: [String] = []
+                    let expected = bigBody(8192)
                     for index in 0..<count {
                         let response = try client.readResponse()
-                        if response.status != 200 || response.body != bigBody(8192) {
+                        if response.status != 200 || response.body != expected {
                             wrong.append("\(index): \(response)")
                         }
                     }
