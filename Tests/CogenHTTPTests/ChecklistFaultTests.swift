@@ -69,6 +69,7 @@ struct ChecklistFaultTests {
                 open = server.statistics.connectionsOpen
             }
             #expect(open == 0, "connections still open on the server after their clients reset: \(open)")
+            #expect(server.statistics.connectionsAccepted >= 3 * ResetPoint.allCases.count + 2, "\(server.statistics)")
         }
     }
 }

@@ -167,12 +167,21 @@ struct ChecklistHostileTests {
 
     @Test("Issue 13: a request body stalled past the body inactivity timeout gets 408, then close", arguments: checklistEngines)
     func bodyInactivityTimeoutGets408(engine: CheckEngine) async throws {
-        try await withChecklistServer(engine, configure: { $0.timeouts.bodyInactivity = .seconds(1) }) { server in
+        try await withChecklistServer(
+            engine, configure: { $0.timeouts.bodyInactivity = .seconds(1); $0.timeouts.requestHead = .seconds(1) }
+        ) { server in
             try await expectAllRejected(
                 [
                     "POST /read HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789",
                     chunkedPost("/read") + "5\r\nhello\r\n",
                 ], status: 408, by: server)
+            // Inactivity, not a total: a body trickling a byte per 100 ms for 2 s is read whole.
+            let trickled = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send("POST /read HTTP/1.1\r\nHost: test\r\nContent-Length: 20\r\n\r\n")
+                let early = client.trickle(Array("abcdefghijklmnopqrst".utf8), interval: 100)
+                return (early, try client.readResponse())
+            }
+            #expect(trickled.1.status == 200 && trickled.1.bodyText == "abcdefghijklmnopqrst", "\(trickled.1)")
             // An unread body that stalls while it is drained after the response: a close, no 408.
             let reply = try await sendRequest(
                 "POST /ignored HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789", to: server,

@@ -459,6 +459,32 @@ struct ChecklistProtocolTests {
         }
     }
 
+    @Test("RFC 9110 §6.6.1: with several schedulers, every response still carries Date and Server", arguments: checklistEngines)
+    func dateAndServerOnEveryScheduler(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine, configure: { $0.threads = 3 }) { server in
+            let address = server.address
+            let responses = try await offThePool { () -> Result<[TestResponse], any Error> in
+                Result {
+                    // Enough connections that SO_REUSEPORT spreads them over the three listeners.
+                    let clients = try (0..<24).map { _ in try RawClient(connectingTo: address, timeout: .seconds(5)) }
+                    for (index, client) in clients.enumerated() {
+                        try client.send(get("/s\(index)") + post("/read", "body \(index)") + get("/status/404"))
+                    }
+                    return try clients.flatMap { client in try (0..<3).map { _ in try client.readResponse() } }
+                }
+            }.get()
+            #expect(responses.count == 72)
+            for (index, response) in responses.enumerated() {
+                expectStandardFields(response)
+                switch index % 3 {
+                case 0: #expect(response.bodyText == "GET /s\(index / 3)")
+                case 1: #expect(response.bodyText == "body \(index / 3)")
+                default: #expect(response.status == 404)
+                }
+            }
+        }
+    }
+
     @Test("RFC 9110 §10.2.4: the Server field follows the configuration", arguments: checklistEngines)
     func serverFieldFollowsConfiguration(engine: CheckEngine) async throws {
         try await withChecklistServer(engine, configure: { $0.serverName = "checklist/1" }) { server in
