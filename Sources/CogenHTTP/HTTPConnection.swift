@@ -131,11 +131,11 @@ extension HTTPExchange {
         var failure: (any Error)?
         do {
             try await setup.responder.respond(to: self)
-        } catch is CancellationError {
-            throw CancellationError()  // the grace period ended: cut
         } catch {
+            if Task.isCancelled { throw error }  // the grace period ended: cut
             failure = error
-            HTTPCounters.add(counters.handlerErrors)
+            // A body the client got wrong is counted as such (`parseErrors`, timeouts).
+            if !bodyFailed { HTTPCounters.add(counters.handlerErrors) }
         }
         switch response {
         case .none:

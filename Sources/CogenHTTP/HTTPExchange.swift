@@ -22,11 +22,13 @@ public import Logging
 /// to other pipelined requests into one send), or streamed with
 /// ``startResponse(_:contentLength:)``, ``write(_:)`` and ``finishResponse()``.
 public final class HTTPExchange: @unchecked Sendable {
-    // @unchecked Sendable: confined to its connection's scheduler thread.
+    // @unchecked Sendable: confined to its connection's scheduler thread. Its mutable
+    // state is `@exclusivity(unchecked)`: never accessed reentrantly, and a dynamic
+    // exclusivity check costs a thread-local lookup per access (as in the core).
 
     /// The parsed request head: its bytes, the ranges of method, target and fields, the
     /// body framing and the persistence the client asked for.
-    public internal(set) var head: RequestHead
+    @exclusivity(unchecked) public internal(set) var head: RequestHead
 
     /// Parameters captured by ``Router`` from `:name` segments of the matched route.
     public var parameters: [String: String] = [:]
@@ -42,33 +44,33 @@ public final class HTTPExchange: @unchecked Sendable {
     let socket: Socket?
     let setup: ConnectionSetup
     let context: SchedulerContext
-    var parser: RequestHeadParser
+    @exclusivity(unchecked) var parser: RequestHeadParser
     /// Responses not sent yet: whole responses coalesced until the batch ends (no complete
     /// request left in the held bytes), the 64 KiB bound, or a streamed response. Owned
     /// by the exchange; handed to the socket only for the duration of a send (the send
     /// operation lets go of it at its final completion), so emptying it keeps its
     /// capacity and the next batch allocates nothing.
-    var output: [UInt8] = []
+    @exclusivity(unchecked) var output: [UInt8] = []
     /// Responses in `output`.
-    var coalescedResponses = 0
+    @exclusivity(unchecked) var coalescedResponses = 0
     /// The connection was half-closed and drained (lingering close): nothing more to do.
-    var lingered = false
+    @exclusivity(unchecked) var lingered = false
 
     // MARK: Request state (reset by `begin(_:)`)
 
-    var cachedRequest: HTTPRequest?
-    var cachedPath: String?
-    var isHead = false
-    var body = BodyState.none
-    var continueSent = false
-    var response = ResponseState.none
+    @exclusivity(unchecked) var cachedRequest: HTTPRequest?
+    @exclusivity(unchecked) var cachedPath: String?
+    @exclusivity(unchecked) var isHead = false
+    @exclusivity(unchecked) var body = BodyState.none
+    @exclusivity(unchecked) var continueSent = false
+    @exclusivity(unchecked) var response = ResponseState.none
     /// The connection ends after this response (decided when its head is written).
-    var closeAfterResponse = false
+    @exclusivity(unchecked) var closeAfterResponse = false
     /// A body error that ends the connection, with the status to answer if no response
     /// was started (413, 400, 408).
-    var bodyFailureStatus: Int?
+    @exclusivity(unchecked) var bodyFailureStatus: Int?
     /// The body could not be read to its end (limit, malformed, stalled, peer gone).
-    var bodyFailed = false
+    @exclusivity(unchecked) var bodyFailed = false
 
     enum BodyState {
         case none
@@ -171,6 +173,8 @@ public final class HTTPExchange: @unchecked Sendable {
     /// Whether the request's method is `method`, compared byte for byte (no `String` made).
     /// - Parameter method: An uppercase method name, e.g. `"GET"`.
     /// - Returns: Whether the request line carries exactly that method.
+    ///
+    /// No system call: it reads the head's bytes.
     public func methodIs(_ method: StaticString) -> Bool {
         method.withUTF8Buffer { expected in
             head.withBytes(in: head.methodRange) { $0.elementsEqual(expected) }
@@ -181,6 +185,8 @@ public final class HTTPExchange: @unchecked Sendable {
     /// byte for byte (no `String` made).
     /// - Parameter path: E.g. `"/plaintext"`.
     /// - Returns: Whether they are equal.
+    ///
+    /// No system call: it reads the head's bytes.
     public func pathIs(_ path: StaticString) -> Bool {
         guard let range = head.pathRange else { return false }
         return path.withUTF8Buffer { expected in

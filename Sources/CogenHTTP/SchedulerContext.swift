@@ -64,8 +64,8 @@ final class SchedulerContext: @unchecked Sendable {
     // thread; `counters` are atomics.
     let counters = HTTPCounters()
     /// `Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n` (RFC 9110 §5.6.7 IMF-fixdate), 37 bytes.
-    private(set) var dateLine: [UInt8] = Array("Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n".utf8)
-    private var dateSecond = -1
+    @exclusivity(unchecked) private(set) var dateLine: [UInt8] = Array("Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n".utf8)
+    @exclusivity(unchecked) private var dateSecond = -1
 
     /// Formats `dateLine` again if the second changed since the last call.
     @inline(__always)
