@@ -116,6 +116,14 @@ struct ChecklistHostileTests {
             let fits = try await sendRequest(
                 get("/", (0..<99).map { "X-\($0): v\r\n" }.joined()), to: server, afterwards: .staysOpen)
             #expect(fits.response.status == 200, "100 fields (Host and 99) fit")
+            // Just under the limits: a head of about 15 KiB (over several receive buffers) and
+            // a request line of 8,000 bytes.
+            let wide = try await sendRequest(
+                "GET /" + String(repeating: "w", count: 8000) + " HTTP/1.1\r\nHost: test\r\n"
+                    + (0..<14).map { "X-Wide-\($0): " + String(repeating: "v", count: 500) + "\r\n" }.joined() + "\r\n",
+                to: server, afterwards: .staysOpen)
+            #expect(wide.response.status == 200 && wide.response.bodyText.count == 4 + 1 + 8000, "\(wide.response)")
+            expectPersistent(wide)
         }
     }
 
