@@ -141,6 +141,7 @@ struct ChecklistHostileTests {
             }
             #expect(answered, "no answer while the head trickled in for 8 s")
             expectErrorReply(reply, status: 408)
+            #expect(server.statistics.headTimeouts == 1, "\(server.statistics)")
         }
         // The deadline starts at the request's first byte, not at the previous response: a
         // request sent whole 1.5 s after the last one is served.
@@ -170,6 +171,7 @@ struct ChecklistHostileTests {
             }
             #expect(response.status == 200 && !response.closesConnection)
             #expect(after.closed && after.extra == 0, "after a request: \(after)")
+            #expect(server.statistics.idleTimeouts == 2 && server.statistics.headTimeouts == 0, "\(server.statistics)")
         }
     }
 
@@ -196,6 +198,7 @@ struct ChecklistHostileTests {
                 afterwards: .closes)
             #expect(reply.response.status == 200)
             #expect(reply.closed && reply.extraBytes == 0, "\(reply)")
+            #expect(server.statistics.bodyTimeouts >= 2, "\(server.statistics)")
         }
     }
 
@@ -414,6 +417,9 @@ struct ChecklistHostileTests {
                 ["HTTP/1", "http/1.1", "HTTP/1.10", "HTTP/a.1", "HTTP/1.1 ", "HTTP/11", "HTTPS/1.1"].map {
                     "GET / \($0)\r\nHost: test\r\n\r\n"
                 }, status: 400, by: server)
+            // Counted (issue 13, "Counters").
+            let statistics = server.statistics
+            #expect(statistics.parseErrors == 7 && statistics.responsesByClass == [0, 0, 0, 7, 0], "\(statistics)")
         }
     }
 

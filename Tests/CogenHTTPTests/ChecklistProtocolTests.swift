@@ -191,6 +191,14 @@ struct ChecklistProtocolTests {
             }
             #expect(chunkedInterim.status == 100)
             #expect(chunkedFinal.status == 200 && chunkedFinal.bodyText == "abc")
+            // The expectation is case-insensitive (RFC 9110 §10.1.1).
+            let (upperInterim, upperFinal) = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send("POST /read HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\nExpect: 100-Continue\r\n\r\n")
+                let interim = try client.readResponse()
+                try client.send("ok")
+                return (interim, try client.readResponse())
+            }
+            #expect(upperInterim.status == 100 && upperFinal.bodyText == "ok")
         }
     }
 
@@ -433,11 +441,13 @@ struct ChecklistProtocolTests {
             for request in [
                 get("/ok"), get("/status/404"), get("/status/204"), get("/throw-before"), get("/stream"),
                 get("/stream-length"), "GET / HTTP/1.1\r\n\r\n", post("/read", String(repeating: "b", count: 101)),
-                "GET / HTTP/1.0\r\n\r\n",
+                "GET / HTTP/1.0\r\n\r\n", get("/status/304"),
             ] {
                 let reply = try await sendRequest(request, to: server, afterwards: .unchecked)
                 expectStandardFields(reply.response)
             }
+            // Counted by class (issue 13, "Counters"): 2xx ×5, 3xx, 4xx ×3 (404, 400, 413), 5xx.
+            #expect(server.statistics.responsesByClass == [0, 5, 1, 3, 1], "\(server.statistics)")
         }
     }
 

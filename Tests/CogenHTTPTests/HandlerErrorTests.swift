@@ -48,6 +48,15 @@ struct HandlerErrorTests {
             }
         }
         let logged = entries.withLock { $0 }
+        let counted = try await withChecklistServer(engine) { server in
+            _ = try await sendRequest(get("/throw-before"), to: server, afterwards: .unchecked)
+            _ = try await withClient(server) { client in
+                try client.send(get("/throw-after-chunked"))
+                return try client.readToEnd()  // the cut is counted before the close
+            }
+            return server.statistics
+        }
+        #expect(counted.handlerErrors == 2, "\(counted)")
         #expect(logged.contains { $0.0 >= .warning }, "the handler's error was not logged (warning or above): \(logged)")
     }
 
