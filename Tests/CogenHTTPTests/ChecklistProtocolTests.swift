@@ -104,10 +104,12 @@ struct ChecklistProtocolTests {
     @Test("RFC 9112 §7.1: a chunked body is read whole", arguments: checklistEngines)
     func chunkedBodyIsRead(engine: CheckEngine) async throws {
         try await withChecklistServer(engine) { server in
-            let request = chunkedPost("/read") + "5\r\nhello\r\n6;name=value\r\n world\r\nA\r\n0123456789\r\n0\r\n\r\n"
+            let request =
+                chunkedPost("/read") + "5\r\nhello\r\n6;name=value\r\n world\r\nA\r\n0123456789\r\n"
+                + "0003;q=\"a;b\" ; x\r\nabc\r\nf\r\n0123456789abcde\r\n0\r\n\r\n"
             let reply = try await sendRequest(request, to: server, afterwards: .staysOpen)
             #expect(reply.response.status == 200)
-            #expect(reply.response.bodyText == "hello world0123456789")
+            #expect(reply.response.bodyText == "hello world0123456789abc0123456789abcde")
             expectPersistent(reply)
         }
     }
