@@ -11,21 +11,39 @@ import Testing
 // the test's own task.
 
 /// An engine a checklist test runs on: a backend, and whether issue 6's fault injector is on
-/// (short receives and sends on both engines; on io_uring also ended multishot streams and
-/// withheld provided buffers). Connection resets are made by the client (`resetOnClose`).
+/// (see `probabilities`). Connection resets are made by the client (`resetOnClose`).
 struct CheckEngine: Sendable, CustomTestStringConvertible {
     let engine: Engine
     let faults: Bool
 
     var testDescription: String { faults ? "\(engine.testDescription) + faults" : engine.testDescription }
 
-    func configure(_ configuration: inout Scheduler.Configuration) {
-        #if DEBUG
-        guard faults else { return }
-        var probabilities: [Fault: Double] = [.shortTransfer: 0.3]
+    #if DEBUG
+    /// The faults and their probabilities: issue 6's short transfers (and, on io_uring's
+    /// modern paths, ended multishot streams and buffer droughts), plus the core's other
+    /// kernel-side faults (an operation cancelled at submission, a cancel racing a completion;
+    /// epoll: `EAGAIN`/`EINTR` without the call; io_uring: `io_uring_enter` failing).
+    var probabilities: [Fault: Double] {
+        guard faults else { return [:] }
+        var probabilities: [Fault: Double] = [.shortTransfer: 0.3, .cancelledEarly: 0.1, .completionAfterCancel: 0.1]
+        if engine.backend == .epoll {
+            probabilities[.wouldBlock] = 0.2
+            probabilities[.interrupted] = 0.2
+        } else {
+            probabilities[.enterFailure] = 0.1
+        }
         if engine.backend == .ioUring && engine.modern {
             probabilities[.multishotEnd] = 0.2
             probabilities[.noBuffers] = 0.2
+        }
+        return probabilities
+    }
+    #endif
+
+    func configure(_ configuration: inout Scheduler.Configuration) {
+        #if DEBUG
+        guard faults else { return }
+        if engine.backend == .ioUring && engine.modern {
             // Few buffers, so that a drought (buffers withheld until a receive ends with
             // ENOBUFS) is reached within a test's traffic.
             configuration.receiveBufferCount = 16
@@ -36,9 +54,9 @@ struct CheckEngine: Sendable, CustomTestStringConvertible {
     }
 }
 
-/// Every checklist test runs on these: io_uring, epoll and io_uring's 5.x paths, then all
-/// three again with faults. io_uring's 5.x paths (no multishot accept, no provided buffers: receives into the socket's
-/// own array) are a third engine here: the server's receive path differs there.
+/// Every checklist test runs on these: io_uring, epoll and io_uring's 5.x paths (no multishot
+/// accept, no provided buffers: the server's receive path differs there), then all three
+/// again with faults.
 let checklistEngines: [CheckEngine] = [false, true].flatMap { faults in
     (allBackends + [Engine(backend: .ioUring, modern: false)]).map { CheckEngine(engine: $0, faults: faults) }
 }
