@@ -440,7 +440,8 @@ extension HTTPExchange {
         if !hasDate { output.append(contentsOf: context.dateLine) }
         if let contentType {
             output.append(contentsOf: ResponseBytes.contentType)
-            output.append(contentsOf: contentType.utf8)
+            // No CR, LF or other control byte may split the header line.
+            for byte in contentType.utf8 { output.append(byte >= 0x20 && byte != 0x7F ? byte : 32) }
             output.append(contentsOf: ResponseBytes.crlf)
         }
         switch framing {

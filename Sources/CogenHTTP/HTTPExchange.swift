@@ -21,6 +21,10 @@ public import Logging
 /// **The response** is sent whole with ``respond(_:body:)`` (coalesced with the responses
 /// to other pipelined requests into one send), or streamed with
 /// ``startResponse(_:contentLength:)``, ``write(_:)`` and ``finishResponse()``.
+///
+/// **The fast path.** ``methodIs(_:)`` and ``pathIs(_:)`` compare the head's bytes, and
+/// ``respond(status:contentType:body:)`` writes a response without any `HTTPTypes` value:
+/// a responder using only these allocates nothing per request.
 public final class HTTPExchange: @unchecked Sendable {
     // @unchecked Sendable: confined to its connection's scheduler thread. Its mutable
     // state is `@exclusivity(unchecked)`: never accessed reentrantly, and a dynamic
@@ -261,7 +265,8 @@ public final class HTTPExchange: @unchecked Sendable {
     /// small fixed responses. Like ``respond(_:body:)``, with only a status code, an
     /// optional `Content-Type` and the body.
     /// - Parameters:
-    ///   - status: The status code (100...999); its standard reason phrase is sent.
+    ///   - status: The status code (100...999; another is logged and answered with 500);
+    ///     the standard reason phrase of the server's own statuses is sent, else none.
     ///   - contentType: The `Content-Type` value, if any.
     ///   - body: The body.
     /// - Throws: ``HTTPServerError/responseAlreadyStarted`` on a second response; socket errors.
@@ -269,6 +274,11 @@ public final class HTTPExchange: @unchecked Sendable {
     /// `IORING_OP_SEND` (epoll: `send(2)`), possibly later, with other responses.
     public func respond(status: Int = 200, contentType: String? = nil, body: [UInt8]) async throws {
         guard response == .none else { throw HTTPServerError.responseAlreadyStarted }
+        guard (100...999).contains(status) else {
+            logger.error("responder gave an invalid status code \(status): 500 sent instead")
+            try await respondWhole(code: 500, reason: nil, fields: nil, contentType: nil, body: [])
+            return
+        }
         try await respondWhole(code: status, reason: nil, fields: nil, contentType: contentType, body: body)
     }
 

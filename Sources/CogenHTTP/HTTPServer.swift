@@ -35,7 +35,10 @@ public final class HTTPServer: Sendable {
         public var maxConnectionsPerScheduler: Int? = nil
         /// The `listen(2)` backlog of each listener.
         public var backlog: Int32 = 4096
-        /// Each scheduler's configuration (ring size, buffers, read-ahead limit).
+        /// Each scheduler's configuration (ring size, buffers, read-ahead limit). The server
+        /// raises a read-ahead limit below `max(maxChunkExtensionLength, maxTrailerSize) +
+        /// 1024`: a chunk line is looked at whole among the held bytes. (Heads need no
+        /// room: the parser copies them as they arrive.)
         public var scheduler = Scheduler.Configuration()
         /// The grace period of a shutdown that ServiceLifecycle (``run()``) starts.
         public var shutdownGracePeriod: Duration = .seconds(10)

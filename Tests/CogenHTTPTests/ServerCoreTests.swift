@@ -196,6 +196,39 @@ struct ServerCoreTests {
         }
     }
 
+    @Test("Expect: 100-continue: 100 when the responder reads the body, then the response", arguments: allBackends)
+    func expectContinue(engine: Engine) async throws {
+        try await withHTTPServer(engine, handler: { exchange in
+            let body = try await exchange.readBody()
+            try await exchange.respond(status: 200, body: body)
+        }) { server in
+            let (interim, final) = try await withClient(server) { client in
+                try client.send("POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+                let interim = try client.readResponse()
+                try client.send("ping")
+                return (interim, try client.readResponse())
+            }
+            #expect(interim.status == 100)
+            #expect(final.status == 200 && final.bodyText == "ping" && !final.closesConnection)
+        }
+    }
+
+    @Test("A chunked body over the limit gets 413 and the close", arguments: allBackends)
+    func chunkedBodyTooLarge(engine: Engine) async throws {
+        try await withHTTPServer(engine, configure: { $0.limits.maxBodySize = 8 }, handler: { exchange in
+            let body = try await exchange.readBody()
+            try await exchange.respond(status: 200, body: body)
+        }) { server in
+            let (response, closed) = try await withClient(server) { client in
+                try client.send("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n")
+                let response = try client.readResponse()
+                return (response, client.isClosedByPeer())
+            }
+            #expect(response.status == 413 && response.closesConnection)
+            #expect(closed)
+        }
+    }
+
     @Test("Graceful shutdown closes an idle connection at once", arguments: allBackends)
     func shutdownIdle(engine: Engine) async throws {
         var configuration = HTTPServer.Configuration(address: .loopback())
