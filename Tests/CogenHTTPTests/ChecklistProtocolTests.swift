@@ -458,16 +458,22 @@ struct ChecklistProtocolTests {
         try await withChecklistServer(engine) { server in
             // Poll one connection until Date changes (formatted once a second, so within about
             // 1 s; 5 s allowed on a loaded machine).
-            let dates = try await withClient(server, timeout: .seconds(5)) { client -> [String] in
+            let (dates, ages) = try await withClient(server, timeout: .seconds(5)) { client -> ([String], [Double]) in
                 var dates: [String] = []
+                var ages: [Double] = []  // at arrival: at most about a second, never ahead
                 for _ in 0..<50 {
                     try client.send(get("/date"))
-                    dates.append(try client.readResponse().field("Date") ?? "-")
+                    let date = try client.readResponse().field("Date") ?? "-"
+                    dates.append(date)
+                    ages.append(parseHTTPDate(date).map { -$0.timeIntervalSinceNow } ?? .infinity)
                     if Set(dates).count > 1 { break }
                     Thread.sleep(forTimeInterval: 0.1)  // pacing, not synchronization
                 }
-                return dates
+                return (dates, ages)
             }
+            // A Date is the second it was formatted, floored: 0 to 1 s old at once, more on a
+            // loaded machine (3 s allowed).
+            #expect(ages.allSatisfy { $0 > -1 && $0 < 3 }, "ages at arrival: \(ages)")
             let distinct = dates.reduce(into: [String]()) { if $0.last != $1 { $0.append($1) } }
             #expect(distinct.count == 2, "Date values seen: \(distinct)")
             if distinct.count == 2, let first = parseHTTPDate(distinct[0]), let second = parseHTTPDate(distinct[1]) {
