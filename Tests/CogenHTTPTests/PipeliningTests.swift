@@ -219,6 +219,43 @@ struct PipeliningTests {
         }
     }
 
+    @Test(
+        "Issue 13: a blocked send stops reading: a client that does not read gets only what the buffers hold handled",
+        arguments: checklistEngines)
+    func blockedSendStopsHandling(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            // 300 requests (12 KB) for 64 KiB responses (19 MB), and a client that reads
+            // nothing at first: a server that kept reading would handle them all and hold the
+            // responses in memory; one whose blocked send stops its reading handles what the
+            // kernel's buffers take (here one or two responses) and waits.
+            let count = 300
+            let address = server.address
+            let client = try RawClient(connectingTo: address, timeout: .seconds(20))
+            try await offThePool { () -> Result<Void, any Error> in
+                Result { try client.send((0..<count).map { _ in get("/big/65536") }.joined()) }
+            }.get()
+            // Wait until the server stops making progress (bounded).
+            var handled = server.statistics.requests
+            for _ in 0..<50 {
+                try await Task.sleep(for: .milliseconds(200))
+                let now = server.statistics.requests
+                if now == handled && now > 0 { break }
+                handled = now
+            }
+            #expect(handled > 0 && handled < count / 2, "requests handled while the client read nothing: \(handled)")
+            // Then everything is answered, in order.
+            let wrong = try await offThePool { () -> Result<Int, any Error> in
+                Result {
+                    let expected = bigBody(65536)
+                    var wrong = 0
+                    for _ in 0..<count where try client.readResponse().body != expected { wrong += 1 }
+                    return wrong
+                }
+            }.get()
+            #expect(wrong == 0)
+        }
+    }
+
     @Test("Issue 13: a client that does not read stops the server reading; nothing is lost", arguments: checklistEngines)
     func blockedSendStopsReading(engine: CheckEngine) async throws {
         try await withChecklistServer(engine) { server in
