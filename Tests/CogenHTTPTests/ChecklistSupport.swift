@@ -101,6 +101,7 @@ let fixedBody = Array("fixed body 0123456789".utf8)
 ///   `/stream-status/N`: streams status N with no body;
 /// - `/stream`: streams `hello world` in two writes without a length; `/stream-length`:
 ///   the same with `Content-Length: 11`; `/stream-big/N`: N bytes streamed without a length;
+/// - `/stream-slow`: streams `first`, waits 1 s, streams `second`;
 /// - `/big/N`: a whole response of N bytes; `/sleep/N`: answers after N ms;
 /// - `/close`: answers with `Connection: close`; `/own-framing`: sets `Content-Length`,
 ///   `Transfer-Encoding`, `Server` and `Date` itself;
@@ -159,6 +160,15 @@ func makeChecklistHandler(log: RequestLog? = nil) -> @Sendable (HTTPExchange) as
                 try await exchange.write([UInt8](repeating: UInt8(ascii: "s"), count: piece))
                 left -= piece
             }
+            return try await exchange.finishResponse()
+        }
+        if path == "/stream-slow" {
+            // A piece, a pause (shaping: a response held back until the end would arrive
+            // whole), then the rest.
+            try await exchange.startResponse(HTTPResponse(status: .ok))
+            try await exchange.write(Array("first".utf8))
+            try await Scheduler.current?.sleep(for: .seconds(1))
+            try await exchange.write(Array("second".utf8))
             return try await exchange.finishResponse()
         }
         if path.hasPrefix("/big/") {

@@ -95,6 +95,27 @@ struct PipeliningTests {
         }
     }
 
+    @Test(
+        "Issue 13: a streamed response first flushes the coalesced ones, and its pieces go out as written",
+        arguments: checklistEngines)
+    func streamedResponseFlushesCoalescedOnes(engine: CheckEngine) async throws {
+        try await withChecklistServer(engine) { server in
+            let (first, early, whole) = try await withClient(server, timeout: .seconds(5)) { client in
+                try client.send(get("/a") + get("/stream-slow") + get("/b"))
+                let first = try client.readResponse()
+                // The streamed response's head and first piece come while its handler waits.
+                while !String(decoding: client.pending, as: UTF8.self).contains("first") {
+                    guard try client.receiveMore() else { break }
+                }
+                let early = String(decoding: client.pending, as: UTF8.self)
+                return (first, early, [try client.readResponse(), try client.readResponse()])
+            }
+            #expect(first.bodyText == "GET /a")
+            #expect(early.hasPrefix("HTTP/1.1 200") && early.contains("first") && !early.contains("second"), "\(early.debugDescription)")
+            #expect(whole.map(\.bodyText) == ["firstsecond", "GET /b"])
+        }
+    }
+
     @Test("RFC 9112 §6.3: bodies larger than the read-ahead limit between pipelined requests keep the boundaries", arguments: checklistEngines)
     func largeBodiesBetweenPipelinedRequests(engine: CheckEngine) async throws {
         try await withChecklistServer(engine) { server in
