@@ -12,7 +12,8 @@ import Testing
 struct ChecklistFaultTests {
     /// One way to reset a connection.
     enum ResetPoint: String, CaseIterable, Sendable {
-        case midHead, midBody, midStreamedResponse, midWholeResponse, unreadPipeline, afterError
+        case midHead, midBody, midStreamedResponse, midWholeResponse, unreadPipeline, afterError, afterContinue
+        case duringHandler
     }
 
     @Test("Issue 6: a client reset mid-request or mid-response leaves the server serving others", arguments: checklistEngines)
@@ -43,6 +44,12 @@ struct ChecklistFaultTests {
                                     _ = try? victim.receiveMore()
                                 case .unreadPipeline:
                                     victim.sendIgnoringErrors((0..<10).map { get("/u\($0)") }.joined())
+                                case .afterContinue:
+                                    victim.sendIgnoringErrors(
+                                        "POST /read HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+                                    _ = try? victim.receiveMore()
+                                case .duringHandler:
+                                    victim.sendIgnoringErrors(get("/sleep/100"))
                                 case .afterError:
                                     victim.sendIgnoringErrors("GET / HTTP/1.1\r\nHost : x\r\n\r\n" + String(repeating: "j", count: 5000))
                                 }
