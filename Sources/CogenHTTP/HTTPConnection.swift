@@ -110,7 +110,9 @@ extension HTTPExchange {
                 continue
             }
             headStarted = false
-            let goesOn = try await handle()
+            // During a shutdown, a request in flight ends its connection (served): the
+            // next idle wait would only be ended at once.
+            let goesOn = try await handle() && !connection.isShuttingDown
             parser.reuseStorage(of: &self.head)  // the next head is parsed into this one's arrays
             guard goesOn else {
                 try await flush()

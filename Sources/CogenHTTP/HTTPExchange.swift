@@ -216,7 +216,8 @@ public final class HTTPExchange: @unchecked Sendable {
             return []
         case .length(let remaining):
             if remaining > limit { throw failBody(.bodyTooLarge(limit: limit), status: 413) }
-            collected.reserveCapacity(Int(remaining))
+            // What the client announced, up to 1 MiB: the rest grows as it arrives.
+            collected.reserveCapacity(Int(min(remaining, 1 << 20)))
         case .chunked:
             break
         }
