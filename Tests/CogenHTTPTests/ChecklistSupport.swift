@@ -373,18 +373,30 @@ func finish(_ client: RawClient, head: Bool = false, afterwards: Afterwards) thr
 
 // MARK: Checks
 
-private let imfFixdate: DateFormatter = {
-    let formatter = DateFormatter()
-    formatter.locale = Locale(identifier: "en_US_POSIX")
-    formatter.timeZone = TimeZone(identifier: "GMT")
-    formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
-    return formatter
-}()
-private let dateFormatterLock = PthreadLock(())
-
-/// Parses an IMF-fixdate (RFC 9110 §5.6.7).
+/// Parses an IMF-fixdate (RFC 9110 §5.6.7), `Sun, 06 Nov 1994 08:49:37 GMT`, by hand (no
+/// formatter shared between threads), the day name checked against the date.
 func parseHTTPDate(_ text: String) -> Date? {
-    dateFormatterLock.withLock { _ in imfFixdate.date(from: text) }
+    let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    let words = text.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+    guard text.utf8.count == 29, words.count == 6, words[0].count == 4, words[0].hasSuffix(","),
+        let weekday = days.firstIndex(of: String(words[0].dropLast())), words[1].count == 2,
+        let day = Int32(words[1]), let month = months.firstIndex(of: words[2]), words[3].count == 4,
+        let year = Int32(words[3]), words[5] == "GMT"
+    else { return nil }
+    let clock = words[4].split(separator: ":", omittingEmptySubsequences: false).map { Int32($0) }
+    guard words[4].count == 8, clock.count == 3, let hour = clock[0], let minute = clock[1], let second = clock[2]
+    else { return nil }
+    var parts = tm()
+    parts.tm_year = year - 1900
+    parts.tm_mon = Int32(month)
+    parts.tm_mday = day
+    parts.tm_hour = hour
+    parts.tm_min = minute
+    parts.tm_sec = second
+    let seconds = timegm(&parts)  // normalizes parts, weekday included
+    guard parts.tm_wday == Int32(weekday), parts.tm_mday == day, hour < 24, minute < 60, second < 61 else { return nil }
+    return Date(timeIntervalSince1970: TimeInterval(seconds))
 }
 
 /// Every response carries `Date` (an IMF-fixdate near now) and `Server` (RFC 9110 §6.6.1,
