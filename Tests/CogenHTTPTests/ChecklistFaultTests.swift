@@ -5,15 +5,16 @@ import HTTPTypes
 import Testing
 
 /// Issue 13's "under issue 6's short-receive and reset faults": every checklist suite runs on
-/// `checklistEngines`, which include both engines with the fault injector on (short
-/// transfers; on io_uring also ended multishot streams and withheld buffers). Resets are the
-/// client's doing: this suite resets connections mid-request, mid-body and mid-response.
+/// `checklistEngines`, which include every engine with the fault injector on (see
+/// `CheckEngine.probabilities`). Resets are the client's doing: this suite resets
+/// connections mid-head, mid-body, mid-response, with requests unread, after an error, after
+/// a 100 Continue and while the handler runs.
 @Suite("Checklist: client resets")
 struct ChecklistFaultTests {
     /// One way to reset a connection.
     enum ResetPoint: String, CaseIterable, Sendable {
-        case midHead, midBody, midStreamedResponse, midWholeResponse, unreadPipeline, afterError, afterContinue
-        case duringHandler
+        case midHead, midBody, midStreamedResponse, midWholeResponse, unreadPipeline, afterError
+        case afterContinue, duringHandler
     }
 
     @Test("Issue 6: a client reset mid-request or mid-response leaves the server serving others", arguments: checklistEngines)
