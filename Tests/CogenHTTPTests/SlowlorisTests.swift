@@ -74,6 +74,7 @@ extension StressTests {
             var server: (running: Double, waiting: Double)
             var twin: (running: Double, waiting: Double)
             var prober: (running: Double, waiting: Double)
+            var loadThread: (running: Double, waiting: Double)
 
             /// The ratio, with the floor: loaded p99 ≤ 2 × max(twin's p99 meanwhile, floor).
             var bound: UInt64 { 2 * Swift.max(twinLoaded.p99, SlowlorisTests.p99Floor) }
@@ -91,8 +92,9 @@ extension StressTests {
                     + String(format: "%.2f", Double(loaded.p99) / Double(Swift.max(unloaded.p99, 1)))
                     + String(
                         format: "; under the load, on a CPU / waiting for one: trickled loop %.0f / %.0f %%, "
-                            + "twin loop %.0f / %.0f %%, probing thread %.0f / %.0f %%",
-                        server.running, server.waiting, twin.running, twin.waiting, prober.running, prober.waiting)
+                            + "twin loop %.0f / %.0f %%, probing thread %.0f / %.0f %%, load's thread %.0f / %.0f %%",
+                        server.running, server.waiting, twin.running, twin.waiting, prober.running, prober.waiting,
+                        loadThread.running, loadThread.waiting)
             }
         }
 
@@ -136,6 +138,7 @@ extension StressTests {
             let serverStart = SchedulerTimes.threads(namedWithPrefix: "trickled")
             let twinStart = SchedulerTimes.threads(namedWithPrefix: "twin")
             let proberStart = SchedulerTimes.currentThread
+            let loadStart = SchedulerTimes.threads(namedWithPrefix: "loris")
             var failure: (any Error)?
             do {
                 while loaded.count < samples || monotonicNanoseconds() - loadedStart < loadedPhaseMinimum {
@@ -150,6 +153,7 @@ extension StressTests {
                 since: serverStart, over: loadedTime)
             let twinShares = SchedulerTimes.threads(namedWithPrefix: "twin").shares(since: twinStart, over: loadedTime)
             let proberShares = SchedulerTimes.currentThread.shares(since: proberStart, over: loadedTime)
+            let loadShares = SchedulerTimes.threads(namedWithPrefix: "loris").shares(since: loadStart, over: loadedTime)
             let figures = load.stop()
             if let failure { throw failure }
             if !reached {
@@ -160,7 +164,7 @@ extension StressTests {
                 unloaded: Phase(unloaded), unloadedInterleaved: Phase(unloadedInterleaved),
                 twinUnloaded: Phase(twinUnloaded),
                 loaded: Phase(loaded), twinLoaded: Phase(twinLoaded), figures: figures, openReached: openReached,
-                server: serverShares, twin: twinShares, prober: proberShares)
+                server: serverShares, twin: twinShares, prober: proberShares, loadThread: loadShares)
         }
 
         @Test(arguments: allBackends)

@@ -3,6 +3,7 @@
 // queue figures (`/proc/net/tcp`, `FIONREAD`, `SIOCOUTQ`) to account for every byte a
 // server took from or gave to the kernel, and the process's resident memory.
 
+import CURing
 import CogenHTTP
 import CogenUring
 import Foundation
@@ -596,6 +597,7 @@ final class SlowlorisLoad: @unchecked Sendable {
     }
 
     private func run() {
+        _ = cogen_set_thread_name(pthread_self(), "loris")  // its name in /proc, to read its CPU time
         // Per slot; the poll set's entry is the slot's descriptor (-1: none; poll skips it).
         var pollSet = [pollfd](repeating: pollfd(fd: -1, events: Int16(POLLIN), revents: 0), count: count)
         var sent = [Int](repeating: 0, count: count)
