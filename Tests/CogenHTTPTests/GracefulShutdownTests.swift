@@ -142,11 +142,20 @@ struct GracefulShutdownTests {
             }
             // The listener stopped accepting (it was closed before the idle connections): a
             // new connection is refused, or never served.
+            // (Not `RawClient`: when its connect fails, its initializer closes the descriptor
+            // and then its deinit closes the same number again, which by then may be another
+            // thread's descriptor: tests running alongside saw EBADF and lost connections.)
+            let port = address.port
             let newConnection = await offThePool { () -> String in
-                guard let client = try? RawClient(connectingTo: address, timeout: .seconds(2)) else { return "refused" }
-                guard (try? client.send(get("/fast"))) != nil else { return "reset" }
-                if let response = try? client.readResponse() { return "served \(response.status)" }
-                return "not served"
+                guard let fd = try? connectLoopback(port: port, timeoutSeconds: 2) else { return "refused" }
+                defer { close(fd) }
+                let request = Array(get("/fast").utf8)
+                let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                guard sent == request.count else { return "reset" }
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                let count = recv(fd, &buffer, buffer.count, 0)
+                if count >= 12 { return "served \(String(decoding: buffer[9..<12], as: UTF8.self))" }
+                return count == 0 ? "not served (closed)" : "not served"
             }
             #expect(!newConnection.hasPrefix("served"), "a connection made during the shutdown: \(newConnection)")
 
