@@ -11,19 +11,25 @@ import Testing
 struct GracefulShutdownTests {
     /// What the handlers did, by request name, for the test to check.
     final class HandlerLog: Sendable {
-        private let state = PthreadLock<(started: Set<String>, finished: Set<String>, interrupted: [String: String])>(
-            ([], [], [:]))
+        private let state = PthreadLock<
+            (started: Set<String>, finished: Set<String>, interrupted: [String: String], released: Set<String>)
+        >(([], [], [:], []))
         func start(_ name: String) { state.withLock { _ = $0.started.insert(name) } }
         func finish(_ name: String) { state.withLock { _ = $0.finished.insert(name) } }
         func interrupt(_ name: String, _ error: any Error) { state.withLock { $0.interrupted[name] = "\(error)" } }
         var started: Set<String> { state.withLock { $0.started } }
         var finished: Set<String> { state.withLock { $0.finished } }
         var interrupted: [String: String] { state.withLock { $0.interrupted } }
+        /// Lets the gated handler `name` go on.
+        func release(_ name: String) { state.withLock { _ = $0.released.insert(name) } }
+        func isReleased(_ name: String) -> Bool { state.withLock { $0.released.contains(name) } }
     }
 
     /// Routes: `/fast` answers at once; `/slow/<name>/<ms>` sleeps on the scheduler (a timer,
     /// no thread blocked) and answers; `/stream/<name>/<ms>` sends a response head and a first
-    /// chunk, sleeps, then ends the body.
+    /// chunk, sleeps, then ends the body. With `<ms>` 0 the handler waits instead until the test
+    /// releases it (so a request is surely in flight when the shutdown begins, however slow
+    /// the machine).
     static func handler(_ log: HandlerLog) -> @Sendable (HTTPExchange) async throws -> Void {
         { exchange in
             let parts = exchange.path.split(separator: "/").map(String.init)
@@ -39,7 +45,16 @@ struct GracefulShutdownTests {
             }
             log.start(name)
             do {
-                try await scheduler.sleep(for: .milliseconds(ms))
+                if ms > 0 {
+                    try await scheduler.sleep(for: .milliseconds(ms))
+                } else {
+                    var waits = 0
+                    while !log.isReleased(name) {
+                        guard waits < 6000 else { throw ClientError(description: "\(name) never released") }
+                        try await scheduler.sleep(for: .milliseconds(5))
+                        waits += 1
+                    }
+                }
             } catch {
                 log.interrupt(name, error)
                 throw error
@@ -84,7 +99,7 @@ struct GracefulShutdownTests {
             let a = try await Self.open(address, get("/fast"))
             #expect(try await offThePool { Result { try a.readResponse().status } }.get() == 200)
             // B: in flight, done well within the grace period.
-            let b = try await Self.open(address, get("/slow/b/800"))
+            let b = try await Self.open(address, get("/slow/b/0"))
             // C: in flight past the grace period, no response head sent yet.
             let c = try await Self.open(address, get("/slow/c/30000"))
             // E: in flight past the grace period, a streamed response begun.
@@ -120,16 +135,27 @@ struct GracefulShutdownTests {
             // Idle connections are closed at once: well before the grace period ends.
             let aAt = await aClosed
             #expect(aAt != nil, "the idle connection was not closed")
+            // The shutdown has begun (the idle connection is closed): B may finish now.
+            log.release("b")
             if let aAt {
                 #expect(aAt - start < 1_500_000_000, "idle connection closed after \(milliseconds(aAt - start))")
             }
             // The listener stopped accepting (it was closed before the idle connections): a
             // new connection is refused, or never served.
+            // (Not `RawClient`: when its connect fails, its initializer closes the descriptor
+            // and then its deinit closes the same number again, which by then may be another
+            // thread's descriptor: tests running alongside saw EBADF and lost connections.)
+            let port = address.port
             let newConnection = await offThePool { () -> String in
-                guard let client = try? RawClient(connectingTo: address, timeout: .seconds(2)) else { return "refused" }
-                guard (try? client.send(get("/fast"))) != nil else { return "reset" }
-                if let response = try? client.readResponse() { return "served \(response.status)" }
-                return "not served"
+                guard let fd = try? connectLoopback(port: port, timeoutSeconds: 2) else { return "refused" }
+                defer { close(fd) }
+                let request = Array(get("/fast").utf8)
+                let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                guard sent == request.count else { return "reset" }
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                let count = recv(fd, &buffer, buffer.count, 0)
+                if count >= 12 { return "served \(String(decoding: buffer[9..<12], as: UTF8.self))" }
+                return count == 0 ? "not served (closed)" : "not served"
             }
             #expect(!newConnection.hasPrefix("served"), "a connection made during the shutdown: \(newConnection)")
 
@@ -178,9 +204,12 @@ struct GracefulShutdownTests {
             let address = server.address
             let idle = try await Self.open(address, get("/fast"))
             #expect(try await offThePool { Result { try idle.readResponse().status } }.get() == 200)
-            let f = try await Self.open(address, get("/stream/f/800"))
+            let f = try await Self.open(address, get("/stream/f/0"))
             #expect(await eventually { log.started == ["f"] }, "started: \(log.started)")
             async let reportResult = server.gracefulShutdown(gracePeriod: .seconds(3))
+            // Once the idle connection is closed, the shutdown has begun: F may finish.
+            #expect(await offThePool { idle.isClosedByPeer() })
+            log.release("f")
             let (response, closed) = try await offThePool { () -> Result<(TestResponse, Bool), any Error> in
                 Result { (try f.readResponse(), f.isClosedByPeer()) }
             }.get()

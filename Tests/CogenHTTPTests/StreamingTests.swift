@@ -8,13 +8,15 @@ extension StressTests {
     /// Issue 13, "Streaming both ways against a slow reader, with the server's memory bounded".
     ///
     /// Every byte is accounted for: what the client wrote = its unacknowledged send queue
-    /// (`SIOCOUTQ`) + the server socket's receive queue (`/proc/net/tcp`, the server's side of
-    /// the loopback connection) + what the server took from the kernel. The last, minus what the
-    /// handler got, is what the server holds: it must stay within the scheduler's read-ahead
-    /// limit. The other way: what the handler wrote = what the client read + its receive
-    /// queue (`FIONREAD`) + the server socket's send queue + what the server still holds,
-    /// which must stay within one write plus the send limit. Figures are taken when nothing
-    /// moves (the handler paused, or the reader paused, and the queues stable).
+    /// (`SIOCOUTQ`) + the server socket's receive queue (the server's side of the loopback
+    /// connection, through `NETLINK_SOCK_DIAG` as `ss` reads it) + what the server took from
+    /// the kernel. The last, minus what the handler got, is what the server holds: it must
+    /// stay within the scheduler's read-ahead limit. The other way: what the handler handed to
+    /// `write` = what the client read + its receive queue (`FIONREAD`) + the server socket's
+    /// send queue + what the server still holds, which must stay within the write in progress
+    /// plus the send limit. Figures are taken when nothing moves (the handler paused, or the
+    /// reader paused, and the queues stable for three samples 20 ms apart). The kernel's own
+    /// buffers (the server socket's grow to 4 MiB here) are not the server's memory.
     ///
     /// `.serialized`: the cases measure the process's memory, and bulk transfers of one case
     /// would slow another's slow reader.

@@ -3,6 +3,7 @@
 // queue figures (`/proc/net/tcp`, `FIONREAD`, `SIOCOUTQ`) to account for every byte a
 // server took from or gave to the kernel, and the process's resident memory.
 
+import CURing
 import CogenHTTP
 import CogenUring
 import Foundation
@@ -111,6 +112,20 @@ func residentBytes() -> Int {
 struct SchedulerTimes: Sendable {
     var running: UInt64 = 0
     var waiting: UInt64 = 0
+    /// Times the threads were put on a CPU.
+    var scheduled: UInt64 = 0
+
+    /// Shares (%) of a stretch of wall time, and the mean wait for a CPU each time a thread
+    /// became runnable (nanoseconds): a thread woken thousands of times a second waits a
+    /// little each time even on an idle machine; a starved one waits long.
+    struct Shares: Sendable, CustomStringConvertible {
+        var running: Double
+        var waiting: Double
+        var meanWait: Double
+        var description: String {
+            String(format: "%.0f / %.0f %% (mean wait %.0f µs)", running, waiting, meanWait / 1000)
+        }
+    }
 
     /// The sums over this process's threads whose name starts with `prefix`.
     static func threads(namedWithPrefix prefix: String) -> SchedulerTimes {
@@ -134,17 +149,21 @@ struct SchedulerTimes: Sendable {
 
     private mutating func add(_ schedstat: String?) {
         let fields = (schedstat ?? "").split(separator: " ")
-        guard fields.count >= 2, let run = UInt64(fields[0]), let wait = UInt64(fields[1]) else { return }
+        guard fields.count >= 3, let run = UInt64(fields[0]), let wait = UInt64(fields[1]),
+            let count = UInt64(fields[2].filter { !$0.isWhitespace })
+        else { return }
         running += run
         waiting += wait
+        scheduled += count
     }
 
     /// What happened between `earlier` and `self`, as shares (%) of `wall` nanoseconds.
-    func shares(since earlier: SchedulerTimes, over wall: UInt64) -> (running: Double, waiting: Double) {
+    func shares(since earlier: SchedulerTimes, over wall: UInt64) -> Shares {
         let wall = Double(max(wall, 1))
-        return (
-            Double(running &- earlier.running) / wall * 100, Double(waiting &- earlier.waiting) / wall * 100
-        )
+        let waited = Double(waiting &- earlier.waiting)
+        return Shares(
+            running: Double(running &- earlier.running) / wall * 100, waiting: waited / wall * 100,
+            meanWait: waited / Double(max(scheduled &- earlier.scheduled, 1)))
     }
 }
 
@@ -487,7 +506,7 @@ final class LatencyProbe {
 // MARK: - Slowloris: many connections trickling a request head
 
 /// Keeps `connections` TCP connections open to a server, each sending one byte of an
-/// endless request head every `interval`, from a thread of its own driven by `poll(2)`. The
+/// endless request head every `interval`, from a thread of its own driven by epoll. The
 /// first bytes of the first connections are spread evenly over `spread` (a steady state:
 /// the server's deadlines then fall evenly too, instead of in one wave). A connection the
 /// server ends (408 then close, or a plain close, or a reset) is recorded and replaced at
@@ -497,7 +516,11 @@ final class LatencyProbe {
 ///
 /// Cheap on purpose (the machine has 2 CPUs, and the server and the measuring client need
 /// them): the bytes due are taken from a queue in due order (all connections have the same
-/// interval, so a FIFO is in due order), not found by scanning every connection.
+/// interval, so a FIFO is in due order), not found by scanning every connection; the thread
+/// wakes at most once a millisecond for them (a byte is at most 1 ms late), and epoll
+/// (through the C shim's `cogen_epoll_*`) reports only the connections the server wrote to
+/// or closed. A `poll(2)` over 1,000 descriptors each millisecond, waking for every byte due,
+/// took 50–70 % of a CPU in a debug build: CPU the server under test needs.
 final class SlowlorisLoad: @unchecked Sendable {
     // @unchecked Sendable: the loop's state is touched only by its thread; what the test
     // reads goes through `shared`.
@@ -596,8 +619,13 @@ final class SlowlorisLoad: @unchecked Sendable {
     }
 
     private func run() {
-        // Per slot; the poll set's entry is the slot's descriptor (-1: none; poll skips it).
-        var pollSet = [pollfd](repeating: pollfd(fd: -1, events: Int16(POLLIN), revents: 0), count: count)
+        _ = cogen_set_thread_name(pthread_self(), "loris")  // its name in /proc, to read its CPU time
+        // Per slot: its descriptor (-1: none), registered with `epoll` with the slot as data.
+        let epoll = cogen_epoll_create()
+        defer { if epoll >= 0 { close(epoll) } }
+        var fds = [Int32](repeating: -1, count: count)
+        var readyData = [UInt64](repeating: 0, count: 256)
+        var readyEvents = [UInt32](repeating: 0, count: 256)
         var sent = [Int](repeating: 0, count: count)
         var firstByteAt = [UInt64](repeating: 0, count: count)
         var generation = [UInt32](repeating: 0, count: count)
@@ -636,11 +664,13 @@ final class SlowlorisLoad: @unchecked Sendable {
             prefix[slot].removeAll(keepingCapacity: true)
             guard let fd = try? connectLoopback(port: port, nonBlocking: true, timeoutSeconds: 2) else {
                 figures.connectErrors += 1
-                pollSet[slot].fd = -1
+                fds[slot] = -1
                 push(slot, at: firstByte + interval)  // try again then
                 return
             }
-            pollSet[slot].fd = fd
+            fds[slot] = fd
+            _ = cogen_epoll_ctl(
+                epoll, 1, fd, UInt32(COGEN_EPOLLIN | COGEN_EPOLLRDHUP), UInt64(slot))
             figures.opened += 1
             open += 1
             push(slot, at: firstByte)
@@ -648,7 +678,7 @@ final class SlowlorisLoad: @unchecked Sendable {
 
         /// Reads what the server sent; true when the connection ended (end of stream or reset).
         func drain(_ slot: Int) -> Bool {
-            let fd = pollSet[slot].fd
+            let fd = fds[slot]
             while true {
                 let n = recv(fd, &scratch, scratch.count, 0)
                 if n > 0 {
@@ -662,8 +692,8 @@ final class SlowlorisLoad: @unchecked Sendable {
         }
 
         func end(_ slot: Int, now: UInt64) {
-            closeWithReset(pollSet[slot].fd)
-            pollSet[slot].fd = -1
+            closeWithReset(fds[slot])
+            fds[slot] = -1
             open -= 1
             if firstByteAt[slot] > 0 { figures.lifetimes.append(now - firstByteAt[slot]) }
             // "HTTP/1.1 408": the status code at bytes 9..<12; 0 when nothing came, -1 when
@@ -695,13 +725,13 @@ final class SlowlorisLoad: @unchecked Sendable {
                 queueHead += 1
                 let slot = Int(due.slot)
                 guard due.generation == generation[slot] else { continue }  // a connection since replaced
-                if pollSet[slot].fd < 0 {
+                if fds[slot] < 0 {
                     openSlot(slot, firstByte: now)  // a connect that failed before
                     continue
                 }
                 figures.maxLateness = max(figures.maxLateness, now - due.at)
                 var byte = head[sent[slot] % head.count]
-                let result = send(pollSet[slot].fd, &byte, 1, Int32(MSG_NOSIGNAL))
+                let result = send(fds[slot], &byte, 1, Int32(MSG_NOSIGNAL))
                 if result == 1 {
                     if sent[slot] == 0 { firstByteAt[slot] = now }
                     sent[slot] += 1
@@ -715,24 +745,20 @@ final class SlowlorisLoad: @unchecked Sendable {
                     openSlot(slot, firstByte: now)
                 }
             }
-            // Wait for the server, at most until the next byte is due (poll counts in ms).
-            var timeout: Int32 = 1
+            // Wait for the server, until the next byte is due but at least 1 ms (the bytes
+            // due meanwhile go out together) and at most 5 ms.
+            var timeout: Int64 = 5_000_000
             if queueHead < queue.count {
                 let next = queue[queueHead].at
-                timeout = next <= now ? 0 : Int32(min((next - now) / 1_000_000, 5))
+                timeout = next <= now ? 0 : Int64(min(max(next - now, 1_000_000), 5_000_000))
             }
-            let ready = poll(&pollSet, nfds_t(pollSet.count), timeout)
+            let ready = cogen_epoll_wait(epoll, &readyData, &readyEvents, Int32(readyData.count), timeout)
             now = monotonicNanoseconds()
-            if ready > 0 {
-                var left = Int(ready)
-                for slot in 0..<count where pollSet[slot].revents != 0 {
-                    pollSet[slot].revents = 0
-                    left -= 1
-                    if pollSet[slot].fd >= 0 && drain(slot) {
-                        end(slot, now: now)
-                        openSlot(slot, firstByte: now)
-                    }
-                    if left == 0 { break }
+            for index in 0..<max(0, Int(ready)) {
+                let slot = Int(readyData[index])
+                if slot < count && fds[slot] >= 0 && drain(slot) {
+                    end(slot, now: now)
+                    openSlot(slot, firstByte: now)
                 }
             }
             if now - lastPublish > 50_000_000 {
@@ -741,12 +767,12 @@ final class SlowlorisLoad: @unchecked Sendable {
             }
         }
         let stopAt = monotonicNanoseconds()
-        for slot in 0..<count where pollSet[slot].fd >= 0 {
+        for slot in 0..<count where fds[slot] >= 0 {
             if firstByteAt[slot] > 0 {
                 figures.oldestLiveAge = max(figures.oldestLiveAge, stopAt - firstByteAt[slot])
             }
             figures.liveAtStop += 1
-            closeWithReset(pollSet[slot].fd)
+            closeWithReset(fds[slot])
         }
         open = 0
         publish()
