@@ -9,6 +9,14 @@ extension StressTests {
     /// one-connection client's p99 stays at most 2 × its unloaded p99, and the trickling
     /// connections are cut by the head deadline.
     ///
+    /// Two loaded phases. *Trickling:* every trickler connected and sending, none cut yet:
+    /// the issue's ratio, asserted without a floor (measured here: 0.9–1.3 ×, debug and
+    /// release builds). *Churn:* the deadline cuts about 250 connections a second and the
+    /// load reconnects each at once (accept, 408, lingering close, a new handshake: TCP
+    /// connection work on the same two CPUs): the probe's p99 then rises to about 0.3–0.6 ms,
+    /// 2–4 × its unloaded p99 (the twin's: 1–2 ×). That phase is asserted more loosely (2 × the
+    /// twin's p99 with a 1 ms floor) and its ratio printed.
+    ///
     /// `.serialized`: the suite raises `RLIMIT_NOFILE` (process-wide), and its two engines must
     /// not load the machine at the same time (each pair of measurements needs the CPUs the
     /// other would take).
@@ -17,8 +25,14 @@ extension StressTests {
         /// The issue's figures.
         static let tricklers = 1000
         static let interval = Duration.milliseconds(100)
-        /// The head deadline the server runs with (the issue: "tests use about 1 s").
-        static let headDeadline = Duration.seconds(1)
+        /// The head deadline the server runs with. The issue says "tests use about 1 s"; this
+        /// one is 4 s, so that the trickling phase (all connected, none cut: the first bytes
+        /// spread over `spread`) can be measured before the first cut.
+        static let headDeadline = Duration.seconds(4)
+        /// Over which the first bytes of the first connections are spread.
+        static let spread = Duration.seconds(1)
+        /// The most the trickling phase may last: it must end before the first deadline.
+        static let tricklingPhaseMaximum: UInt64 = 2_000_000_000
         /// Latency samples per phase (at least; the loaded phase also lasts at least
         /// `loadedPhaseMinimum`, two cycles of the head deadline).
         static let samples = 3000
@@ -65,7 +79,12 @@ extension StressTests {
             /// Before the load, probe and twin interleaved (they should match).
             var unloadedInterleaved: Phase
             var twinUnloaded: Phase
-            /// Under the load, probe (its server trickled) and twin (its server not) interleaved.
+            /// Trickling, none cut yet: probe (its server trickled) and twin interleaved.
+            var trickling: Phase
+            var twinTrickling: Phase
+            /// Whether no trickler was cut before the trickling phase ended.
+            var tricklingUncut: Bool
+            /// Under churn: probe (its server trickled) and twin (its server not) interleaved.
             var loaded: Phase
             var twinLoaded: Phase
             var figures: SlowlorisLoad.Figures
@@ -78,9 +97,14 @@ extension StressTests {
             var prober: SchedulerTimes.Shares
             var loadThread: SchedulerTimes.Shares
 
-            /// The ratio, with the floor: loaded p99 ≤ 2 × max(twin's p99 meanwhile, floor).
+            /// The issue's ratio, while trickling: p99 ≤ 2 × the unloaded p99 (the probe's,
+            /// interleaved with the twin before the load), or 2 × the twin's p99 in the same
+            /// window if the machine made that one larger. No floor.
+            var tricklingBound: UInt64 { 2 * Swift.max(unloadedInterleaved.p99, twinTrickling.p99) }
+            var tricklingWithinRatio: Bool { tricklingUncut && trickling.p99 <= tricklingBound }
+            /// Under churn, with the floor: loaded p99 ≤ 2 × max(twin's p99 meanwhile, floor).
             var bound: UInt64 { 2 * Swift.max(twinLoaded.p99, SlowlorisTests.p99Floor) }
-            var withinRatio: Bool { loaded.p99 <= bound }
+            var withinRatio: Bool { tricklingWithinRatio && loaded.p99 <= bound }
             /// Whether the trickled server's loop thread got a CPU when it wanted one (its mean
             /// wait at most `maximumMeanLoopWait`). Otherwise the machine (other processes) set
             /// the tail, not the server: a loop thread kept off the CPU comes back to a backlog
@@ -89,9 +113,13 @@ extension StressTests {
 
             var summary: String {
                 "unloaded \(unloaded); interleaved before the load: probe \(unloadedInterleaved), twin \(twinUnloaded); "
-                    + "under \(openReached) trickling: probe \(loaded), twin \(twinLoaded); "
-                    + "bound 2 × max(twin p99, 1 ms) = \(milliseconds(bound)); loaded p99 / unloaded p99 = "
-                    + String(format: "%.2f", Double(loaded.p99) / Double(Swift.max(unloaded.p99, 1)))
+                    + "\(openReached) trickling, none cut\(tricklingUncut ? "" : " (NOT: a cut came first)"): "
+                    + "probe \(trickling), twin \(twinTrickling); bound 2 × max(unloaded p99, twin p99) = "
+                    + "\(milliseconds(tricklingBound)); trickling p99 / unloaded p99 = "
+                    + String(format: "%.2f", Double(trickling.p99) / Double(Swift.max(unloadedInterleaved.p99, 1)))
+                    + "; under churn: probe \(loaded), twin \(twinLoaded); "
+                    + "bound 2 × max(twin p99, 1 ms) = \(milliseconds(bound)); churn p99 / unloaded p99 = "
+                    + String(format: "%.2f", Double(loaded.p99) / Double(Swift.max(unloadedInterleaved.p99, 1)))
                     + "; under the load, on a CPU / waiting for one: trickled loop \(server), twin loop \(twin), "
                     + "probing thread \(prober), load's thread \(loadThread)"
             }
@@ -118,17 +146,26 @@ extension StressTests {
             let unloaded = try probe.sample(samples)
             let (unloadedInterleaved, twinUnloaded) = try interleave(probe, twin, count: samples)
 
-            // The first bytes spread over one head deadline: the deadlines then fall evenly,
-            // about one a millisecond, as in a steady attack (all at once they would come in
-            // one wave a second, a different test).
+            // The first bytes spread over `spread`: the deadlines then fall evenly, as in a
+            // steady attack (all at once they would come in one wave, a different test).
             let load = SlowlorisLoad(
-                port: port, connections: tricklers, interval: interval, spread: headDeadline, head: trickledHead)
+                port: port, connections: tricklers, interval: interval, spread: spread, head: trickledHead)
             load.start()
-            // Steady state: every trickler connected, and half of them cut by the deadline once
-            // (from then on about `tricklers` connections end and are replaced per deadline
-            // period, and the rest keep trickling).
+            // Trickling: every trickler connected and sending, none cut yet.
             let reached = waitUntil(timeout: .seconds(30)) { load.openConnections >= tricklers }
             let openReached = load.openConnections
+            var trickling: [UInt64] = []
+            var twinTrickling: [UInt64] = []
+            let tricklingStart = monotonicNanoseconds()
+            while trickling.count < samples && monotonicNanoseconds() - tricklingStart < tricklingPhaseMaximum {
+                let (some, twins) = try interleave(probe, twin, count: 250)
+                trickling += some
+                twinTrickling += twins
+            }
+            let tricklingUncut = load.figures.cut == 0
+            // Churn: half of them cut by the deadline once (from then on about `tricklers`
+            // connections end and are replaced per deadline period, and the rest keep
+            // trickling).
             _ = waitUntil(timeout: .seconds(30)) { load.figures.cut >= tricklers / 2 }
 
             var loaded: [UInt64] = []
@@ -162,6 +199,7 @@ extension StressTests {
             return Pair(
                 unloaded: Phase(unloaded), unloadedInterleaved: Phase(unloadedInterleaved),
                 twinUnloaded: Phase(twinUnloaded),
+                trickling: Phase(trickling), twinTrickling: Phase(twinTrickling), tricklingUncut: tricklingUncut,
                 loaded: Phase(loaded), twinLoaded: Phase(twinLoaded), figures: figures, openReached: openReached,
                 server: serverShares, twin: twinShares, prober: proberShares, loadThread: loadShares)
         }
@@ -251,10 +289,10 @@ extension StressTests {
                                 + "\(Int(Self.maximumMeanLoopWait / 1000)) µs on average in every loaded phase")
                     } else {
                         let summaries = pairs.map(\.summary)
-                        #expect(
-                            passed,
-                            "loaded p99 beyond 2 × the twin's p99 in \(conclusiveFailures) conclusive pairs: \(summaries)"
-                        )
+                        let failure =
+                            "p99 beyond its bound (trickling: 2 × unloaded; churn: 2 × the twin's, 1 ms floor) in "
+                            + "\(conclusiveFailures) conclusive pairs: \(summaries)"
+                        #expect(passed, "\(failure)")
                     }
 
                     for pair in pairs {
@@ -267,10 +305,12 @@ extension StressTests {
                         #expect(figures.cutWith408 > 0, "\(figures)")
                         // Not before the deadline (the first byte starts it; a little timer slack)…
                         let earliest = figures.lifetimes.min() ?? 0
+                        let deadline = UInt64(Self.headDeadline.components.seconds) * 1_000_000_000
                         #expect(
-                            earliest >= 900_000_000, "a trickler was cut after \(milliseconds(earliest)): \(figures)")
+                            earliest >= deadline - deadline / 10,
+                            "a trickler was cut after \(milliseconds(earliest)): \(figures)")
                         // …and none outlived it by much: a total deadline, not one reset by each byte.
-                        #expect(figures.oldestLiveAge < 5_000_000_000, "\(figures)")
+                        #expect(figures.oldestLiveAge < deadline + 4_000_000_000, "\(figures)")
                         #expect(figures.connectErrors == 0, "\(figures)")
                     }
                     let seen408 = pairs.reduce(0) { $0 + $1.figures.cutWith408 }
