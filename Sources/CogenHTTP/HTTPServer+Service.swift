@@ -1,4 +1,5 @@
 import CogenUring
+import Synchronization
 import Logging
 public import ServiceLifecycle
 
@@ -28,6 +29,7 @@ extension HTTPServer: Service {
         let signal = ServiceStopSignal()
         // Either handler runs at once when its condition already holds; `wait()` returns
         // at once when a handler ran before it (the lock orders the two).
+        serviceWaiters.add(1, ordering: .relaxed)
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await signal.wait()
@@ -37,6 +39,7 @@ extension HTTPServer: Service {
         } onCancel: {
             signal.fire(.cancellation)
         }
+        serviceWaiters.subtract(1, ordering: .relaxed)
         let gracePeriod: Duration =
             switch signal.reason {
             case .gracefulShutdown, nil: serviceGracePeriod
@@ -96,6 +99,8 @@ final class ServiceStopSignal: Sendable {
 }
 
 extension HTTPServer {
+    /// Whether a `run()` is waiting for its stop signal (for tests).
+    var isServiceWaiting: Bool { serviceWaiters.load(ordering: .relaxed) > 0 }
     /// The grace period of a shutdown `run()` starts.
     var serviceGracePeriod: Duration { configuration.shutdownGracePeriod }
     /// Where `run()` logs the shutdown's report.

@@ -1,4 +1,5 @@
 public import CogenUring
+import Synchronization
 public import HTTPTypes
 public import Logging
 internal import CURing
@@ -108,6 +109,9 @@ public final class HTTPServer: Sendable {
     public let configuration: Configuration
     /// The connection server underneath: listeners, schedulers, graceful shutdown.
     let server: Server
+    /// How many `run()` calls (ServiceLifecycle) are waiting for their stop signal: tests
+    /// wait for it before they cancel the task that runs the group.
+    let serviceWaiters = Atomic<Int>(0)
     /// Per-scheduler counters and `Date` caches.
     let contexts: SchedulerContexts
 

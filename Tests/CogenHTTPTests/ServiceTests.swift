@@ -56,7 +56,9 @@ func refusesConnections(_ server: HTTPServer) async -> Bool {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        return status != 0 && errno == ECONNREFUSED
+        let error = errno
+        if !(status != 0 && error == ECONNREFUSED) { print("refusesConnections: port \(port) status \(status) errno \(error)") }
+        return status != 0 && error == ECONNREFUSED
     }
 }
 
@@ -133,6 +135,9 @@ struct ServiceTests {
             let running = Task { try await group.run() }
             let (idle, slow) = try await idleAndInFlightClients(server)
             #expect(await held.waitUntilEntered())
+            // Cancel only once the group has started the service: a group task cancelled
+            // before it ran the service never calls `run()`, and nothing would cut.
+            #expect(await eventually { server.isServiceWaiting })
             running.cancel()
             // Both connections end without a response; the handler is never released.
             #expect(await offThePool { idle.isClosedByPeer() })
