@@ -50,63 +50,22 @@ struct ProcessRunError: Error, CustomStringConvertible {
     let description: String
 }
 
-/// Runs `executable` with `arguments` (posix_spawn: Foundation's Process crashed here),
-/// stdout to a close-on-exec socket pair read until end of file or `timeout`, stderr to a
-/// temporary file; returns the exit status (128 + signal) and both outputs.
+/// Runs `executable` with `arguments` (`runChildProcess`), stdout read until end of file or
+/// `timeout`, stderr to a temporary file; returns the exit status (128 + signal) and both
+/// outputs. Throws when it timed out.
 func runProcess(
     _ executable: String, _ arguments: [String], timeout: Duration
 ) throws -> (status: Int32, output: [UInt8], errors: String) {
-    var fds: [Int32] = [0, 0]
-    guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
-        throw ProcessRunError(description: "socketpair: errno \(errno)")
-    }
-    defer { close(fds[0]) }
     let errorPath = NSTemporaryDirectory() + "h11-stderr-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
     defer { unlink(errorPath) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-    posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
-    var environment = ProcessInfo.processInfo.environment
-    environment["PYTHONDONTWRITEBYTECODE"] = "1"
-    let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer {
-        for pointer in argv + envp { free(pointer) }
-    }
-    var pid: pid_t = 0
-    let status = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-    close(fds[1])
-    guard status == 0 else { throw ProcessRunError(description: "posix_spawn \(executable): errno \(status)") }
-    var output: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    let deadline = ContinuousClock.now + timeout
-    var timedOut = false
-    while true {
-        let left = deadline - ContinuousClock.now
-        if left <= .zero {
-            timedOut = true
-            break
-        }
-        var poller = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
-        let ready = poll(&poller, 1, Int32(min(left.components.seconds * 1000 + 1, 1000)))
-        if ready < 0 && errno == EINTR { continue }
-        if ready <= 0 { continue }
-        let count = read(fds[0], &buffer, buffer.count)
-        if count < 0 && errno == EINTR { continue }
-        if count <= 0 { break }
-        output += buffer[..<count]
-    }
-    if timedOut { kill(pid, SIGKILL) }
-    var waitStatus: Int32 = 0
-    while waitpid(pid, &waitStatus, 0) < 0 && errno == EINTR {}
+    let run = try runChildProcess(
+        executable, arguments: arguments, environment: ["PYTHONDONTWRITEBYTECODE": "1"],
+        standardErrorPath: errorPath, standardInputFromNull: true, timeout: timeout)
     let errors = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
-    if timedOut { throw ProcessRunError(description: "\(executable) timed out after \(timeout); stderr: \(errors)") }
-    let exited = waitStatus & 0x7f == 0
-    let code = exited ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f)
-    return (code, output, errors)
+    if run.timedOut {
+        throw ProcessRunError(description: "\(executable) timed out after \(timeout); stderr: \(errors)")
+    }
+    return (run.status, run.output, errors)
 }
 
 /// Runs the oracle in `mode` over `cases` (one run for all), returning one JSON object per case.

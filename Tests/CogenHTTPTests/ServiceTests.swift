@@ -3,6 +3,7 @@ import CogenUring
 import Foundation
 import HTTPTypes
 import Logging
+import PropertyTestSupport
 import ServiceLifecycle
 import ServiceLifecycleTestKit
 import Testing
@@ -208,53 +209,13 @@ struct ServiceTests {
 
 /// Runs `cogen-test-helper` (built beside the test binary) with `arguments` in a child
 /// process; returns its exit status (128 + signal if a signal ended it, -1 on timeout) and
-/// its output. `posix_spawn`, not Foundation's `Process` (see CogenUringTests' `runHelper`).
+/// its output (`runChildProcess`: `posix_spawn`, not Foundation's `Process`).
 func runTestHelper(_ arguments: [String], timeout: Duration = .seconds(60)) throws -> (status: Int32, output: String) {
     let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         .deletingLastPathComponent().appendingPathComponent("cogen-test-helper").path
-    var fds: [Int32] = [0, 0]
-    guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
-        throw ClientError(description: "socketpair: errno \(errno)")
-    }
-    defer { close(fds[0]) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-    var variables = ProcessInfo.processInfo.environment
-    variables["COGEN_BACKEND"] = nil
-    let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
-    let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { for pointer in argv + envp { free(pointer) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-    close(fds[1])
-    guard spawned == 0 else { throw ClientError(description: "posix_spawn \(executable): \(spawned)") }
-    var output: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    let deadline = ContinuousClock.now + timeout
-    var timedOut = false
-    while true {
-        let left = deadline - ContinuousClock.now
-        if left <= .zero {
-            timedOut = true
-            break
-        }
-        var poller = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
-        let ready = poll(&poller, 1, 1000)
-        if ready <= 0 { continue }
-        let count = read(fds[0], &buffer, buffer.count)
-        if count < 0 && errno == EINTR { continue }
-        if count <= 0 { break }
-        output += buffer[..<count]
-    }
-    if timedOut { kill(pid, SIGKILL) }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    if timedOut { return (-1, "timed out after \(timeout): " + String(decoding: output, as: UTF8.self)) }
-    let exited = status & 0x7f == 0
-    return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), String(decoding: output, as: UTF8.self))
+    let run = try runChildProcess(executable, arguments: arguments, environment: ["COGEN_BACKEND": nil], timeout: timeout)
+    let output = String(decoding: run.output, as: UTF8.self)
+    return run.timedOut ? (-1, "timed out after \(timeout): " + output) : (run.status, output)
 }
 
 @Suite("HTTPServer stopped by SIGTERM (child process)")

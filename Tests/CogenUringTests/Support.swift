@@ -1,6 +1,7 @@
 import CogenUring
 import Dispatch
 import Foundation
+import PropertyTestSupport
 import Synchronization
 import Testing
 
@@ -159,76 +160,20 @@ func makePipe() -> (read: Int32, write: Int32) {
 }
 
 /// Runs a scenario of `cogen-test-helper` (built beside the test binary) in a child
-/// process, for tests that touch process-wide state. Returns its exit status and output.
-///
-/// Spawned with `posix_spawn`, not Foundation's `Process`: on Linux with Swift 6.3,
-/// `Process.run()` over-reads `struct dirent` while it lists `/proc/self/fd` and crashed
-/// this suite now and then (swift-corelibs-foundation PR 5472).
+/// process, for tests that touch process-wide state. Returns its exit status and output
+/// (`runChildProcess`: `posix_spawn`, not Foundation's `Process`).
 func runHelper(
     _ scenario: String, arguments: [String] = [], environment: [String: String] = [:],
     timeout: Duration = .seconds(60)
 ) throws -> (status: Int32, output: String) {
     let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         .deletingLastPathComponent().appendingPathComponent("cogen-test-helper").path
-    var variables = ProcessInfo.processInfo.environment
-    variables["COGEN_BACKEND"] = nil
+    var variables: [String: String?] = ["COGEN_BACKEND": nil]
     for (name, value) in environment { variables[name] = value }
-
-    var fds: [Int32] = [0, 0]
-    // A socket pair: close-on-exec from the start (no pipe2 here), so a child spawned by a
-    // parallel test cannot inherit the write end and hold this one's end of file back.
-    guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
-        throw HelperError(what: "socketpair", errno: errno)
-    }
-    defer { close(fds[0]) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    // dup2 clears close-on-exec on the copies the child keeps.
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-
-    let argv: [UnsafeMutablePointer<CChar>?] = [strdup(executable), strdup(scenario)] + arguments.map { strdup($0) } + [nil]
-    let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer {
-        for pointer in argv + envp { free(pointer) }
-    }
-    var pid: pid_t = 0
-    let status = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-    close(fds[1])
-    guard status == 0 else { throw HelperError(what: "posix_spawn \(executable)", errno: status) }
-
-    // Read until end of file (the child exited and closed its copies) or the deadline.
-    var output: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    let deadline = ContinuousClock.now + timeout
-    var timedOut = false
-    while true {
-        let left = deadline - ContinuousClock.now
-        if left <= .zero { timedOut = true; break }
-        var poller = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
-        let ready = poll(&poller, 1, Int32(min(left.components.seconds * 1000 + 1, 1000)))
-        if ready < 0 && errno == EINTR { continue }
-        if ready <= 0 { continue }
-        let count = read(fds[0], &buffer, buffer.count)
-        if count < 0 && errno == EINTR { continue }
-        if count <= 0 { break }
-        output += buffer[..<count]
-    }
-    if timedOut { kill(pid, SIGKILL) }
-    var waitStatus: Int32 = 0
-    while waitpid(pid, &waitStatus, 0) < 0 && errno == EINTR {}
-    if timedOut { return (-1, "timed out after \(timeout)") }
-    // The exit status, or 128 + the signal that ended it.
-    let exited = waitStatus & 0x7f == 0
-    let code = exited ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f)
-    return (code, String(decoding: output, as: UTF8.self))
-}
-
-struct HelperError: Error, CustomStringConvertible {
-    let what: String
-    let errno: Int32
-    var description: String { "\(what): \(String(cString: strerror(errno)))" }
+    let run = try runChildProcess(
+        executable, arguments: [scenario] + arguments, environment: variables, timeout: timeout)
+    if run.timedOut { return (-1, "timed out after \(timeout)") }
+    return (run.status, String(decoding: run.output, as: UTF8.self))
 }
 
 /// nil when `a == b`; otherwise where they part. Large arrays compared with `==` inside
