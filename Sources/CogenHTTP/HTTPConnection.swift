@@ -83,7 +83,7 @@ extension HTTPExchange {
                     headDeadline = .after(setup.timeouts.requestHead)
                 }
                 // No complete request left: the batch's responses go out in one send.
-                try await flush()
+                if try !flushNow() { try await flush() }
                 if headStarted {
                     let more: Bool
                     do {
@@ -374,92 +374,79 @@ extension HTTPExchange {
     func respondWhole(
         code: Int, reason: String?, fields: HTTPFields?, contentType: String?, body: [UInt8]
     ) async throws {
-        let framing: HeadFraming
-        let sendsBody: Bool
-        if code < 200 || code == 204 {
-            framing = .none
-            sendsBody = false
-        } else if code == 304 {
-            framing = .omitted
-            sendsBody = false
-        } else {
-            framing = .length(Int64(body.count))
-            sendsBody = !isHead && !body.isEmpty
-        }
         response = .complete
-        writeHead(code: code, reason: reason, fields: fields, contentType: contentType, framing: framing)
+        writeHead(code: code, reason: reason, fields: fields, contentType: contentType, framing: Self.wholeFraming(code, body))
         coalescedResponses += 1
-        if sendsBody {
+        try await finishWhole(appendWhole(code: code, body: body), body: body)
+    }
+
+    /// The framing of a whole response: none for 1xx and 204, omitted for 304, else its length.
+    @inline(__always)
+    static func wholeFraming(_ code: Int, _ body: [UInt8]) -> HeadFraming {
+        if code < 200 || code == 204 { return .none }
+        if code == 304 { return .omitted }
+        return .length(Int64(body.count))
+    }
+
+    /// What is left of a whole response once its head is written.
+    enum WholeRest {
+        /// Nothing: the body is in `output` (or there is none) and there is room for more.
+        case done
+        /// The body is sent behind `output` (too large to copy, or no room).
+        case sendBody
+        /// `output` is full: it goes out now.
+        case flush
+    }
+
+    /// After a whole response's head: its body into `output` when it is small and there is
+    /// room (the usual case, no suspension); else what ``finishWhole(_:body:)`` must do.
+    @inline(__always)
+    func appendWhole(code: Int, body: [UInt8]) -> WholeRest {
+        if !Self.hasNoBody(code) && !isHead && !body.isEmpty {
             if body.count >= Self.largeBody || output.count + body.count > setup.limits.maxCoalescedBytes {
-                try await sendAfterOutput(body, trailer: nil)
-                return
+                return .sendBody
             }
             output.append(contentsOf: body)
         }
-        if output.count >= setup.limits.maxCoalescedBytes { try await flush() }
+        return output.count >= setup.limits.maxCoalescedBytes ? .flush : .done
+    }
+
+    /// Does what ``appendWhole(code:body:)`` left.
+    func finishWhole(_ rest: WholeRest, body: [UInt8]) async throws {
+        switch rest {
+        case .done: return
+        case .sendBody: try await sendAfterOutput(body, trailer: nil)
+        case .flush: try await flush()
+        }
+    }
+
+    /// Decides whether the connection ends after this response and counts it; the first
+    /// step of every head.
+    @inline(__always)
+    func beginHead(code: Int, closes: Bool) {
+        if !closeAfterResponse {
+            closeAfterResponse = closes || !head.keepAlive || bodyFailed || connection?.isShuttingDown == true
+                || unreadBodyForcesClose
+        }
+        context.refreshDate()
+        counters.countResponse(code)
     }
 
     /// Writes a response head into `output`.
     func writeHead(code: Int, reason: String?, fields: HTTPFields?, contentType: String?, framing: HeadFraming) {
-        if !closeAfterResponse {
-            closeAfterResponse = !head.keepAlive || bodyFailed || connection?.isShuttingDown == true || unreadBodyForcesClose
-        }
-        context.refreshDate()
-        counters.countResponse(code)
-        output.append(contentsOf: ResponseBytes.http11)
-        let clamped = min(max(code, 0), 999)
-        output.append(UInt8(0x30 + clamped / 100))
-        output.append(UInt8(0x30 + clamped / 10 % 10))
-        output.append(UInt8(0x30 + clamped % 10))
-        output.append(32)
-        if let reason, !reason.isEmpty {
-            for byte in reason.utf8 { output.append(byte >= 0x20 && byte != 0x7F ? byte : 32) }
-        } else {
-            ResponseBytes.reason(code).withUTF8Buffer { output.append(contentsOf: $0) }
-        }
-        output.append(contentsOf: ResponseBytes.crlf)
-        var hasServer = false
-        var hasDate = false
-        if let fields {
-            for field in fields {
-                let name = field.name
-                if name == .contentLength || name == .transferEncoding { continue }
-                if name == .connection {
-                    if field.value.utf8.count >= 5, field.value.lowercased().contains("close") { closeAfterResponse = true }
-                    continue
-                }
-                if name == .server { hasServer = true }
-                if name == .date { hasDate = true }
-                output.append(contentsOf: name.rawName.utf8)
-                output.append(contentsOf: ResponseBytes.colonSpace)
-                field.withUnsafeBytesOfValue { output.append(contentsOf: $0) }
-                output.append(contentsOf: ResponseBytes.crlf)
-            }
-        }
-        if !hasServer { output.append(contentsOf: setup.serverLine) }
-        if !hasDate { output.append(contentsOf: context.dateLine) }
-        if let contentType {
-            output.append(contentsOf: ResponseBytes.contentType)
-            // No CR, LF or other control byte may split the header line.
-            for byte in contentType.utf8 { output.append(byte >= 0x20 && byte != 0x7F ? byte : 32) }
-            output.append(contentsOf: ResponseBytes.crlf)
-        }
-        switch framing {
-        case .length(let length):
-            output.append(contentsOf: ResponseBytes.contentLength)
-            ResponseBytes.appendDecimal(length, to: &output)
-            output.append(contentsOf: ResponseBytes.crlf)
-        case .chunked:
-            output.append(contentsOf: ResponseBytes.chunked)
-        case .none, .omitted:
-            break
-        }
-        if closeAfterResponse {
-            output.append(contentsOf: ResponseBytes.connectionClose)
-        } else if head.version == .http1_0 {
-            output.append(contentsOf: ResponseBytes.connectionKeepAlive)
-        }
-        output.append(contentsOf: ResponseBytes.crlf)
+        let (hasDate, closes) = ResponseHeadCache.render(
+            code: code, reason: reason, fields: fields, contentType: contentType, serverLine: setup.serverLine,
+            into: &output)
+        beginHead(code: code, closes: closes)
+        writeHeadTail(hasDate: hasDate, framing: framing)
+    }
+
+    /// Writes a response head from its rendered first part into `output`.
+    @inline(__always)
+    func writeHead(_ rendered: borrowing RenderedHead, framing: HeadFraming) {
+        beginHead(code: rendered.code, closes: rendered.closes)
+        output.append(contentsOf: rendered.bytes)
+        writeHeadTail(hasDate: rendered.hasDate, framing: framing)
     }
 
     /// Whether the unread body rules out reading the next request: the client was not
@@ -509,7 +496,8 @@ extension HTTPExchange {
     /// `trackedSendLimit`; past it, this waits (under the send inactivity timeout) until
     /// they are sent. Larger batches use a plain `sendAll`, which keeps the order.
     func flush() async throws {
-        guard !output.isEmpty, let socket else { return }
+        if try flushNow() { return }
+        guard let socket else { return }
         coalescedResponses = 0
         defer { output.removeAll(keepingCapacity: true) }
         if output.count <= Self.trackedSendMax {
@@ -520,6 +508,20 @@ extension HTTPExchange {
         } else {
             try await socket.sendAll(output, timeout: .weak(setup.timeouts.sendInactivity), placement: .front)
         }
+    }
+
+    /// ``flush()``'s usual case without suspending: `output` is empty, or small enough for a
+    /// tracked send that has room now (handed to the socket, then emptied). `false`:
+    /// ``flush()`` must send it.
+    @inline(__always)
+    func flushNow() throws -> Bool {
+        if output.isEmpty { return true }
+        guard let socket, output.count <= Self.trackedSendMax, try socket.sendTrackedIfRoom(output) else {
+            return false
+        }
+        coalescedResponses = 0
+        output.removeAll(keepingCapacity: true)
+        return true
     }
 
     /// The largest batch sent as a tracked send (copied by the socket).

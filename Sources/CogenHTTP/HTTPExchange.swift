@@ -117,7 +117,7 @@ public final class HTTPExchange: @unchecked Sendable {
         self.socket = nil
         self.setup = ConnectionSetup(
             configuration: HTTPServer.Configuration(address: .loopback()), responder: ClosureResponder { _ in })
-        self.context = SchedulerContext()
+        self.context = SchedulerContext(serverLine: setup.serverLine)
         self.logger = logger
         self.parser = RequestHeadParser(limits: setup.parserLimits)
         self.head = head
@@ -257,9 +257,14 @@ public final class HTTPExchange: @unchecked Sendable {
     /// `IORING_OP_SEND` (epoll: `send(2)`), possibly later, with other responses.
     public func respond(_ response: HTTPResponse, body: [UInt8] = []) async throws {
         guard self.response == .none else { throw HTTPServerError.responseAlreadyStarted }
-        try await respondWhole(
-            code: response.status.code, reason: response.status.reasonPhrase, fields: response.headerFields,
-            contentType: nil, body: body)
+        self.response = .complete
+        // The status line and fields of a response value seen before are copied whole.
+        let rest = context.heads.withHead(for: response) { rendered in
+            writeHead(rendered, framing: Self.wholeFraming(rendered.code, body))
+            coalescedResponses += 1
+            return appendWhole(code: rendered.code, body: body)
+        }
+        if rest != .done { try await finishWhole(rest, body: body) }
     }
 
     /// Sends a whole response without building any `HTTPTypes` value: the fast path for
@@ -280,7 +285,13 @@ public final class HTTPExchange: @unchecked Sendable {
             try await respondWhole(code: 500, reason: nil, fields: nil, contentType: nil, body: [])
             return
         }
-        try await respondWhole(code: status, reason: nil, fields: nil, contentType: contentType, body: body)
+        response = .complete
+        let rest = context.heads.withHead(code: status, contentType: contentType) { rendered in
+            writeHead(rendered, framing: Self.wholeFraming(status, body))
+            coalescedResponses += 1
+            return appendWhole(code: status, body: body)
+        }
+        if rest != .done { try await finishWhole(rest, body: body) }
     }
 
     /// Sends a response head, to be followed by ``write(_:)`` calls and ``finishResponse()``.

@@ -135,8 +135,8 @@ public final class HTTPServer: Sendable {
         serverConfiguration.backlog = configuration.backlog
         serverConfiguration.maxConnectionsPerScheduler = configuration.maxConnectionsPerScheduler
         serverConfiguration.scheduler = configuration.scheduler
-        let contexts = SchedulerContexts()
         let setup = ConnectionSetup(configuration: configuration, responder: responder)
+        let contexts = SchedulerContexts(serverLine: setup.serverLine)
         self.configuration = configuration
         self.contexts = contexts
         self.server = try Server(configuration: serverConfiguration, connectionHandler: { connection in

@@ -63,6 +63,12 @@ final class SchedulerContext: @unchecked Sendable {
     // @unchecked Sendable: `date` and `dateSecond` are touched only on the scheduler's
     // thread; `counters` are atomics.
     let counters = HTTPCounters()
+    /// The heads of recent response shapes.
+    let heads: ResponseHeadCache
+
+    init(serverLine: [UInt8]) {
+        heads = ResponseHeadCache(serverLine: serverLine)
+    }
     /// `Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n` (RFC 9110 §5.6.7 IMF-fixdate), 37 bytes.
     @exclusivity(unchecked) private(set) var dateLine: [UInt8] = Array("Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n".utf8)
     @exclusivity(unchecked) private var dateSecond = -1
@@ -112,6 +118,11 @@ final class SchedulerContext: @unchecked Sendable {
 /// connection handler runs before `HTTPServer.init` could learn the schedulers).
 final class SchedulerContexts: Sendable {
     private let entries = PthreadLock<[(scheduler: ObjectIdentifier, context: SchedulerContext)]>([])
+    private let serverLine: [UInt8]
+
+    init(serverLine: [UInt8]) {
+        self.serverLine = serverLine
+    }
 
     /// The context of `scheduler` (made on first use). Once per connection: one
     /// uncontended mutex.
@@ -119,7 +130,7 @@ final class SchedulerContexts: Sendable {
         let key = ObjectIdentifier(scheduler)
         return entries.withLock { entries in
             if let found = entries.first(where: { $0.scheduler == key }) { return found.context }
-            let context = SchedulerContext()
+            let context = SchedulerContext(serverLine: serverLine)
             entries.append((key, context))
             return context
         }

@@ -57,6 +57,24 @@ extension Socket {
         try enqueueTracked(bytes, state)
     }
 
+    /// ``sendTracked(_:)-([UInt8])`` when it need not wait: a synchronous call for callers
+    /// that would otherwise suspend only to find room. Does nothing and returns `false` when
+    /// the bytes would exceed ``trackedSendLimit`` behind the ones in flight (then call
+    /// ``sendTracked(_:)-([UInt8])``, which waits for room).
+    /// - Parameter bytes: What to send.
+    /// - Returns: Whether the bytes were handed over.
+    /// - Throws: As ``sendTracked(_:)-([UInt8])``, except its backpressure wait's errors.
+    ///
+    /// Uses `IORING_OP_SEND` (Linux 5.6) with `MSG_NOSIGNAL`; on the epoll backend a
+    /// non-blocking `send(2)` tried at once when nothing is queued.
+    public func sendTrackedIfRoom(_ bytes: [UInt8]) throws -> Bool {
+        scheduler.assertOnLoop()
+        let state = try beginTrackedSend()
+        if state.isBusy && state.bytesLeft + bytes.count > state.limit { return false }
+        try enqueueTracked(bytes, state)
+        return true
+    }
+
     /// Sends `buffers`, in order, as tracked sends: ``sendTracked(_:)-([UInt8])`` for each,
     /// as one stream of bytes (the buffers are copied into the socket's storage except for
     /// a large first one sent from an idle queue; empty buffers are skipped).
