@@ -160,6 +160,9 @@ public final class HTTPServer: Sendable {
     /// The counters so far, summed over the schedulers. Safe from any thread.
     public var statistics: Statistics { contexts.statistics }
 
+    /// The listeners' descriptors, while they are open (tests identify them).
+    var listenerDescriptors: [Int32] { server.listenerDescriptors }
+
     /// Stops accepting, closes idle keep-alive connections at once, lets requests in
     /// flight finish within `gracePeriod`, then cuts the rest; blocks the calling thread
     /// until the schedulers are shut down. From a task, use ``gracefulShutdown(gracePeriod:)``.

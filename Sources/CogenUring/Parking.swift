@@ -179,7 +179,12 @@ extension Scheduler {
         if let coroutine = currentCoroutineReference(),
            let waiter = coroutine._withUnsafeGuaranteedRef({ $0.waiterReference })
         {
-            return try await withUnsafeThrowingContinuation { continuation in
+            // Inheriting the executor: the continuation resumes the task on this
+            // scheduler (its executor preference) and the code after it runs there, with
+            // no executor check after the resume (`withUnsafeThrowingContinuation`'s
+            // isolation hop costs a `swift_task_switch` and the task's status lock per
+            // park). Sound here: a coroutine of this scheduler runs only on its thread.
+            return try await _unsafeInheritExecutor_withUnsafeThrowingContinuation { continuation in
                 coroutine._withUnsafeGuaranteedRef { coroutine in
                     waiter._withUnsafeGuaranteedRef { waiter in
                         install(continuation, in: waiter, for: coroutine, settings, register)

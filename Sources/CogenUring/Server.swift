@@ -363,7 +363,7 @@ public final class Server: Sendable {
     }
 
     /// The listeners' descriptors (tests read the kernel's accept queue through them).
-    var listenerDescriptors: [Int32] { states.map { $0.listener.descriptor } }
+    package var listenerDescriptors: [Int32] { states.map { $0.listener.descriptor } }
 
     /// Connections being served now, over all schedulers (handlers running). Safe from
     /// any thread; a relaxed read of one atomic per scheduler.

@@ -42,7 +42,7 @@ struct HeldHandler: Sendable {
 /// Plain calls, not `RawClient`: its initializer closes the descriptor when `connect`
 /// fails and its deinit (which runs for a failed initializer too) closes it again, which
 /// can close a descriptor another test has just opened.
-func refusesConnections(_ server: HTTPServer) async -> Bool {
+func refusesConnections(_ server: HTTPServer, listeners: Set<UInt64>) async -> Bool {
     let port = server.address.port
     return await offThePool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -58,9 +58,39 @@ func refusesConnections(_ server: HTTPServer) async -> Bool {
             }
         }
         let error = errno
-        if !(status != 0 && error == ECONNREFUSED) { print("refusesConnections: port \(port) status \(status) errno \(error)") }
-        return status != 0 && error == ECONNREFUSED
+        if status != 0 && error == ECONNREFUSED { return true }
+        // Accepted: by one of our listeners (still open: the failure this checks for), or
+        // by another test's server that bound the port since ours closed (the whole
+        // package's tests run in parallel, each binding port 0). The kernel's table of
+        // listening sockets says which.
+        let open = listeningInodes(port: port)
+        let ours = !open.isDisjoint(with: listeners)
+        print("refusesConnections: port \(port) status \(status) errno \(error); listening there: \(open.sorted()), ours were \(listeners.sorted())")
+        return !ours && status == 0
     }
+}
+
+/// The socket inodes of `server`'s listeners (`fstat`), taken while they are open.
+func listenerInodes(_ server: HTTPServer) -> Set<UInt64> {
+    Set(server.listenerDescriptors.compactMap { fd -> UInt64? in
+        var info = stat()
+        return fd >= 0 && fstat(fd, &info) == 0 ? UInt64(info.st_ino) : nil
+    })
+}
+
+/// The inodes of the sockets listening on `port` (`/proc/net/tcp`, state 0A).
+func listeningInodes(port: UInt16) -> Set<UInt64> {
+    guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return [] }
+    let hexPort = String(format: ":%04X", port)
+    var inodes: Set<UInt64> = []
+    for line in table.split(separator: "\n").dropFirst() {
+        let fields = line.split(separator: " ")
+        guard fields.count > 9, fields[1].hasSuffix(hexPort), fields[3] == "0A", let inode = UInt64(fields[9]) else {
+            continue
+        }
+        inodes.insert(inode)
+    }
+    return inodes
 }
 
 /// Two clients of `server`: one idle after a first request, one with `/slow` in flight.
@@ -87,6 +117,7 @@ struct ServiceTests {
     func gracefulShutdownClosesIdleAndFinishesInFlight(engine: Engine) async throws {
         let held = HeldHandler()
         try await withHTTPServer(engine, handler: held.handler) { server in
+            let listeners = listenerInodes(server)
             let group = ServiceGroup(configuration: .init(services: [server], logger: logger))
             let running = Task { try await group.run() }
             let (idle, slow) = try await idleAndInFlightClients(server)
@@ -101,7 +132,7 @@ struct ServiceTests {
             #expect(response.bodyText == "done")
             try await running.value
             // Stopped accepting.
-            #expect(await refusesConnections(server))
+            #expect(await refusesConnections(server, listeners: listeners))
         }
     }
 
@@ -157,24 +188,26 @@ struct ServiceTests {
     @Test(arguments: allBackends)
     func shutdownSignalledBeforeRunStopsAtOnce(engine: Engine) async throws {
         try await withHTTPServer(engine, handler: { try await $0.respond(HTTPResponse(status: .ok)) }) { server in
+            let listeners = listenerInodes(server)
             // Graceful shutdown triggered before `run()` is even called.
             try await testGracefulShutdown { trigger in
                 trigger.triggerGracefulShutdown()
                 try await server.run()
             }
-            #expect(await refusesConnections(server))
+            #expect(await refusesConnections(server, listeners: listeners))
         }
     }
 
     @Test(arguments: allBackends)
     func cancelledBeforeRunStopsAtOnce(engine: Engine) async throws {
         try await withHTTPServer(engine, handler: { try await $0.respond(HTTPResponse(status: .ok)) }) { server in
+            let listeners = listenerInodes(server)
             let task = Task {
                 withUnsafeCurrentTask { $0?.cancel() }
                 try await server.run()
             }
             try await task.value
-            #expect(await refusesConnections(server))
+            #expect(await refusesConnections(server, listeners: listeners))
         }
     }
 
