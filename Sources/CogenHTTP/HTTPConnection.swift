@@ -98,7 +98,8 @@ extension HTTPExchange {
                     // Idle: the shutdown ends this wait at once.
                     let more: Bool
                     do {
-                        more = try await connection.waitForBytes(beyond: 0, deadline: .after(setup.timeouts.idle))
+                        more = try await connection.waitForBytes(
+                            beyond: 0, deadline: .after(nanoseconds: setup.idleNanoseconds))
                     } catch is TimeoutError {
                         HTTPCounters.add(counters.idleTimeouts)
                         return

@@ -1,6 +1,7 @@
 public import CogenUring
 public import HTTPTypes
 public import Logging
+internal import Glibc
 
 /// One request and its response, as a responder sees them.
 ///
@@ -35,7 +36,7 @@ public final class HTTPExchange: @unchecked Sendable {
     @exclusivity(unchecked) public internal(set) var head: RequestHead
 
     /// Parameters captured by ``Router`` from `:name` segments of the matched route.
-    public var parameters: [String: String] = [:]
+    @exclusivity(unchecked) public var parameters: [String: String] = [:]
 
     /// The logger of the server.
     public let logger: Logger
@@ -129,7 +130,7 @@ public final class HTTPExchange: @unchecked Sendable {
         cachedRequest = nil
         cachedPath = nil
         if !parameters.isEmpty { parameters = [:] }
-        isHead = head.methodRange.count == 4 && head.withBytes(in: head.methodRange) { $0.elementsEqual("HEAD".utf8) }
+        isHead = headBytesEqual(head.methodRange, "HEAD")
         switch head.framing {
         case .none: body = .complete
         case .contentLength(let length): body = length == 0 ? .complete : .length(remaining: length)
@@ -180,9 +181,7 @@ public final class HTTPExchange: @unchecked Sendable {
     ///
     /// No system call: it reads the head's bytes.
     public func methodIs(_ method: StaticString) -> Bool {
-        method.withUTF8Buffer { expected in
-            head.withBytes(in: head.methodRange) { $0.elementsEqual(expected) }
-        }
+        headBytesEqual(head.methodRange, method)
     }
 
     /// Whether the request's path (and query), as ``path`` returns it, is `path`, compared
@@ -193,8 +192,20 @@ public final class HTTPExchange: @unchecked Sendable {
     /// No system call: it reads the head's bytes.
     public func pathIs(_ path: StaticString) -> Bool {
         guard let range = head.pathRange else { return false }
-        return path.withUTF8Buffer { expected in
-            head.withBytes(in: range) { $0.elementsEqual(expected) }
+        return headBytesEqual(range, path)
+    }
+
+    /// Whether the head's bytes in `range` are `text`: a length check and a `memcmp`, with
+    /// the head borrowed in place (no copy of it, no reference counting).
+    @inline(__always)
+    func headBytesEqual(_ range: Range<Int>, _ text: StaticString) -> Bool {
+        guard range.count == text.utf8CodeUnitCount, range.upperBound <= head.bytes.count else { return false }
+        // `withUTF8Buffer`, not `utf8Start`: a one-character literal has no pointer.
+        return text.withUTF8Buffer { expected in
+            head.bytes.withUnsafeBufferPointer { bytes in
+                guard let base = bytes.baseAddress, let other = expected.baseAddress else { return range.isEmpty }
+                return memcmp(base + range.lowerBound, other, range.count) == 0
+            }
         }
     }
 

@@ -201,6 +201,8 @@ final class ConnectionSetup: Sendable {
     let responder: any HTTPResponder
     /// `Server: <name>\r\n`, or empty.
     let serverLine: [UInt8]
+    /// `timeouts.idle` in nanoseconds (set once per request).
+    let idleNanoseconds: UInt64
 
     init(configuration: HTTPServer.Configuration, responder: any HTTPResponder) {
         limits = configuration.limits
@@ -212,6 +214,7 @@ final class ConnectionSetup: Sendable {
             maxContentLength: configuration.limits.maxBodySize)
         logger = configuration.logger
         self.responder = responder
+        idleNanoseconds = Deadline.nanoseconds(of: configuration.timeouts.idle)
         if let name = configuration.serverName {
             // Only visible ASCII and spaces go into the header line.
             let clean = name.utf8.map { $0 >= 0x20 && $0 < 0x7F ? $0 : UInt8(ascii: " ") }

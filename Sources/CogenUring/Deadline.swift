@@ -15,6 +15,15 @@ public struct Deadline: Sendable, Hashable, Comparable {
         Deadline(nanoseconds: internalDeadline(after: duration))
     }
 
+    /// ``after(_:)`` with the duration given in nanoseconds (``nanoseconds(of:)``): a hot
+    /// path that sets the same timeout over and over converts it once.
+    package static func after(nanoseconds: UInt64) -> Deadline {
+        Deadline(nanoseconds: monotonicNanoseconds() &+ nanoseconds)
+    }
+
+    /// `duration` in nanoseconds, as ``after(nanoseconds:)`` takes it (clamped to 0...Int64.max).
+    package static func nanoseconds(of duration: Duration) -> UInt64 { duration.clampedNanoseconds }
+
     /// A deadline at an instant of the continuous clock.
     /// - Parameter instant: When the deadline passes.
     /// - Returns: The deadline.

@@ -1,6 +1,7 @@
 @testable import CogenHTTP
 import CogenUring
 import Foundation
+import Logging
 import HTTPTypes
 import Testing
 
@@ -98,5 +99,27 @@ struct ResponseHeadCacheTests {
                 #expect(response.field("Content-Length") != nil)
             }
         }
+    }
+}
+
+@Suite("Exchange byte comparisons")
+struct ExchangeComparisonTests {
+    static func exchange(_ request: String) throws -> HTTPExchange {
+        var parser = RequestHeadParser()
+        let bytes = Array(request.utf8)
+        let result = try bytes.withUnsafeBytes { try parser.parse($0) }
+        guard case .complete(let head, _) = result else { throw ClientError(description: "incomplete head") }
+        return HTTPExchange(head: head, logger: Logger(label: "comparisons"))
+    }
+
+    @Test func pathAndMethodAgainstLiteralsOfAnyLength() throws {
+        let root = try Self.exchange("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(root.pathIs("/") && !root.pathIs("/x") && !root.pathIs("") && !root.pathIs("//"))
+        #expect(root.methodIs("GET") && !root.methodIs("G") && !root.methodIs("GETS") && !root.methodIs("get"))
+        let long = try Self.exchange("HEAD /plaintext?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(long.pathIs("/plaintext?x=1") && !long.pathIs("/plaintext") && long.methodIs("HEAD"))
+        #expect(long.isHeadRequest && !root.isHeadRequest)
+        let connect = try Self.exchange("CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n")
+        #expect(!connect.pathIs("/") && connect.methodIs("CONNECT"))
     }
 }
