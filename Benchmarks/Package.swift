@@ -20,6 +20,7 @@ import PackageDescription
 // The HTTP benchmark (issue 14): TechEmpower's plaintext test under wrk.
 //   cogen-http    CogenHTTP serving /plaintext and /json
 //   c-uring-http  the floor: liburing by hand, a canned response per CRLFCRLF
+//   c-epoll-http  the same on edge-triggered epoll: the epoll floor
 //   hb-http       Hummingbird 2.28.1's hello world (built only on request: it takes minutes,
 //                 `swift build -c release --package-path Benchmarks --product hb-http`)
 //   http-matrix   runs them (and Debian's nginx) against wrk, server-bound under a cgroup quota
@@ -148,6 +149,11 @@ let package = Package(
             dependencies: ["CEchoCommon"],
             cSettings: cSettings,
             linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .executableTarget(
+            name: "c-epoll-http",
+            dependencies: ["CEchoCommon"],
+            cSettings: cSettings
         ),
         .executableTarget(
             name: "hb-http",

@@ -56,7 +56,7 @@ products=()
 [ "$scheduler" = 1 ] && products+=(cogen-bench)
 [ "$echo" = 1 ] && products+=(echo-load echo-matrix cogen-echo c-uring-echo c-epoll-echo nio-echo)
 [ "$http" != none ] && products+=(cogen-http http-matrix)
-[ "$http" = full ] && products+=(c-uring-http)
+[ "$http" = full ] && products+=(c-uring-http c-epoll-http)
 [ "$hummingbird" = 1 ] && products+=(hb-http)
 for product in "${products[@]}"; do
   swift build -c release --package-path Benchmarks --product "$product"

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -95,4 +96,59 @@ void obuf_append(struct obuf *b, const void *bytes, size_t n) {
 void obuf_free(struct obuf *b) {
     free(b->data);
     *b = (struct obuf){0};
+}
+
+const char http_floor_response[] =
+    "HTTP/1.1 200 OK\r\n"
+    "Server: floor\r\n"
+    "Date: Sat, 05 Dec 2026 12:00:00 GMT\r\n"
+    "Content-Type: text/plain\r\n"
+    "Content-Length: 13\r\n"
+    "\r\n"
+    "Hello, World!";
+const size_t http_floor_response_length = sizeof http_floor_response - 1;
+
+int http_scan_heads(struct http_scan *scan, const char *p, size_t n) {
+    static const char terminator[4] = {'\r', '\n', '\r', '\n'};
+    int heads = 0, match = scan->match;
+    size_t since = scan->head_bytes;
+    for (size_t i = 0; i < n; i++) {
+        char byte = p[i];
+        since++;
+        if (byte == terminator[match]) {
+            if (++match == 4) {
+                heads++;
+                match = 0;
+                since = 0;
+            }
+        } else {
+            match = byte == '\r';
+        }
+    }
+    scan->match = match;
+    scan->head_bytes = since;
+    return since > HTTP_FLOOR_MAX_HEAD ? -1 : heads;
+}
+
+int echo_epoll_create(int listener, void *listener_tag, int signal_fd, void *signal_tag) {
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) { perror("epoll_create1"); exit(1); }
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = listener_tag };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, listener, &ev) < 0) { perror("epoll_ctl"); exit(1); }
+    ev.data.ptr = signal_tag;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, signal_fd, &ev) < 0) { perror("epoll_ctl"); exit(1); }
+    return epfd;
+}
+
+int echo_accept(int listener) {
+    for (;;) {
+        int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            echo_set_nodelay(fd);
+            return fd;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN) perror("accept4");
+        return -1;
+    }
 }

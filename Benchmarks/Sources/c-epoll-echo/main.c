@@ -98,14 +98,8 @@ static void on_readable(struct conn *c, char *buffer) {
 }
 
 static void on_acceptable(int listener) {
-    for (;;) {
-        int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno != EAGAIN) perror("accept4");  // EMFILE…: retried on the next wakeup
-            return;
-        }
-        echo_set_nodelay(fd);
+    int fd;
+    while ((fd = echo_accept(listener)) >= 0) {
         struct conn *c = calloc(1, sizeof *c);
         if (!c) { close(fd); continue; }
         c->fd = fd;
@@ -120,12 +114,7 @@ int main(int argc, char **argv) {
     int sfd = echo_signalfd();
     int listener = echo_listen(port, 1);
 
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0) { perror("epoll_create1"); return 1; }
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &listener_tag };
-    epoll_ctl(epfd, EPOLL_CTL_ADD, listener, &ev);
-    ev.data.ptr = &signal_tag;
-    epoll_ctl(epfd, EPOLL_CTL_ADD, sfd, &ev);
+    epfd = echo_epoll_create(listener, &listener_tag, sfd, &signal_tag);
 
     static char buffer[READ_SIZE];
     struct epoll_event events[MAX_EVENTS];

@@ -34,19 +34,11 @@ enum {
     BUF_COUNT = 1024,      // a power of two
     BUF_SIZE = 16384,
     BUF_GROUP = 1,
-    MAX_HEAD = 16384,      // bytes of one request head without its CRLFCRLF
     MAX_OUTPUT = 1 << 20,  // unsent response bytes per connection
 };
 
-static const char RESPONSE[] =
-    "HTTP/1.1 200 OK\r\n"
-    "Server: floor\r\n"
-    "Date: Sat, 05 Dec 2026 12:00:00 GMT\r\n"
-    "Content-Type: text/plain\r\n"
-    "Content-Length: 13\r\n"
-    "\r\n"
-    "Hello, World!";
-enum { RESPONSE_LENGTH = sizeof RESPONSE - 1 };
+#define RESPONSE http_floor_response
+#define RESPONSE_LENGTH http_floor_response_length
 
 enum op { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 3, OP_SIGNAL = 4, OP_CANCEL = 5 };
 #define OP_MASK 7u
@@ -59,8 +51,7 @@ struct conn {
     unsigned failed : 1;
     unsigned starved : 1;
     struct conn *next_starved;
-    int match;          // how much of "\r\n\r\n" the last bytes matched
-    size_t head_bytes;  // bytes since the last complete head
+    struct http_scan scan;
     struct obuf sending;   // what the send in flight reads
     struct obuf queued;    // answered while a send was in flight
 };
@@ -131,34 +122,11 @@ static void fail(struct conn *c) {
     maybe_free(c);
 }
 
-// Counts the request heads that end in these bytes; -1 when a head grew past MAX_HEAD.
-static int scan(struct conn *c, const char *p, size_t n) {
-    static const char terminator[4] = {'\r', '\n', '\r', '\n'};
-    int heads = 0, match = c->match;
-    size_t since = c->head_bytes;
-    for (size_t i = 0; i < n; i++) {
-        char byte = p[i];
-        since++;
-        if (byte == terminator[match]) {
-            if (++match == 4) {
-                heads++;
-                match = 0;
-                since = 0;
-            }
-        } else {
-            match = byte == '\r';
-        }
-    }
-    c->match = match;
-    c->head_bytes = since;
-    return since > MAX_HEAD ? -1 : heads;
-}
-
 static void on_recv(struct conn *c, int res, unsigned flags) {
     if (res > 0) {
         int bid = (int)(flags >> IORING_CQE_BUFFER_SHIFT);
         bufs_free--;
-        int heads = c->failed ? 0 : scan(c, buf_base + (size_t)bid * BUF_SIZE, (size_t)res);
+        int heads = c->failed ? 0 : http_scan_heads(&c->scan, buf_base + (size_t)bid * BUF_SIZE, (size_t)res);
         return_buffer(bid);
         if (heads < 0 || c->queued.len + (size_t)heads * RESPONSE_LENGTH > MAX_OUTPUT) {
             fail(c);

@@ -5,8 +5,9 @@
 //
 // Servers: cogen-http (io_uring), cogen-http-epoll, nginx (Debian's, one process, `return
 // 200`, generated config in a temp directory), floor (c-uring-http: the kernel's work
-// alone), hb-http and hb-http-nio (Hummingbird 2.28.1 on one event-loop thread; without and
-// with NIO as Swift's global executor; only when built).
+// alone), floor-epoll (c-epoll-http: the same on edge-triggered epoll), hb-http and
+// hb-http-nio (Hummingbird 2.28.1 on one event-loop thread; without and with NIO as
+// Swift's global executor; only when built).
 //
 // Load: wrk (one thread) pinned to CPU 1, the server pinned to CPU 0; both inherit this
 // process's `nice -20` (setpriority; never a real-time class, whose throttling pauses a
@@ -95,16 +96,16 @@ struct HTTPMatrix: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "http-matrix", abstract: "Runs the HTTP servers against wrk and compares them (issue 14).")
 
-    static let allServers = ["cogen-http", "cogen-http-epoll", "nginx", "floor", "hb-http", "hb-http-nio"]
+    static let allServers = ["cogen-http", "cogen-http-epoll", "nginx", "floor", "floor-epoll", "hb-http", "hb-http-nio"]
     /// The order within a turn: each compared pair next to each other.
-    static let turnOrder = ["hb-http", "hb-http-nio", "cogen-http", "nginx", "floor", "cogen-http-epoll"]
+    static let turnOrder = ["hb-http", "hb-http-nio", "cogen-http", "nginx", "floor", "floor-epoll", "cogen-http-epoll"]
     static let allModes = ["pipelined@40", "256@60", "16@60", "pipelined@none", "256@none", "16@none", "1@none"]
 
-    @Flag(help: "Every mode (four shapes, server-bound and unquota'd), the floor included.")
+    @Flag(help: "Every mode (four shapes, server-bound and unquota'd), the floors included.")
     var full = false
     @Flag(help: "Add Hummingbird (hb-http, hb-http-nio); they must have been built.")
     var hummingbird = false
-    @Option(help: "Comma-separated servers (default: cogen-http, cogen-http-epoll, nginx; --full adds floor).")
+    @Option(help: "Comma-separated servers (default: cogen-http, cogen-http-epoll, nginx; --full adds floor and floor-epoll).")
     var servers: String?
     @Option(help: "Comma-separated modes SHAPE@QUOTA: shape pipelined, 256, 16 or 1; quota a percent or none.")
     var modes: String?
@@ -123,7 +124,7 @@ struct HTTPMatrix: ParsableCommand {
 
     var serverList: [String] {
         var list = servers.map { $0.split(separator: ",").map { String($0) } }
-            ?? ["cogen-http", "cogen-http-epoll", "nginx"] + (full ? ["floor"] : [])
+            ?? ["cogen-http", "cogen-http-epoll", "nginx"] + (full ? ["floor", "floor-epoll"] : [])
         if hummingbird { list += ["hb-http", "hb-http-nio"].filter { !list.contains($0) } }
         return list
     }
@@ -234,6 +235,7 @@ struct HTTPMatrix: ParsableCommand {
         switch server {
         case "cogen-http", "cogen-http-epoll": "\(directory)/cogen-http"
         case "floor": "\(directory)/c-uring-http"
+        case "floor-epoll": "\(directory)/c-epoll-http"
         case "hb-http", "hb-http-nio": "\(directory)/hb-http"
         case "nginx": nginx
         default: nil
@@ -420,6 +422,9 @@ struct HTTPMatrix: ParsableCommand {
             entry["epoll/nginx req/s"] = paired("cogen-http-epoll", "nginx", rate)
             entry["epoll/nginx cpu"] = paired("cogen-http-epoll", "nginx", cpu)
             entry["epoll/io_uring req/s"] = paired("cogen-http-epoll", "cogen-http", rate)
+            entry["epoll/io_uring cpu"] = paired("cogen-http-epoll", "cogen-http", cpu)
+            entry["floor epoll/io_uring req/s"] = paired("floor-epoll", "floor", rate)
+            entry["floor epoll/io_uring cpu"] = paired("floor-epoll", "floor", cpu)
             entry["io_uring/hb cpu"] = paired("cogen-http", "hb-http", cpu)
             entry["io_uring/hb-nio cpu"] = paired("cogen-http", "hb-http-nio", cpu)
             entry["hb-nio/nginx req/s"] = paired("hb-http-nio", "nginx", rate)
@@ -530,6 +535,9 @@ struct HTTPMatrix: ParsableCommand {
             }
             if mode.shapeName == "1" && serverBound { line(name, "io_uring/nginx p99", nil, atMost: true) }
             line(name, "epoll/io_uring req/s", serverBound ? 0.9 : nil, atMost: false)
+            line(name, "epoll/io_uring cpu", nil, atMost: true)
+            line(name, "floor epoll/io_uring req/s", nil, atMost: false)
+            line(name, "floor epoll/io_uring cpu", nil, atMost: true)
             line(name, "epoll/nginx req/s", nil, atMost: false)
             line(name, "epoll/nginx cpu", nil, atMost: true)
             line(name, "io_uring above floor/nginx above floor", nil, atMost: true)

@@ -23,6 +23,15 @@ int echo_listen(int port, int nonblocking);
 /// them, so the event loop sees termination as one more readable descriptor.
 int echo_signalfd(void);
 
+/// An epoll instance (CLOEXEC) with `listener` and `signal_fd` registered for EPOLLIN
+/// under the data pointers `listener_tag` and `signal_tag`. Exits on failure.
+int echo_epoll_create(int listener, void *listener_tag, int signal_fd, void *signal_tag);
+
+/// The next connection of a non-blocking listener (non-blocking, CLOEXEC, TCP_NODELAY),
+/// or -1 when there is none now (EAGAIN; other errors, e.g. EMFILE, are printed and
+/// retried on the next wake-up).
+int echo_accept(int listener);
+
 /// Sets TCP_NODELAY (an echo of small messages must not wait for Nagle).
 void echo_set_nodelay(int fd);
 
@@ -51,5 +60,26 @@ static inline void obuf_consume(struct obuf *b, size_t n) {
 
 /// Frees the storage.
 void obuf_free(struct obuf *b);
+
+// The HTTP floors (c-uring-http, c-epoll-http): one canned plaintext response per request
+// head, a head being whatever ends in CRLFCRLF.
+
+/// The response every head gets.
+extern const char http_floor_response[];
+/// Its length in bytes.
+extern const size_t http_floor_response_length;
+
+/// The longest head accepted without its CRLFCRLF.
+enum { HTTP_FLOOR_MAX_HEAD = 16384 };
+
+/// A connection's place in the CRLFCRLF scan, kept across reads.
+struct http_scan {
+    int match;          // how much of "\r\n\r\n" the last bytes matched
+    size_t head_bytes;  // bytes since the last complete head
+};
+
+/// Counts the request heads that end in these `n` bytes (a terminator split across reads
+/// counts); -1 when a head grew past HTTP_FLOOR_MAX_HEAD.
+int http_scan_heads(struct http_scan *scan, const char *p, size_t n);
 
 #endif
