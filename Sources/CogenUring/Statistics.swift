@@ -26,12 +26,17 @@ public struct SchedulerStatistics: Sendable, CustomStringConvertible {
     public var inboxItems: Int
     /// Socket operations whose system call completed at once, before any park (epoll).
     public var inlineCompletions: Int = 0
+    /// Times the loop spun before sleeping (``Scheduler/Configuration/spinBeforeWait``).
+    public var spins: Int = 0
+    /// Spins that found no work and ended in a sleep.
+    public var spinsExpired: Int = 0
 
     public var description: String {
         "submitted \(operationsSubmitted), completed \(operationsCompleted), cancellations \(cancellations), "
             + "in flight \(operationsInFlight), timeouts \(timeouts), CQ overflows \(completionQueueOverflows), "
             + "stale \(staleCompletions), "
             + "passes \(passes), jobs \(jobsRun), inbox \(inboxItems), inline \(inlineCompletions)"
+            + (spins > 0 ? ", spins \(spins) (\(spinsExpired) expired)" : "")
     }
 }
 
@@ -50,6 +55,8 @@ final class StatisticsCounters: Sendable {
     let jobs = Atomic<Int>(0)
     let inbox = Atomic<Int>(0)
     let inline = Atomic<Int>(0)
+    let spins = Atomic<Int>(0)
+    let spinsExpired = Atomic<Int>(0)
 }
 
 extension Atomic where Value == Int {

@@ -1,6 +1,6 @@
 // cogen-http: TechEmpower's plaintext and json tests on CogenHTTP.
 //
-//   cogen-http [--port N] [--threads N] [--backend io_uring|epoll|auto] [--router] [--stats]
+//   cogen-http [--port N] [--threads N] [--backend io_uring|epoll|auto] [--router] [--spin-microseconds N] [--stats]
 //
 //   GET /plaintext → "Hello, World!" (text/plain)
 //   GET /json      → {"message":"Hello, World!"} (application/json), serialized per request
@@ -127,6 +127,9 @@ struct CogenHTTPBenchmarkServer: ParsableCommand {
     @Flag(help: "Route through CogenHTTP's Router instead of the plain byte-comparing responder.")
     var router = false
 
+    @Option(help: "Spin this many microseconds before the loop sleeps (Scheduler.Configuration.spinBeforeWait; 0: never).")
+    var spinMicroseconds = 0
+
     @Flag(help: "On exit, print the server's counters and its shutdown report.")
     var stats = false
 
@@ -135,6 +138,7 @@ struct CogenHTTPBenchmarkServer: ParsableCommand {
             throw ValidationError("unknown backend '\(backend)': io_uring, epoll or auto")
         }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if spinMicroseconds < 0 { throw ValidationError("--spin-microseconds must not be negative") }
     }
 
     func run() throws {
@@ -150,6 +154,7 @@ struct CogenHTTPBenchmarkServer: ParsableCommand {
         case "auto": .automatic
         default: .ioUring
         }
+        configuration.scheduler.spinBeforeWait = .microseconds(spinMicroseconds)
         let server: HTTPServer
         do {
             server = router

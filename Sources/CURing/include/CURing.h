@@ -96,6 +96,16 @@ static inline unsigned cogen_load_acquire(const unsigned *p) {
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 
+/// A spin-wait hint to the CPU (x86 `pause`, Arm `yield`): the loop's spin before it
+/// sleeps (`Scheduler.Configuration.spinBeforeWait`).
+static inline void cogen_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /// A free SQE, or NULL when the SQ is full (the caller flushes and retries).
 cogen_sqe *cogen_ring_get_sqe(cogen_ring *ring);
 /// SQEs prepared but not yet handed to the kernel.
