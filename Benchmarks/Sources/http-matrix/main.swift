@@ -5,7 +5,8 @@
 //
 // Servers: cogen-http (io_uring), cogen-http-epoll, nginx (Debian's, one process, `return
 // 200`, generated config in a temp directory), floor (c-uring-http: the kernel's work
-// alone), floor-epoll (c-epoll-http: the same on edge-triggered epoll), hb-http and
+// alone), floor-epoll (c-epoll-http: the same on edge-triggered epoll), cogen-http-spin
+// (cogen-http whose loop spins up to 100 µs before it sleeps), hb-http and
 // hb-http-nio (Hummingbird 2.28.1 on one event-loop thread; without and with NIO as
 // Swift's global executor; only when built).
 //
@@ -20,8 +21,8 @@
 //   pipelined@40 256@60 16@60          server-bound (the targets)
 //   pipelined@none 256@none 16@none 1@none   unquota'd (1×1 carries the latency target)
 // Default: pipelined@40 and 256@60, servers cogen-http, cogen-http-epoll, nginx, 3 turns of
-// 3 s (the main job's short table). --full: every mode, with the floor. --hummingbird: with
-// hb-http and hb-http-nio.
+// 3 s (the main job's short table). --full: every mode, with the floors and cogen-http-spin.
+// --hummingbird: with hb-http and hb-http-nio.
 //
 // Method: the servers take turns (forwards, then backwards); within a turn each server
 // process serves every mode (a warm-up run of wrk, then the measured one). Per row: req/s,
@@ -96,16 +97,23 @@ struct HTTPMatrix: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "http-matrix", abstract: "Runs the HTTP servers against wrk and compares them (issue 14).")
 
-    static let allServers = ["cogen-http", "cogen-http-epoll", "nginx", "floor", "floor-epoll", "hb-http", "hb-http-nio"]
+    static let allServers = [
+        "cogen-http", "cogen-http-epoll", "cogen-http-spin", "nginx", "floor", "floor-epoll", "hb-http", "hb-http-nio",
+    ]
     /// The order within a turn: each compared pair next to each other.
-    static let turnOrder = ["hb-http", "hb-http-nio", "cogen-http", "nginx", "floor", "floor-epoll", "cogen-http-epoll"]
+    static let turnOrder = [
+        "hb-http", "hb-http-nio", "cogen-http-spin", "cogen-http", "nginx", "floor", "floor-epoll", "cogen-http-epoll",
+    ]
+    /// cogen-http-spin's `--spin-microseconds`: longer than one connection's round trip
+    /// on this machine (about 50 µs), so that its loop does not sleep between requests.
+    static let spinMicroseconds = 100
     static let allModes = ["pipelined@40", "256@60", "16@60", "pipelined@none", "256@none", "16@none", "1@none"]
 
     @Flag(help: "Every mode (four shapes, server-bound and unquota'd), the floors included.")
     var full = false
     @Flag(help: "Add Hummingbird (hb-http, hb-http-nio); they must have been built.")
     var hummingbird = false
-    @Option(help: "Comma-separated servers (default: cogen-http, cogen-http-epoll, nginx; --full adds floor and floor-epoll).")
+    @Option(help: "Comma-separated servers (default: cogen-http, cogen-http-epoll, nginx; --full adds floor, floor-epoll, cogen-http-spin).")
     var servers: String?
     @Option(help: "Comma-separated modes SHAPE@QUOTA: shape pipelined, 256, 16 or 1; quota a percent or none.")
     var modes: String?
@@ -124,7 +132,7 @@ struct HTTPMatrix: ParsableCommand {
 
     var serverList: [String] {
         var list = servers.map { $0.split(separator: ",").map { String($0) } }
-            ?? ["cogen-http", "cogen-http-epoll", "nginx"] + (full ? ["floor", "floor-epoll"] : [])
+            ?? ["cogen-http", "cogen-http-epoll", "nginx"] + (full ? ["floor", "floor-epoll", "cogen-http-spin"] : [])
         if hummingbird { list += ["hb-http", "hb-http-nio"].filter { !list.contains($0) } }
         return list
     }
@@ -233,7 +241,7 @@ struct HTTPMatrix: ParsableCommand {
 
     func executablePath(_ server: String, directory: String) -> String? {
         switch server {
-        case "cogen-http", "cogen-http-epoll": "\(directory)/cogen-http"
+        case "cogen-http", "cogen-http-epoll", "cogen-http-spin": "\(directory)/cogen-http"
         case "floor": "\(directory)/c-uring-http"
         case "floor-epoll": "\(directory)/c-epoll-http"
         case "hb-http", "hb-http-nio": "\(directory)/hb-http"
@@ -263,10 +271,14 @@ struct HTTPMatrix: ParsableCommand {
                 process = try ServerProcess.start(
                     path: path, arguments: ["-p", prefix, "-c", "\(prefix)/nginx.conf", "-e", "\(prefix)/error.log"],
                     cpu: serverCPU, port: port)
-            case "cogen-http", "cogen-http-epoll":
+            case "cogen-http", "cogen-http-epoll", "cogen-http-spin":
                 let backend = server == "cogen-http-epoll" ? "epoll" : "io_uring"
+                // cogen-http-spin: the loop spins up to 100 µs before it sleeps
+                // (`Scheduler.Configuration.spinBeforeWait`), trading CPU for wake-ups.
+                let spin = server == "cogen-http-spin" ? ["--spin-microseconds", "\(Self.spinMicroseconds)"] : []
                 process = try ServerProcess.start(
-                    path: path, arguments: ["--port", "0", "--threads", "1", "--backend", backend], cpu: serverCPU)
+                    path: path, arguments: ["--port", "0", "--threads", "1", "--backend", backend] + spin,
+                    cpu: serverCPU)
             case "hb-http", "hb-http-nio":
                 guard let port = freePort() else { return failAll("no free port") }
                 process = try ServerProcess.start(
@@ -419,6 +431,8 @@ struct HTTPMatrix: ParsableCommand {
             entry["io_uring/nginx req/s"] = paired("cogen-http", "nginx", rate)
             entry["io_uring/nginx cpu"] = paired("cogen-http", "nginx", cpu)
             entry["io_uring/nginx p99"] = paired("cogen-http", "nginx", p99)
+            entry["spin/nginx p99"] = paired("cogen-http-spin", "nginx", p99)
+            entry["spin/nginx cpu"] = paired("cogen-http-spin", "nginx", cpu)
             entry["epoll/nginx req/s"] = paired("cogen-http-epoll", "nginx", rate)
             entry["epoll/nginx cpu"] = paired("cogen-http-epoll", "nginx", cpu)
             entry["epoll/io_uring req/s"] = paired("cogen-http-epoll", "cogen-http", rate)
@@ -529,6 +543,8 @@ struct HTTPMatrix: ParsableCommand {
                 line(name, "io_uring/nginx cpu", 0.9, atMost: true)
             case ("1", false):
                 line(name, "io_uring/nginx p99", 1.1, atMost: true)
+                line(name, "spin/nginx p99", 1.1, atMost: true)
+                line(name, "spin/nginx cpu", nil, atMost: true)
             default:
                 line(name, "io_uring/nginx req/s", nil, atMost: false)
                 line(name, "io_uring/nginx cpu", nil, atMost: true)
