@@ -103,7 +103,8 @@ public struct RequestHeadParser: Sendable {
     /// Takes back the storage of a head its user is done with, so the next head is parsed
     /// into it: a server that hands each finished head back parses without allocating.
     /// Does nothing while a head is partly parsed. `finished` is left empty.
-    mutating func reuseStorage(of finished: inout RequestHead) {
+    /// (SPI for `Benchmarks/parse-bench`, which parses as the server does.)
+    @_spi(Benchmarks) public mutating func reuseStorage(of finished: inout RequestHead) {
         guard head.isEmpty && fields.isEmpty else { return }
         swap(&head, &finished.bytes)
         head.removeAll(keepingCapacity: true)
