@@ -38,9 +38,8 @@ enum ASCII {
     }
 
     @inline(__always) static func inMask(_ b: UInt8, low: UInt64, high: UInt64) -> Bool {
-        if b < 64 { return (low >> UInt64(b)) & 1 == 1 }
-        if b < 128 { return (high >> UInt64(b - 64)) & 1 == 1 }
-        return false
+        let word = b < 64 ? low : high
+        return b < 128 && (word >> UInt64(b & 63)) & 1 == 1
     }
 }
 

@@ -155,46 +155,52 @@ public struct RequestHeadParser: Sendable {
                 }
                 i = next
                 if i == count { break }
+                // A CR or an LF: the limit counts it, then only a CR may come.
+                let byte = bytes.load(fromByteOffset: i, as: UInt8.self)
+                i += 1
+                if phase != .requestLine && origin + i - headerSectionStart > limits.maxHeaderSectionSize {
+                    throw .headerSectionTooLarge
+                }
+                guard byte == ASCII.cr else { throw .bareLF }
+                if i == count {
+                    sawCR = true  // its LF comes with the next input
+                    break
+                }
             }
+            // The byte after a CR.
+            sawCR = false
             let byte = bytes.load(fromByteOffset: i, as: UInt8.self)
             i += 1
             if phase != .requestLine && origin + i - headerSectionStart > limits.maxHeaderSectionSize {
                 throw .headerSectionTooLarge
             }
-            if sawCR {
-                guard byte == ASCII.lf else { throw .bareCR }
-                sawCR = false
-                let line = lineStart..<(origin + i - 2)
-                lineStart = origin + i
-                let hasControl = lineHasControl
-                lineHasControl = false
-                if line.isEmpty && phase != .requestLine {
-                    // The empty line that ends the head: one copy of what is not in `head` yet.
-                    copy(input, from: copied, to: i)
-                    let complete = try head.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
-                        // `head` holds at least the request line here: never nil.
-                        guard let stored = buffer.baseAddress else { throw RequestHeadError.malformedRequestLine }
-                        return try finishHead(UnsafeRawPointer(stored))
-                    }
-                    reset()
-                    return .complete(complete, consumed: i)
+            guard byte == ASCII.lf else { throw .bareCR }
+            let line = lineStart..<(origin + i - 2)
+            lineStart = origin + i
+            let hasControl = lineHasControl
+            lineHasControl = false
+            if line.isEmpty && phase != .requestLine {
+                // The empty line that ends the head: one copy of what is not in `head` yet.
+                copy(input, from: copied, to: i)
+                let complete = try head.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
+                    // `head` holds at least the request line here: never nil.
+                    guard let stored = buffer.baseAddress else { throw RequestHeadError.malformedRequestLine }
+                    return try finishHead(UnsafeRawPointer(stored))
                 }
-                if line.lowerBound >= origin {
-                    try processLine(line, in: stream, hasControl: hasControl)
-                } else {
-                    // The line began in an earlier input: read it from `head`.
-                    copy(input, from: copied, to: i)
-                    copied = i
-                    let stored = head
-                    try stored.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
-                        guard let storedBytes = buffer.baseAddress else { throw RequestHeadError.malformedRequestLine }
-                        try processLine(line, in: UnsafeRawPointer(storedBytes), hasControl: hasControl)
-                    }
-                }
-            } else if byte == ASCII.cr {
-                sawCR = true
+                reset()
+                return .complete(complete, consumed: i)
+            }
+            if line.lowerBound >= origin {
+                try processLine(line, in: stream, hasControl: hasControl)
             } else {
-                throw .bareLF
+                // The line began in an earlier input: read it from `head`.
+                copy(input, from: copied, to: i)
+                copied = i
+                let stored = head
+                try stored.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
+                    guard let storedBytes = buffer.baseAddress else { throw RequestHeadError.malformedRequestLine }
+                    try processLine(line, in: UnsafeRawPointer(storedBytes), hasControl: hasControl)
+                }
             }
         }
         copy(input, from: copied, to: count)
@@ -280,28 +286,16 @@ enum KnownField {
     case other, host, expect, connection, contentLength, transferEncoding
 }
 
-/// The values of one known field name, in order, without an allocation for the first.
-struct FieldValues: Sequence {
+/// The values of one known field name: the first, and whether more lines follow (then
+/// `forEachValue` finds them all in `fields`, in order). No array, so nothing to retain.
+struct FieldValues {
     var first: Range<Int>?
-    var more: [Range<Int>] = []
+    var repeated = false
 
     var isEmpty: Bool { first == nil }
 
     mutating func append(_ value: Range<Int>) {
-        if first == nil { first = value } else { more.append(value) }
-    }
-
-    func makeIterator() -> Iterator { Iterator(values: self) }
-
-    struct Iterator: IteratorProtocol {
-        let values: FieldValues
-        var index = -1
-
-        mutating func next() -> Range<Int>? {
-            defer { index += 1 }
-            if index < 0 { return values.first }
-            return index < values.more.count ? values.more[index] : nil
-        }
+        if first == nil { first = value } else { repeated = true }
     }
 }
 
@@ -335,6 +329,20 @@ extension RequestHeadParser {
     private func parseRequestLine(
         _ line: Range<Int>, in bytes: UnsafeRawPointer
     ) throws(RequestHeadError) -> (method: Range<Int>, target: Range<Int>, version: RequestHead.Version) {
+        func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
+        // Fast path: tchars up to the first space, visible bytes up to the second; any other
+        // line takes the general path below, which finds the same errors in the same order.
+        var i = line.lowerBound
+        while i < line.upperBound, ASCII.isTchar(byte(i)) { i += 1 }
+        if i < line.upperBound, i > line.lowerBound, byte(i) == ASCII.space {
+            let firstSpace = i
+            i += 1
+            while i < line.upperBound, ASCII.isVisible(byte(i)) { i += 1 }
+            if i < line.upperBound, i > firstSpace + 1, byte(i) == ASCII.space {
+                let version = try parseVersion((i + 1)..<line.upperBound, in: bytes)
+                return (line.lowerBound..<firstSpace, (firstSpace + 1)..<i, version)
+            }
+        }
         let firstSpace = firstIndex(of: ASCII.space, in: line, bytes)
         guard firstSpace < line.upperBound, firstSpace > line.lowerBound else { throw .malformedRequestLine }
         let secondSpace = firstIndex(of: ASCII.space, in: (firstSpace + 1)..<line.upperBound, bytes)
@@ -462,17 +470,17 @@ extension RequestHeadParser {
         if !known.transferEncoding.isEmpty {
             if version == .http1_0 { throw .transferEncodingInHTTP10 }
             if !known.contentLength.isEmpty { throw .contentLengthWithTransferEncoding }
-            try checkTransferCodings(known.transferEncoding, in: bytes)
+            try checkTransferCodings(in: bytes)
             framing = .chunked
         } else if !known.contentLength.isEmpty {
-            let length = try contentLength(known.contentLength, in: bytes)
+            let length = try contentLength(in: bytes)
             if length > limits.maxContentLength { throw .contentTooLarge }
             framing = .contentLength(length)
         }
 
         // Expect (RFC 9110 §10.1.1): 100-continue only counts for 1.1; others → 417.
         var expectsContinue = false
-        for value in known.expect {
+        try forEachValue(of: .expect, known.expect, in: bytes) { (value) throws(RequestHeadError) in
             for element in listElements(bytes, in: value) where !element.isEmpty {
                 guard Token.equalsLowercased(bytes, element, "100-continue") else {
                     throw .unsupportedExpectation
@@ -484,7 +492,7 @@ extension RequestHeadParser {
         // Persistence (RFC 9112 §9.3).
         var sawClose = false
         var sawKeepAlive = false
-        for value in known.connection {
+        forEachValue(of: .connection, known.connection, in: bytes) { value in
             for element in listElements(bytes, in: value) {
                 if Token.equalsLowercased(bytes, element, "close") { sawClose = true }
                 if Token.equalsLowercased(bytes, element, "keep-alive") { sawKeepAlive = true }
@@ -506,6 +514,17 @@ extension RequestHeadParser {
             keepAlive: keepAlive,
             expectsContinue: expectsContinue
         )
+    }
+
+    /// Calls `body` with each value of the known field `kind`, in order: `values.first`
+    /// alone, or, when the name repeats, every matching line of `fields`.
+    @inline(__always)
+    private func forEachValue<E: Error>(
+        of kind: KnownField, _ values: FieldValues, in bytes: UnsafeRawPointer, _ body: (Range<Int>) throws(E) -> Void
+    ) throws(E) {
+        guard let first = values.first else { return }
+        guard values.repeated else { return try body(first) }
+        for field in fields where knownField(field.name, in: bytes) == kind { try body(field.value) }
     }
 
     /// `scheme "://" authority [ path-abempty [ "?" query ] ]`, or `nil` if `range` has no
@@ -575,12 +594,12 @@ extension RequestHeadParser {
 
     /// The transfer codings of all `Transfer-Encoding` lines, in order: exactly one
     /// `chunked`, last; any other coding is not implemented (501).
-    private func checkTransferCodings(_ values: FieldValues, in bytes: UnsafeRawPointer) throws(RequestHeadError) {
+    private func checkTransferCodings(in bytes: UnsafeRawPointer) throws(RequestHeadError) {
         func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
         var codingCount = 0
         var chunkedCount = 0
         var last = 0..<0
-        for value in values {
+        try forEachValue(of: .transferEncoding, known.transferEncoding, in: bytes) { (value) throws(RequestHeadError) in
             for element in listElements(bytes, in: value) where !element.isEmpty {
                 // A coding's name ends at its parameters (`;`) or whitespace before them.
                 var end = element.lowerBound
@@ -606,10 +625,10 @@ extension RequestHeadParser {
 
     /// The value of one or more `Content-Length` lines, each possibly a list: every element
     /// `1*DIGIT`, all identical (RFC 9110 §8.6), no overflow.
-    private func contentLength(_ values: FieldValues, in bytes: UnsafeRawPointer) throws(RequestHeadError) -> Int64 {
+    private func contentLength(in bytes: UnsafeRawPointer) throws(RequestHeadError) -> Int64 {
         func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
         var first: Range<Int>?
-        for value in values {
+        try forEachValue(of: .contentLength, known.contentLength, in: bytes) { (value) throws(RequestHeadError) in
             for digits in listElements(bytes, in: value) {
                 guard !digits.isEmpty else { throw .invalidContentLength }
                 for index in digits where !ASCII.isDigit(byte(index)) { throw .invalidContentLength }
