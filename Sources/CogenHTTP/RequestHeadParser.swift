@@ -182,13 +182,14 @@ public struct RequestHeadParser: Sendable {
             if line.isEmpty && phase != .requestLine {
                 // The empty line that ends the head: one copy of what is not in `head` yet.
                 copy(input, from: copied, to: i)
-                let complete = try head.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
+                let stored = head
+                let complete = try stored.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
                     // `head` holds at least the request line here: never nil.
-                    guard let stored = buffer.baseAddress else { throw RequestHeadError.malformedRequestLine }
-                    return try finishHead(UnsafeRawPointer(stored))
+                    guard let storedBytes = buffer.baseAddress else { throw RequestHeadError.malformedRequestLine }
+                    return try finishHead(UnsafeRawPointer(storedBytes), consumed: i)
                 }
                 reset()
-                return .complete(complete, consumed: i)
+                return complete
             }
             if line.lowerBound >= origin {
                 try processLine(line, in: stream, hasControl: hasControl)
@@ -217,6 +218,7 @@ public struct RequestHeadParser: Sendable {
 
     /// Handles one complete line (CRLF excluded) other than the empty line that ends the head;
     /// `bytes` reads stream positions (at least those of `line`).
+    @inline(__always)
     private mutating func processLine(
         _ line: Range<Int>, in bytes: UnsafeRawPointer, hasControl: Bool
     ) throws(RequestHeadError) {
@@ -227,7 +229,7 @@ public struct RequestHeadParser: Sendable {
                 if leadingEmptyLines > Self.maxLeadingEmptyLines { throw .malformedRequestLine }
                 return
             }
-            let requestLine = try parseRequestLine(line, in: bytes)
+            let requestLine = try Self.parseRequestLine(line, in: bytes)
             version = requestLine.version
             methodRange = requestLine.method
             targetRange = requestLine.target
@@ -239,7 +241,7 @@ public struct RequestHeadParser: Sendable {
             }
             if fields.count >= limits.maxFieldCount { throw .tooManyFields }
             if fields.isEmpty { fields.reserveCapacity(16) }
-            let field = try parseFieldLine(line, in: bytes, checkValue: hasControl)
+            let field = try Self.parseFieldLine(line, in: bytes, checkValue: hasControl)
             fields.append(field.field)
             known.add(field.kind, field.field.value)
             phase = .fieldLines
@@ -253,22 +255,23 @@ public struct RequestHeadParser: Sendable {
 /// first such byte (the lowest flag of these bit tricks is exact).
 @inline(__always)
 private func scanToLineEnd(_ bytes: UnsafeRawPointer, from start: Int, count: Int, control: inout Bool) -> Int {
+    // Positions stay within 0...count: wrapping arithmetic drops the overflow checks.
     var i = start
-    while count - i >= 8 {
+    while count &- i >= 8 {
         let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
         let below20 = (word &- 0x2020_2020_2020_2020) & ~word
         let flipped = word ^ 0x7F7F_7F7F_7F7F_7F7F
         let del = (flipped &- 0x0101_0101_0101_0101) & ~flipped
         let flags = (below20 | del) & 0x8080_8080_8080_8080
         if flags == 0 {
-            i += 8
+            i &+= 8
             continue
         }
-        let j = i + flags.trailingZeroBitCount >> 3
+        let j = i &+ flags.trailingZeroBitCount &>> 3
         let byte = bytes.load(fromByteOffset: j, as: UInt8.self)
         if byte == ASCII.cr || byte == ASCII.lf { return j }
         control = true
-        i = j + 1
+        i = j &+ 1
     }
     while i < count {
         let byte = bytes.load(fromByteOffset: i, as: UInt8.self)
@@ -276,7 +279,7 @@ private func scanToLineEnd(_ bytes: UnsafeRawPointer, from start: Int, count: In
             if byte == ASCII.cr || byte == ASCII.lf { return i }
             control = true
         }
-        i += 1
+        i &+= 1
     }
     return count
 }
@@ -308,6 +311,7 @@ struct KnownFields {
     var contentLength = FieldValues()
     var transferEncoding = FieldValues()
 
+    @inline(__always)
     mutating func add(_ kind: KnownField, _ value: Range<Int>) {
         switch kind {
         case .other: break
@@ -326,7 +330,8 @@ struct KnownFields {
 // bounds checks, no array retains. Each range they get lies inside the bytes behind it.
 extension RequestHeadParser {
     /// `method SP request-target SP HTTP-version` (RFC 9112 §3), single spaces only.
-    private func parseRequestLine(
+    @inline(__always)
+    private static func parseRequestLine(
         _ line: Range<Int>, in bytes: UnsafeRawPointer
     ) throws(RequestHeadError) -> (method: Range<Int>, target: Range<Int>, version: RequestHead.Version) {
         func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
@@ -360,7 +365,7 @@ extension RequestHeadParser {
     }
 
     /// `HTTP/` DIGIT `.` DIGIT (RFC 9112 §2.3); major ≠ 1 → 505, 1.x with x ≥ 1 → 1.1.
-    private func parseVersion(_ range: Range<Int>, in bytes: UnsafeRawPointer) throws(RequestHeadError) -> RequestHead.Version {
+    private static func parseVersion(_ range: Range<Int>, in bytes: UnsafeRawPointer) throws(RequestHeadError) -> RequestHead.Version {
         guard range.count == 8 else { throw .malformedVersion }
         let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: range.lowerBound, as: UInt64.self))
         if word == Self.http11 { return .http1_1 }
@@ -377,11 +382,12 @@ extension RequestHeadParser {
     }
 
     /// `HTTP/1.1` as a little-endian word.
-    private static let http11: UInt64 = 0x312E_312F_5054_5448
+    static let http11: UInt64 = 0x312E_312F_5054_5448
 
     /// `field-name ":" OWS field-value OWS` (RFC 9112 §5), and which known field it is. The
     /// value's bytes are checked only when `checkValue` (the line holds a control byte).
-    private func parseFieldLine(
+    @inline(__always)
+    private static func parseFieldLine(
         _ line: Range<Int>, in bytes: UnsafeRawPointer, checkValue: Bool
     ) throws(RequestHeadError) -> (field: RequestHead.Field, kind: KnownField) {
         var i = line.lowerBound
@@ -410,7 +416,8 @@ extension RequestHeadParser {
     }
 
     /// Which known field `name` (a token) names: by length and first letter, then the bytes.
-    private func knownField(_ name: Range<Int>, in bytes: UnsafeRawPointer) -> KnownField {
+    @inline(__always)
+    static func knownField(_ name: Range<Int>, in bytes: UnsafeRawPointer) -> KnownField {
         let first = bytes.load(fromByteOffset: name.lowerBound, as: UInt8.self) | 0x20
         switch name.count {
         case 4 where first == UInt8(ascii: "h") && Token.equalsLowercased(bytes, name, "host"):
@@ -430,13 +437,18 @@ extension RequestHeadParser {
 
     /// The checks that need the whole head: Host, target form, framing, expectations,
     /// persistence. Fixed order, so one head always gets the same error. `bytes` is `head`'s.
-    private func finishHead(_ bytes: UnsafeRawPointer) throws(RequestHeadError) -> RequestHead {
+    ///
+    /// `mutating` though it only reads: a mutating method gets `self` by address, while a
+    /// non-mutating one called from `parse` gets a copy of the whole parser.
+    private mutating func finishHead(
+        _ bytes: UnsafeRawPointer, consumed: Int
+    ) throws(RequestHeadError) -> Result {
         // Host (RFC 9112 §3.2).
         if known.hostCount > 1 { throw .multipleHosts }
         if known.hostCount == 0 && version == .http1_1 { throw .missingHost }
         let host = known.host
         if let host, !host.isEmpty {
-            guard isValidAuthority(host, in: bytes, requirePort: false) else { throw .invalidHost }
+            guard Self.isValidAuthority(host, in: bytes, requirePort: false) else { throw .invalidHost }
         }
 
         // Target form (RFC 9112 §3.2).
@@ -447,7 +459,7 @@ extension RequestHeadParser {
         var path: Range<Int>? = targetRange
         var scheme: Range<Int>?
         if isConnect {
-            guard isValidAuthority(targetRange, in: bytes, requirePort: true) else { throw .invalidTargetForm }
+            guard Self.isValidAuthority(targetRange, in: bytes, requirePort: true) else { throw .invalidTargetForm }
             form = .authority
             authority = targetRange
             path = nil
@@ -456,7 +468,7 @@ extension RequestHeadParser {
             form = .asterisk
         } else if firstTargetByte == ASCII.slash {
             form = .origin
-        } else if let absolute = try absoluteForm(targetRange, in: bytes) {
+        } else if let absolute = try Self.absoluteForm(targetRange, in: bytes) {
             form = .absolute
             scheme = absolute.scheme
             authority = absolute.authority
@@ -480,7 +492,7 @@ extension RequestHeadParser {
 
         // Expect (RFC 9110 §10.1.1): 100-continue only counts for 1.1; others → 417.
         var expectsContinue = false
-        try forEachValue(of: .expect, known.expect, in: bytes) { (value) throws(RequestHeadError) in
+        try Self.forEachValue(of: .expect, known.expect, fields, in: bytes) { (value) throws(RequestHeadError) in
             for element in listElements(bytes, in: value) where !element.isEmpty {
                 guard Token.equalsLowercased(bytes, element, "100-continue") else {
                     throw .unsupportedExpectation
@@ -492,7 +504,7 @@ extension RequestHeadParser {
         // Persistence (RFC 9112 §9.3).
         var sawClose = false
         var sawKeepAlive = false
-        forEachValue(of: .connection, known.connection, in: bytes) { value in
+        Self.forEachValue(of: .connection, known.connection, fields, in: bytes) { value in
             for element in listElements(bytes, in: value) {
                 if Token.equalsLowercased(bytes, element, "close") { sawClose = true }
                 if Token.equalsLowercased(bytes, element, "keep-alive") { sawKeepAlive = true }
@@ -500,7 +512,7 @@ extension RequestHeadParser {
         }
         let keepAlive = !sawClose && (version == .http1_1 || sawKeepAlive)
 
-        return RequestHead(
+        return .complete(RequestHead(
             bytes: head,
             methodRange: methodRange,
             targetRange: targetRange,
@@ -513,14 +525,15 @@ extension RequestHeadParser {
             framing: framing,
             keepAlive: keepAlive,
             expectsContinue: expectsContinue
-        )
+        ), consumed: consumed)
     }
 
     /// Calls `body` with each value of the known field `kind`, in order: `values.first`
     /// alone, or, when the name repeats, every matching line of `fields`.
     @inline(__always)
-    private func forEachValue<E: Error>(
-        of kind: KnownField, _ values: FieldValues, in bytes: UnsafeRawPointer, _ body: (Range<Int>) throws(E) -> Void
+    private static func forEachValue<E: Error>(
+        of kind: KnownField, _ values: FieldValues, _ fields: [RequestHead.Field], in bytes: UnsafeRawPointer,
+        _ body: (Range<Int>) throws(E) -> Void
     ) throws(E) {
         guard let first = values.first else { return }
         guard values.repeated else { return try body(first) }
@@ -529,7 +542,7 @@ extension RequestHeadParser {
 
     /// `scheme "://" authority [ path-abempty [ "?" query ] ]`, or `nil` if `range` has no
     /// scheme. An absolute-form target with a bad authority is a bad target.
-    private func absoluteForm(
+    private static func absoluteForm(
         _ range: Range<Int>, in bytes: UnsafeRawPointer
     ) throws(RequestHeadError) -> (scheme: Range<Int>, authority: Range<Int>, path: Range<Int>)? {
         func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
@@ -562,7 +575,7 @@ extension RequestHeadParser {
 
     /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2), the port required for
     /// CONNECT's authority form (`uri-host ":" port`, RFC 9112 §3.2.3).
-    private func isValidAuthority(_ range: Range<Int>, in bytes: UnsafeRawPointer, requirePort: Bool) -> Bool {
+    private static func isValidAuthority(_ range: Range<Int>, in bytes: UnsafeRawPointer, requirePort: Bool) -> Bool {
         func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
         guard !range.isEmpty else { return false }
         var i = range.lowerBound
@@ -575,10 +588,9 @@ extension RequestHeadParser {
             guard i < range.upperBound, i > range.lowerBound + 1 else { return false }
             i += 1  // ']'
         } else {
-            while i < range.upperBound, byte(i) != ASCII.colon {
-                guard ASCII.isHostChar(byte(i)) else { return false }
-                i += 1
-            }
+            // Host characters up to the end or a colon (not a host character).
+            while i < range.upperBound, ASCII.isHostChar(byte(i)) { i &+= 1 }
+            if i < range.upperBound && byte(i) != ASCII.colon { return false }
             if i == range.lowerBound { return false }
         }
         if i == range.upperBound { return !requirePort }
@@ -594,12 +606,12 @@ extension RequestHeadParser {
 
     /// The transfer codings of all `Transfer-Encoding` lines, in order: exactly one
     /// `chunked`, last; any other coding is not implemented (501).
-    private func checkTransferCodings(in bytes: UnsafeRawPointer) throws(RequestHeadError) {
+    private mutating func checkTransferCodings(in bytes: UnsafeRawPointer) throws(RequestHeadError) {
         func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
         var codingCount = 0
         var chunkedCount = 0
         var last = 0..<0
-        try forEachValue(of: .transferEncoding, known.transferEncoding, in: bytes) { (value) throws(RequestHeadError) in
+        try Self.forEachValue(of: .transferEncoding, known.transferEncoding, fields, in: bytes) { (value) throws(RequestHeadError) in
             for element in listElements(bytes, in: value) where !element.isEmpty {
                 // A coding's name ends at its parameters (`;`) or whitespace before them.
                 var end = element.lowerBound
@@ -625,10 +637,10 @@ extension RequestHeadParser {
 
     /// The value of one or more `Content-Length` lines, each possibly a list: every element
     /// `1*DIGIT`, all identical (RFC 9110 §8.6), no overflow.
-    private func contentLength(in bytes: UnsafeRawPointer) throws(RequestHeadError) -> Int64 {
+    private mutating func contentLength(in bytes: UnsafeRawPointer) throws(RequestHeadError) -> Int64 {
         func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
         var first: Range<Int>?
-        try forEachValue(of: .contentLength, known.contentLength, in: bytes) { (value) throws(RequestHeadError) in
+        try Self.forEachValue(of: .contentLength, known.contentLength, fields, in: bytes) { (value) throws(RequestHeadError) in
             for digits in listElements(bytes, in: value) {
                 guard !digits.isEmpty else { throw .invalidContentLength }
                 for index in digits where !ASCII.isDigit(byte(index)) { throw .invalidContentLength }
