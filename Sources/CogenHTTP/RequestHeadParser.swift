@@ -182,14 +182,17 @@ public struct RequestHeadParser: Sendable {
             if line.isEmpty && phase != .requestLine {
                 // The empty line that ends the head: one copy of what is not in `head` yet.
                 copy(input, from: copied, to: i)
+                // `finishHead` resets the parser once the head is accepted.
+                if origin == 0 {
+                    // The whole head came in this input (the usual case): read it there.
+                    return try finishHead(bytes, consumed: i)
+                }
                 let stored = head
-                let complete = try stored.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
+                return try stored.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
                     // `head` holds at least the request line here: never nil.
                     guard let storedBytes = buffer.baseAddress else { throw RequestHeadError.malformedRequestLine }
                     return try finishHead(UnsafeRawPointer(storedBytes), consumed: i)
                 }
-                reset()
-                return complete
             }
             if line.lowerBound >= origin {
                 try processLine(line, in: stream, hasControl: hasControl)
@@ -212,7 +215,10 @@ public struct RequestHeadParser: Sendable {
     private mutating func copy(_ input: UnsafeRawBufferPointer, from start: Int, to end: Int) {
         guard start < end else { return }
         // One allocation for most heads: they arrive whole, in one input.
-        if head.isEmpty { head.reserveCapacity(min(input.count, Self.initialCapacity)) }
+        if head.isEmpty {
+            let capacity = min(input.count, Self.initialCapacity)
+            if head.capacity < capacity { head.reserveCapacity(capacity) }
+        }
         head.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[start..<end]))
     }
 
@@ -240,7 +246,7 @@ public struct RequestHeadParser: Sendable {
                 throw phase == .firstFieldLine ? .whitespaceAfterRequestLine : .obsoleteLineFolding
             }
             if fields.count >= limits.maxFieldCount { throw .tooManyFields }
-            if fields.isEmpty { fields.reserveCapacity(16) }
+            if fields.isEmpty && fields.capacity < 16 { fields.reserveCapacity(16) }
             let field = try Self.parseFieldLine(line, in: bytes, checkValue: hasControl)
             fields.append(field.field)
             known.add(field.kind, field.field.value)
@@ -256,13 +262,15 @@ public struct RequestHeadParser: Sendable {
 @inline(__always)
 private func scanToLineEnd(_ bytes: UnsafeRawPointer, from start: Int, count: Int, control: inout Bool) -> Int {
     // Positions stay within 0...count: wrapping arithmetic drops the overflow checks.
-    var i = start
-    while count &- i >= 8 {
-        let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+    @inline(__always) func special(_ word: UInt64) -> UInt64 {
         let below20 = (word &- 0x2020_2020_2020_2020) & ~word
         let flipped = word ^ 0x7F7F_7F7F_7F7F_7F7F
         let del = (flipped &- 0x0101_0101_0101_0101) & ~flipped
-        let flags = (below20 | del) & 0x8080_8080_8080_8080
+        return (below20 | del) & 0x8080_8080_8080_8080
+    }
+    var i = start
+    while count &- i >= 8 {
+        let flags = special(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
         if flags == 0 {
             i &+= 8
             continue
@@ -282,6 +290,33 @@ private func scanToLineEnd(_ bytes: UnsafeRawPointer, from start: Int, count: In
         i &+= 1
     }
     return count
+}
+
+/// Skips the letters, digits, `-` and `.` (tchars and host characters all) from `start`, eight bytes a step while
+/// eight remain before `end`: the index of the first other byte, or of the first byte the
+/// steps did not reach (the caller checks the rest byte by byte).
+@inline(__always)
+private func skipNameBytes(_ bytes: UnsafeRawPointer, from start: Int, to end: Int) -> Int {
+    // Per byte, on its low seven bits t (no carry or borrow crosses bytes): (127 + n) - t has
+    // its top bit set iff t < n, and t + (127 - m) iff t > m; the word's own top bit must be 0.
+    @inline(__always) func between(_ t: UInt64, _ m: UInt64, _ n: UInt64) -> UInt64 {
+        (0x0101_0101_0101_0101 &* (127 &+ n) &- t) & (t &+ 0x0101_0101_0101_0101 &* (127 &- m))
+    }
+    var i = start
+    while end &- i >= 8 {
+        let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+        let low = word & 0x7F7F_7F7F_7F7F_7F7F
+        let letter = between(low | 0x2020_2020_2020_2020, 0x60, 0x7B)
+        let digit = between(low, 0x2F, 0x3A)
+        let dashOrDot = between(low, 0x2C, 0x2F)
+        let ok = (letter | digit | dashOrDot) & ~word & 0x8080_8080_8080_8080
+        if ok == 0x8080_8080_8080_8080 {
+            i &+= 8
+            continue
+        }
+        return i &+ (~ok & 0x8080_8080_8080_8080).trailingZeroBitCount &>> 3
+    }
+    return i
 }
 
 /// A field `finishHead` checks.
@@ -390,7 +425,7 @@ extension RequestHeadParser {
     private static func parseFieldLine(
         _ line: Range<Int>, in bytes: UnsafeRawPointer, checkValue: Bool
     ) throws(RequestHeadError) -> (field: RequestHead.Field, kind: KnownField) {
-        var i = line.lowerBound
+        var i = skipNameBytes(bytes, from: line.lowerBound, to: line.upperBound)
         while i < line.upperBound, ASCII.isTchar(bytes.load(fromByteOffset: i, as: UInt8.self)) { i += 1 }
         guard i < line.upperBound else { throw .missingColon }
         let stop = bytes.load(fromByteOffset: i, as: UInt8.self)
@@ -436,10 +471,11 @@ extension RequestHeadParser {
     }
 
     /// The checks that need the whole head: Host, target form, framing, expectations,
-    /// persistence. Fixed order, so one head always gets the same error. `bytes` is `head`'s.
+    /// persistence. Fixed order, so one head always gets the same error. `bytes` reads the
+    /// head's stream positions (`head`'s bytes, or the input's when it holds the whole head).
     ///
-    /// `mutating` though it only reads: a mutating method gets `self` by address, while a
-    /// non-mutating one called from `parse` gets a copy of the whole parser.
+    /// Resets the parser when the head is accepted (then the head owns the arrays); an error
+    /// leaves the state as it is, as every other error does.
     private mutating func finishHead(
         _ bytes: UnsafeRawPointer, consumed: Int
     ) throws(RequestHeadError) -> Result {
@@ -504,21 +540,34 @@ extension RequestHeadParser {
         // Persistence (RFC 9112 §9.3).
         var sawClose = false
         var sawKeepAlive = false
-        Self.forEachValue(of: .connection, known.connection, fields, in: bytes) { value in
-            for element in listElements(bytes, in: value) {
-                if Token.equalsLowercased(bytes, element, "close") { sawClose = true }
-                if Token.equalsLowercased(bytes, element, "keep-alive") { sawKeepAlive = true }
+        if !known.connection.repeated, let value = known.connection.first,
+            Token.equalsLowercased(bytes, value, "keep-alive")
+        {
+            sawKeepAlive = true  // the usual value, alone: what the list walk below finds
+        } else {
+            Self.forEachValue(of: .connection, known.connection, fields, in: bytes) { value in
+                for element in listElements(bytes, in: value) {
+                    if Token.equalsLowercased(bytes, element, "close") { sawClose = true }
+                    if Token.equalsLowercased(bytes, element, "keep-alive") { sawKeepAlive = true }
+                }
             }
         }
         let keepAlive = !sawClose && (version == .http1_1 || sawKeepAlive)
 
+        // Accepted: the parser starts over, the head takes its arrays.
+        let headBytes = head
+        let headFields = fields
+        let method = methodRange
+        let target = targetRange
+        let headVersion = version
+        reset()
         return .complete(RequestHead(
-            bytes: head,
-            methodRange: methodRange,
-            targetRange: targetRange,
-            version: version,
+            bytes: headBytes,
+            methodRange: method,
+            targetRange: target,
+            version: headVersion,
             targetForm: form,
-            fields: fields,
+            fields: headFields,
             authorityRange: authority,
             pathRange: path,
             schemeRange: scheme,
@@ -589,6 +638,7 @@ extension RequestHeadParser {
             i += 1  // ']'
         } else {
             // Host characters up to the end or a colon (not a host character).
+            i = skipNameBytes(bytes, from: i, to: range.upperBound)  // host characters all
             while i < range.upperBound, ASCII.isHostChar(byte(i)) { i &+= 1 }
             if i < range.upperBound && byte(i) != ASCII.colon { return false }
             if i == range.lowerBound { return false }
