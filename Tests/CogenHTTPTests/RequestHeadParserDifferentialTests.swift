@@ -207,12 +207,20 @@ struct RequestHeadParserDifferentialTests {
             "GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\n"
             + "Accept: text/plain,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7\r\n"
             + "Connection: keep-alive\r\n\r\n"
-        let bytes = Array((techEmpower + techEmpower + techEmpower).utf8)
-        for cut in 0...bytes.count {
-            let pieces = [Array(bytes[..<cut]), Array(bytes[cut...])]
-            let ours = feedAll(RequestHeadParser.self, pieces, limits: .init())
-            let reference = feedAll(ReferenceRequestHeadParser.self, pieces, limits: .init())
-            #expect(ours.count == 4 && ours == reference, "cut at \(cut)")
+        let large =
+            "GET /api/v1/users/12345/profile?include=settings HTTP/1.1\r\nHost: www.example.com\r\n"
+            + "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0\r\n"
+            + "Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\n"
+            + "Cookie: session=7f3a9c2e4b1d8f6a; theme=dark\r\nSec-Fetch-Dest: document\r\nDNT: 1\r\n"
+            + "If-None-Match: \"33a64df551425fcc55e4d42a148795d9f25f89d4\"\r\nPriority: u=0, i\r\n\r\n"
+        for text in [techEmpower + techEmpower + techEmpower, large + techEmpower + large] {
+            let bytes = Array(text.utf8)
+            for cut in 0...bytes.count {
+                let pieces = [Array(bytes[..<cut]), Array(bytes[cut...])]
+                let ours = feedAll(RequestHeadParser.self, pieces, limits: .init())
+                let reference = feedAll(ReferenceRequestHeadParser.self, pieces, limits: .init())
+                #expect(ours.count == 4 && ours == reference, "cut at \(cut)")
+            }
         }
     }
 }
