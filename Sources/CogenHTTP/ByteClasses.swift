@@ -126,7 +126,7 @@ struct ListElements: Sequence, IteratorProtocol {
     mutating func next() -> Range<Int>? {
         guard !finished else { return nil }
         var i = start
-        while i < end, bytes.load(fromByteOffset: i, as: UInt8.self) != ASCII.comma { i += 1 }
+        while i < end, bytes.load(fromByteOffset: i, as: UInt8.self) != ASCII.comma { i &+= 1 }
         let element = trimmed(bytes, start..<i)
         if i == end { finished = true } else { start = i + 1 }
         return element
@@ -138,7 +138,7 @@ struct ListElements: Sequence, IteratorProtocol {
 func trimmed(_ bytes: UnsafeRawPointer, _ range: Range<Int>) -> Range<Int> {
     var lower = range.lowerBound
     var upper = range.upperBound
-    while lower < upper, ASCII.isWhitespace(bytes.load(fromByteOffset: lower, as: UInt8.self)) { lower += 1 }
-    while upper > lower, ASCII.isWhitespace(bytes.load(fromByteOffset: upper - 1, as: UInt8.self)) { upper -= 1 }
+    while lower < upper, ASCII.isWhitespace(bytes.load(fromByteOffset: lower, as: UInt8.self)) { lower &+= 1 }
+    while upper > lower, ASCII.isWhitespace(bytes.load(fromByteOffset: upper &- 1, as: UInt8.self)) { upper &-= 1 }
     return lower..<upper
 }

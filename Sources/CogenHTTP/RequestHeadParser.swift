@@ -139,44 +139,60 @@ public struct RequestHeadParser: Sendable {
         let stream = bytes - origin
         var copied = 0  // input[..<copied] is already in `head`
         var i = 0
+        // Positions are bounded by the bytes held in memory: wrapping arithmetic, no overflow
+        // checks, in this loop.
+        let maxHeaderSectionSize = limits.maxHeaderSectionSize
         while i < count {
-            if !sawCR {
+            var afterCR = sawCR  // a CR came last; the byte at i must be its LF
+            if !afterCR {
                 // Content bytes up to the next CR or LF: only the limits concern them, and a
                 // limit crossed anywhere in the run is the same error as at its first byte.
                 let next = scanToLineEnd(bytes, from: i, count: count, control: &lineHasControl)
                 if next > i {
-                    let end = origin + next  // position after the run
+                    let end = origin &+ next  // position after the run
                     switch phase {
                     case .requestLine:
-                        if end - lineStart > limits.maxRequestLineLength { throw .requestLineTooLong }
+                        if end &- lineStart > limits.maxRequestLineLength { throw .requestLineTooLong }
                     case .firstFieldLine, .fieldLines:
-                        if end - headerSectionStart > limits.maxHeaderSectionSize { throw .headerSectionTooLarge }
+                        if end &- headerSectionStart > maxHeaderSectionSize { throw .headerSectionTooLarge }
                     }
                 }
                 i = next
                 if i == count { break }
-                // A CR or an LF: the limit counts it, then only a CR may come.
+                if count &- i >= 2 && bytes.loadUnaligned(fromByteOffset: i, as: UInt16.self) == Self.crlf {
+                    // CR LF (the usual case): the limit checked at the LF covers the CR too
+                    // (the same error, nothing checked in between).
+                    i &+= 2
+                    if phase != .requestLine && origin &+ i &- headerSectionStart > maxHeaderSectionSize {
+                        throw .headerSectionTooLarge
+                    }
+                } else {
+                    // A CR or an LF: the limit counts it, then only a CR may come.
+                    let byte = bytes.load(fromByteOffset: i, as: UInt8.self)
+                    i &+= 1
+                    if phase != .requestLine && origin &+ i &- headerSectionStart > maxHeaderSectionSize {
+                        throw .headerSectionTooLarge
+                    }
+                    guard byte == ASCII.cr else { throw .bareLF }
+                    if i == count {
+                        sawCR = true  // its LF comes with the next input
+                        break
+                    }
+                    afterCR = true
+                }
+            }
+            if afterCR {
+                // The byte after a CR.
+                sawCR = false
                 let byte = bytes.load(fromByteOffset: i, as: UInt8.self)
-                i += 1
-                if phase != .requestLine && origin + i - headerSectionStart > limits.maxHeaderSectionSize {
+                i &+= 1
+                if phase != .requestLine && origin &+ i &- headerSectionStart > maxHeaderSectionSize {
                     throw .headerSectionTooLarge
                 }
-                guard byte == ASCII.cr else { throw .bareLF }
-                if i == count {
-                    sawCR = true  // its LF comes with the next input
-                    break
-                }
+                guard byte == ASCII.lf else { throw .bareCR }
             }
-            // The byte after a CR.
-            sawCR = false
-            let byte = bytes.load(fromByteOffset: i, as: UInt8.self)
-            i += 1
-            if phase != .requestLine && origin + i - headerSectionStart > limits.maxHeaderSectionSize {
-                throw .headerSectionTooLarge
-            }
-            guard byte == ASCII.lf else { throw .bareCR }
-            let line = lineStart..<(origin + i - 2)
-            lineStart = origin + i
+            let line = lineStart..<(origin &+ i &- 2)
+            lineStart = origin &+ i
             let hasControl = lineHasControl
             lineHasControl = false
             if line.isEmpty && phase != .requestLine {
@@ -210,6 +226,9 @@ public struct RequestHeadParser: Sendable {
         copy(input, from: copied, to: count)
         return .needMoreBytes(consumed: count)
     }
+
+    /// CR LF as a little-endian 16-bit word.
+    static let crlf: UInt16 = 0x0A0D
 
     /// Appends `input[start..<end]` to `head`.
     private mutating func copy(_ input: UnsafeRawBufferPointer, from start: Int, to end: Int) {
@@ -373,11 +392,11 @@ extension RequestHeadParser {
         // Fast path: tchars up to the first space, visible bytes up to the second; any other
         // line takes the general path below, which finds the same errors in the same order.
         var i = line.lowerBound
-        while i < line.upperBound, ASCII.isTchar(byte(i)) { i += 1 }
+        while i < line.upperBound, ASCII.isTchar(byte(i)) { i &+= 1 }
         if i < line.upperBound, i > line.lowerBound, byte(i) == ASCII.space {
             let firstSpace = i
-            i += 1
-            while i < line.upperBound, ASCII.isVisible(byte(i)) { i += 1 }
+            i &+= 1
+            while i < line.upperBound, ASCII.isVisible(byte(i)) { i &+= 1 }
             if i < line.upperBound, i > firstSpace + 1, byte(i) == ASCII.space {
                 let version = try parseVersion((i + 1)..<line.upperBound, in: bytes)
                 return (line.lowerBound..<firstSpace, (firstSpace + 1)..<i, version)
@@ -426,13 +445,13 @@ extension RequestHeadParser {
         _ line: Range<Int>, in bytes: UnsafeRawPointer, checkValue: Bool
     ) throws(RequestHeadError) -> (field: RequestHead.Field, kind: KnownField) {
         var i = skipNameBytes(bytes, from: line.lowerBound, to: line.upperBound)
-        while i < line.upperBound, ASCII.isTchar(bytes.load(fromByteOffset: i, as: UInt8.self)) { i += 1 }
+        while i < line.upperBound, ASCII.isTchar(bytes.load(fromByteOffset: i, as: UInt8.self)) { i &+= 1 }
         guard i < line.upperBound else { throw .missingColon }
         let stop = bytes.load(fromByteOffset: i, as: UInt8.self)
         if stop != ASCII.colon {
             if ASCII.isWhitespace(stop) {
                 var j = i
-                while j < line.upperBound, ASCII.isWhitespace(bytes.load(fromByteOffset: j, as: UInt8.self)) { j += 1 }
+                while j < line.upperBound, ASCII.isWhitespace(bytes.load(fromByteOffset: j, as: UInt8.self)) { j &+= 1 }
                 if j < line.upperBound, bytes.load(fromByteOffset: j, as: UInt8.self) == ASCII.colon {
                     throw .whitespaceBeforeColon
                 }
@@ -602,7 +621,7 @@ extension RequestHeadParser {
             guard ASCII.isAlpha(b) || ASCII.isDigit(b) || b == UInt8(ascii: "+") || b == UInt8(ascii: "-")
                 || b == UInt8(ascii: ".")
             else { break }
-            i += 1
+            i &+= 1
         }
         let scheme = range.lowerBound..<i
         guard range.upperBound - i >= 3, byte(i) == ASCII.colon, byte(i + 1) == ASCII.slash,
@@ -613,7 +632,7 @@ extension RequestHeadParser {
         while authorityEnd < range.upperBound, byte(authorityEnd) != ASCII.slash,
             byte(authorityEnd) != ASCII.question
         {
-            authorityEnd += 1
+            authorityEnd &+= 1
         }
         let authority = authorityStart..<authorityEnd
         guard !authority.isEmpty, isValidAuthority(authority, in: bytes, requirePort: false) else {
@@ -629,13 +648,13 @@ extension RequestHeadParser {
         guard !range.isEmpty else { return false }
         var i = range.lowerBound
         if byte(i) == ASCII.openBracket {
-            i += 1
+            i &+= 1
             while i < range.upperBound, byte(i) != ASCII.closeBracket {
                 guard ASCII.isHostChar(byte(i)) || byte(i) == ASCII.colon else { return false }
-                i += 1
+                i &+= 1
             }
             guard i < range.upperBound, i > range.lowerBound + 1 else { return false }
-            i += 1  // ']'
+            i &+= 1  // ']'
         } else {
             // Host characters up to the end or a colon (not a host character).
             i = skipNameBytes(bytes, from: i, to: range.upperBound)  // host characters all
@@ -645,11 +664,11 @@ extension RequestHeadParser {
         }
         if i == range.upperBound { return !requirePort }
         guard byte(i) == ASCII.colon else { return false }
-        i += 1
+        i &+= 1
         if requirePort && i == range.upperBound { return false }
         while i < range.upperBound {
             guard ASCII.isDigit(byte(i)) else { return false }
-            i += 1
+            i &+= 1
         }
         return true
     }
@@ -665,10 +684,10 @@ extension RequestHeadParser {
             for element in listElements(bytes, in: value) where !element.isEmpty {
                 // A coding's name ends at its parameters (`;`) or whitespace before them.
                 var end = element.lowerBound
-                while end < element.upperBound, ASCII.isTchar(byte(end)) { end += 1 }
+                while end < element.upperBound, ASCII.isTchar(byte(end)) { end &+= 1 }
                 if end < element.upperBound {
                     var j = end
-                    while j < element.upperBound, ASCII.isWhitespace(byte(j)) { j += 1 }
+                    while j < element.upperBound, ASCII.isWhitespace(byte(j)) { j &+= 1 }
                     guard j < element.upperBound, byte(j) == ASCII.semicolon else {
                         throw .invalidTransferEncoding
                     }
@@ -718,6 +737,6 @@ extension RequestHeadParser {
 @inline(__always)
 private func firstIndex(of target: UInt8, in range: Range<Int>, _ bytes: UnsafeRawPointer) -> Int {
     var i = range.lowerBound
-    while i < range.upperBound, bytes.load(fromByteOffset: i, as: UInt8.self) != target { i += 1 }
+    while i < range.upperBound, bytes.load(fromByteOffset: i, as: UInt8.self) != target { i &+= 1 }
     return i
 }
