@@ -23,6 +23,7 @@ import PackageDescription
 //   c-epoll-http  the same on edge-triggered epoll: the epoll floor
 //   hb-http       Hummingbird 2.28.1's hello world (built only on request: it takes minutes,
 //                 `swift build -c release --package-path Benchmarks --product hb-http`)
+//   parse-bench   instructions per request-head parse (run it under callgrind)
 //   http-matrix   runs them (and Debian's nginx) against wrk, server-bound under a cgroup quota
 //   scripts/bench.sh builds the products it needs one by one (`--product`), never hb-http
 //   unless asked (--http-full).
@@ -162,6 +163,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
+        ),
+        // Instructions per request-head parse, under callgrind (see its main.swift).
+        .executableTarget(
+            name: "parse-bench",
+            dependencies: [.product(name: "CogenHTTP", package: "cogen-swift")]
         ),
         .executableTarget(
             name: "http-matrix",

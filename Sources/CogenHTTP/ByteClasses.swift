@@ -38,51 +38,86 @@ enum ASCII {
     }
 
     @inline(__always) static func inMask(_ b: UInt8, low: UInt64, high: UInt64) -> Bool {
-        if b < 64 { return (low >> UInt64(b)) & 1 == 1 }
-        if b < 128 { return (high >> UInt64(b - 64)) & 1 == 1 }
-        return false
+        let word = b < 64 ? low : high
+        return b < 128 && (word >> UInt64(b & 63)) & 1 == 1
     }
 }
 
-/// Case-insensitive comparisons of received bytes against lowercase ASCII tokens.
+/// Comparisons of received bytes against ASCII tokens, as string literals (no lazy globals),
+/// a few word loads each.
 enum Token {
-    static let host = Array("host".utf8)
-    static let contentLength = Array("content-length".utf8)
-    static let transferEncoding = Array("transfer-encoding".utf8)
-    static let connection = Array("connection".utf8)
-    static let expect = Array("expect".utf8)
-    static let chunked = Array("chunked".utf8)
-    static let close = Array("close".utf8)
-    static let keepAlive = Array("keep-alive".utf8)
-    static let continue100 = Array("100-continue".utf8)
-    static let connect = Array("CONNECT".utf8)
-    static let options = Array("OPTIONS".utf8)
+    /// Whether the bytes of `range` equal `lowercase` (a lowercase token: letters, digits,
+    /// `-`) ignoring ASCII case.
+    ///
+    /// The bytes hold no control character other than tab (a token, or a checked field
+    /// value): then OR-ing 0x20 into every byte folds the case exactly, since the only other
+    /// bytes it maps onto a token's bytes are controls other than tab (tab becomes `)`).
+    @inline(__always)
+    static func equalsLowercased(_ bytes: UnsafeRawPointer, _ range: Range<Int>, _ lowercase: StaticString) -> Bool {
+        compare(bytes + range.lowerBound, range.count, lowercase, fold: 0x2020_2020_2020_2020)
+    }
 
-    /// Whether `bytes` equals `lowercase` ignoring ASCII case.
-    static func equalsLowercased(_ bytes: ArraySlice<UInt8>, _ lowercase: [UInt8]) -> Bool {
-        guard bytes.count == lowercase.count else { return false }
-        var i = bytes.startIndex
-        for expected in lowercase {
-            if ASCII.lower(bytes[i]) != expected { return false }
-            i += 1
+    /// Whether the bytes of `range` equal `token` exactly.
+    @inline(__always)
+    static func equals(_ bytes: UnsafeRawPointer, _ range: Range<Int>, _ token: StaticString) -> Bool {
+        compare(bytes + range.lowerBound, range.count, token, fold: 0)
+    }
+
+    /// Whether the received bytes of `range` equal `lowercase` ignoring ASCII case (the same
+    /// condition on the bytes as the pointer form).
+    static func equalsLowercased(_ bytes: ArraySlice<UInt8>, _ lowercase: StaticString) -> Bool {
+        bytes.withUnsafeBytes { buffer in
+            guard let base = buffer.baseAddress else { return lowercase.utf8CodeUnitCount == 0 }
+            return compare(base, buffer.count, lowercase, fold: 0x2020_2020_2020_2020)
+        }
+    }
+
+    /// `count` bytes at `bytes`, each ORed with a byte of `fold`, against `token`: words of
+    /// eight or four bytes (the last one overlapping the one before), bytes below four.
+    @inline(__always)
+    private static func compare(_ bytes: UnsafeRawPointer, _ count: Int, _ token: StaticString, fold: UInt64) -> Bool {
+        let length = token.utf8CodeUnitCount
+        guard count == length else { return false }
+        let expected = UnsafeRawPointer(token.utf8Start)
+        if length >= 8 {
+            var offset = 0
+            while true {
+                let at = min(offset, length - 8)
+                let word = bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self) | fold
+                if word != expected.loadUnaligned(fromByteOffset: at, as: UInt64.self) { return false }
+                if at == length - 8 { return true }
+                offset += 8
+            }
+        }
+        if length >= 4 {
+            let fold32 = UInt32(truncatingIfNeeded: fold)
+            return bytes.loadUnaligned(as: UInt32.self) | fold32 == expected.loadUnaligned(as: UInt32.self)
+                && bytes.loadUnaligned(fromByteOffset: length - 4, as: UInt32.self) | fold32
+                    == expected.loadUnaligned(fromByteOffset: length - 4, as: UInt32.self)
+        }
+        let fold8 = UInt8(truncatingIfNeeded: fold)
+        for i in 0..<length
+        where bytes.load(fromByteOffset: i, as: UInt8.self) | fold8 != expected.load(fromByteOffset: i, as: UInt8.self) {
+            return false
         }
         return true
     }
 }
 
-/// The ranges of the elements of a comma-separated list (RFC 9110 §5.6.1), each without
-/// surrounding whitespace; empty elements are kept (callers skip them). Allocates nothing.
-func listElements(_ bytes: [UInt8], in range: Range<Int>) -> ListElements {
+/// The ranges of the elements of a comma-separated list (RFC 9110 §5.6.1) in `bytes`, each
+/// without surrounding whitespace; empty elements are kept (callers skip them). Allocates
+/// nothing.
+func listElements(_ bytes: UnsafeRawPointer, in range: Range<Int>) -> ListElements {
     ListElements(bytes: bytes, start: range.lowerBound, end: range.upperBound)
 }
 
 struct ListElements: Sequence, IteratorProtocol {
-    let bytes: [UInt8]
+    let bytes: UnsafeRawPointer
     var start: Int
     let end: Int
     var finished = false
 
-    init(bytes: [UInt8], start: Int, end: Int) {
+    init(bytes: UnsafeRawPointer, start: Int, end: Int) {
         self.bytes = bytes
         self.start = start
         self.end = end
@@ -91,7 +126,7 @@ struct ListElements: Sequence, IteratorProtocol {
     mutating func next() -> Range<Int>? {
         guard !finished else { return nil }
         var i = start
-        while i < end, bytes[i] != ASCII.comma { i += 1 }
+        while i < end, bytes.load(fromByteOffset: i, as: UInt8.self) != ASCII.comma { i &+= 1 }
         let element = trimmed(bytes, start..<i)
         if i == end { finished = true } else { start = i + 1 }
         return element
@@ -99,10 +134,11 @@ struct ListElements: Sequence, IteratorProtocol {
 }
 
 /// `range` without leading and trailing SP / HTAB.
-func trimmed(_ bytes: [UInt8], _ range: Range<Int>) -> Range<Int> {
+@inline(__always)
+func trimmed(_ bytes: UnsafeRawPointer, _ range: Range<Int>) -> Range<Int> {
     var lower = range.lowerBound
     var upper = range.upperBound
-    while lower < upper, ASCII.isWhitespace(bytes[lower]) { lower += 1 }
-    while upper > lower, ASCII.isWhitespace(bytes[upper - 1]) { upper -= 1 }
+    while lower < upper, ASCII.isWhitespace(bytes.load(fromByteOffset: lower, as: UInt8.self)) { lower &+= 1 }
+    while upper > lower, ASCII.isWhitespace(bytes.load(fromByteOffset: upper &- 1, as: UInt8.self)) { upper &-= 1 }
     return lower..<upper
 }

@@ -106,7 +106,7 @@ public struct RequestHead: Hashable, Sendable {
         guard let method = HTTPRequest.Method(string(methodRange)) else { throw .invalidMethod }
         var headerFields = HTTPFields()
         headerFields.reserveCapacity(fields.count)
-        for field in fields where !Token.equalsLowercased(bytes[field.name], Token.host) {
+        for field in fields where !Token.equalsLowercased(bytes[field.name], "host") {
             guard let name = HTTPField.Name(string(field.name)) else { throw .invalidFieldName }
             headerFields.append(HTTPField(name: name, value: bytes[field.value]))
         }

@@ -68,16 +68,25 @@ public struct RequestHeadParser: Sendable {
     // The state carried from one call to the next. Every decision depends only on the bytes
     // seen so far, in order, never on where one call's input ended: that is what makes the
     // result independent of how the request was split.
+    //
+    // Positions are offsets in the head's byte stream (what `head` holds once complete). The
+    // bytes of earlier inputs are in `head`; those of the current input are read in place and
+    // copied once, when the head ends or the input does.
     private var head: [UInt8] = []
     private var phase = Phase.requestLine
     private var lineStart = 0
     private var sawCR = false
+    /// Whether the current line holds a byte below 0x20 other than CR and LF, or 0x7F: when
+    /// not, a field value needs no byte check.
+    private var lineHasControl = false
     private var leadingEmptyLines = 0
     private var headerSectionStart = 0
     private var methodRange = 0..<0
     private var targetRange = 0..<0
     private var version = RequestHead.Version.http1_1
     private var fields: [RequestHead.Field] = []
+    /// The fields `finishHead` checks, recognized as their lines arrive.
+    private var known = KnownFields()
 
     /// Creates a parser.
     ///
@@ -92,18 +101,21 @@ public struct RequestHeadParser: Sendable {
         phase = .requestLine
         lineStart = 0
         sawCR = false
+        lineHasControl = false
         leadingEmptyLines = 0
         headerSectionStart = 0
         methodRange = 0..<0
         targetRange = 0..<0
         version = .http1_1
         fields = []
+        known = KnownFields()
     }
 
     /// Takes back the storage of a head its user is done with, so the next head is parsed
     /// into it: a server that hands each finished head back parses without allocating.
     /// Does nothing while a head is partly parsed. `finished` is left empty.
-    mutating func reuseStorage(of finished: inout RequestHead) {
+    /// (SPI for `Benchmarks/parse-bench`, which parses as the server does.)
+    @_spi(Benchmarks) public mutating func reuseStorage(of finished: inout RequestHead) {
         guard head.isEmpty && fields.isEmpty else { return }
         swap(&head, &finished.bytes)
         head.removeAll(keepingCapacity: true)
@@ -119,110 +131,303 @@ public struct RequestHeadParser: Sendable {
     /// - Throws: ``RequestHeadError``, with the status to answer, when the head is invalid or
     ///   exceeds a limit; the connection should then close.
     public mutating func parse(_ input: UnsafeRawBufferPointer) throws(RequestHeadError) -> Result {
+        let count = input.count
+        guard count > 0, let bytes = input.baseAddress else { return .needMoreBytes(consumed: 0) }
+        // Stream position of input[0]; input[k] is at origin + k, and `stream[q]` reads the
+        // stream position q (for q >= origin) in place.
+        let origin = head.count
+        let stream = bytes - origin
         var copied = 0  // input[..<copied] is already in `head`
         var i = 0
-        let count = input.count
+        // Positions are bounded by the bytes held in memory: wrapping arithmetic, no overflow
+        // checks, in this loop.
+        let maxHeaderSectionSize = limits.maxHeaderSectionSize
         while i < count {
-            if !sawCR {
+            var afterCR = sawCR  // a CR came last; the byte at i must be its LF
+            if !afterCR {
                 // Content bytes up to the next CR or LF: only the limits concern them, and a
                 // limit crossed anywhere in the run is the same error as at its first byte.
-                var next = i
-                while next < count, input[next] != ASCII.cr, input[next] != ASCII.lf { next += 1 }
+                let next = scanToLineEnd(bytes, from: i, count: count, control: &lineHasControl)
                 if next > i {
-                    let end = head.count + (next - copied)  // position after the run
+                    let end = origin &+ next  // position after the run
                     switch phase {
                     case .requestLine:
-                        if end - lineStart > limits.maxRequestLineLength { throw .requestLineTooLong }
+                        if end &- lineStart > limits.maxRequestLineLength { throw .requestLineTooLong }
                     case .firstFieldLine, .fieldLines:
-                        if end - headerSectionStart > limits.maxHeaderSectionSize { throw .headerSectionTooLarge }
+                        if end &- headerSectionStart > maxHeaderSectionSize { throw .headerSectionTooLarge }
                     }
                 }
                 i = next
                 if i == count { break }
-            }
-            let byte = input[i]
-            i += 1
-            if phase != .requestLine && head.count + (i - copied) - headerSectionStart > limits.maxHeaderSectionSize {
-                throw .headerSectionTooLarge
-            }
-            if sawCR {
-                guard byte == ASCII.lf else { throw .bareCR }
-                sawCR = false
-                // One allocation for most heads: they arrive whole, in one input.
-                if head.isEmpty { head.reserveCapacity(min(count, Self.initialCapacity)) }
-                head.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[copied..<i]))
-                copied = i
-                let line = lineStart..<(head.count - 2)
-                lineStart = head.count
-                if let complete = try processLine(line) {
-                    return .complete(complete, consumed: i)
+                if count &- i >= 2 && bytes.loadUnaligned(fromByteOffset: i, as: UInt16.self) == Self.crlf {
+                    // CR LF (the usual case): the limit checked at the LF covers the CR too
+                    // (the same error, nothing checked in between).
+                    i &+= 2
+                    if phase != .requestLine && origin &+ i &- headerSectionStart > maxHeaderSectionSize {
+                        throw .headerSectionTooLarge
+                    }
+                } else {
+                    // A CR or an LF: the limit counts it, then only a CR may come.
+                    let byte = bytes.load(fromByteOffset: i, as: UInt8.self)
+                    i &+= 1
+                    if phase != .requestLine && origin &+ i &- headerSectionStart > maxHeaderSectionSize {
+                        throw .headerSectionTooLarge
+                    }
+                    guard byte == ASCII.cr else { throw .bareLF }
+                    if i == count {
+                        sawCR = true  // its LF comes with the next input
+                        break
+                    }
+                    afterCR = true
                 }
-            } else if byte == ASCII.cr {
-                sawCR = true
+            }
+            if afterCR {
+                // The byte after a CR.
+                sawCR = false
+                let byte = bytes.load(fromByteOffset: i, as: UInt8.self)
+                i &+= 1
+                if phase != .requestLine && origin &+ i &- headerSectionStart > maxHeaderSectionSize {
+                    throw .headerSectionTooLarge
+                }
+                guard byte == ASCII.lf else { throw .bareCR }
+            }
+            let line = lineStart..<(origin &+ i &- 2)
+            lineStart = origin &+ i
+            let hasControl = lineHasControl
+            lineHasControl = false
+            if line.isEmpty && phase != .requestLine {
+                // The empty line that ends the head: one copy of what is not in `head` yet.
+                copy(input, from: copied, to: i)
+                // `finishHead` resets the parser once the head is accepted.
+                if origin == 0 {
+                    // The whole head came in this input (the usual case): read it there.
+                    return try finishHead(bytes, consumed: i)
+                }
+                let stored = head
+                return try stored.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
+                    // `head` holds at least the request line here: never nil.
+                    guard let storedBytes = buffer.baseAddress else { throw RequestHeadError.malformedRequestLine }
+                    return try finishHead(UnsafeRawPointer(storedBytes), consumed: i)
+                }
+            }
+            if line.lowerBound >= origin {
+                try processLine(line, in: stream, hasControl: hasControl)
             } else {
-                throw .bareLF
+                // The line began in an earlier input: read it from `head`.
+                copy(input, from: copied, to: i)
+                copied = i
+                let stored = head
+                try stored.withUnsafeBufferPointer { (buffer) throws(RequestHeadError) in
+                    guard let storedBytes = buffer.baseAddress else { throw RequestHeadError.malformedRequestLine }
+                    try processLine(line, in: UnsafeRawPointer(storedBytes), hasControl: hasControl)
+                }
             }
         }
-        head.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[copied..<count]))
+        copy(input, from: copied, to: count)
         return .needMoreBytes(consumed: count)
     }
 
-    /// Handles one complete line (CRLF excluded); returns the head when `line` is the empty
-    /// line that ends it.
-    private mutating func processLine(_ line: Range<Int>) throws(RequestHeadError) -> RequestHead? {
+    /// CR LF as a little-endian 16-bit word.
+    static let crlf: UInt16 = 0x0A0D
+
+    /// Appends `input[start..<end]` to `head`.
+    private mutating func copy(_ input: UnsafeRawBufferPointer, from start: Int, to end: Int) {
+        guard start < end else { return }
+        // One allocation for most heads: they arrive whole, in one input.
+        if head.isEmpty {
+            let capacity = min(input.count, Self.initialCapacity)
+            if head.capacity < capacity { head.reserveCapacity(capacity) }
+        }
+        head.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[start..<end]))
+    }
+
+    /// Handles one complete line (CRLF excluded) other than the empty line that ends the head;
+    /// `bytes` reads stream positions (at least those of `line`).
+    @inline(__always)
+    private mutating func processLine(
+        _ line: Range<Int>, in bytes: UnsafeRawPointer, hasControl: Bool
+    ) throws(RequestHeadError) {
         switch phase {
         case .requestLine:
             if line.isEmpty {
                 leadingEmptyLines += 1
                 if leadingEmptyLines > Self.maxLeadingEmptyLines { throw .malformedRequestLine }
-                return nil
+                return
             }
-            try parseRequestLine(line)
+            let requestLine = try Self.parseRequestLine(line, in: bytes)
+            version = requestLine.version
+            methodRange = requestLine.method
+            targetRange = requestLine.target
             phase = .firstFieldLine
             headerSectionStart = lineStart
-            return nil
         case .firstFieldLine, .fieldLines:
-            if line.isEmpty {
-                let result = try finishHead()
-                reset()
-                return result
-            }
-            if ASCII.isWhitespace(head[line.lowerBound]) {
+            if ASCII.isWhitespace(bytes.load(fromByteOffset: line.lowerBound, as: UInt8.self)) {
                 throw phase == .firstFieldLine ? .whitespaceAfterRequestLine : .obsoleteLineFolding
             }
             if fields.count >= limits.maxFieldCount { throw .tooManyFields }
-            if fields.isEmpty { fields.reserveCapacity(16) }
-            fields.append(try parseFieldLine(line))
+            if fields.isEmpty && fields.capacity < 16 { fields.reserveCapacity(16) }
+            let field = try Self.parseFieldLine(line, in: bytes, checkValue: hasControl)
+            fields.append(field.field)
+            known.add(field.kind, field.field.value)
             phase = .fieldLines
-            return nil
         }
     }
+}
 
+/// The content bytes from `start`: the index of the first CR or LF in `bytes[start..<count]`,
+/// or `count`. Sets `control` when a byte below 0x20 other than CR and LF, or 0x7F, comes
+/// before it. Eight bytes a step: a byte below 0x20 or equal to 0x7F stops the step, at the
+/// first such byte (the lowest flag of these bit tricks is exact).
+@inline(__always)
+private func scanToLineEnd(_ bytes: UnsafeRawPointer, from start: Int, count: Int, control: inout Bool) -> Int {
+    // Positions stay within 0...count: wrapping arithmetic drops the overflow checks.
+    @inline(__always) func special(_ word: UInt64) -> UInt64 {
+        let below20 = (word &- 0x2020_2020_2020_2020) & ~word
+        let flipped = word ^ 0x7F7F_7F7F_7F7F_7F7F
+        let del = (flipped &- 0x0101_0101_0101_0101) & ~flipped
+        return (below20 | del) & 0x8080_8080_8080_8080
+    }
+    var i = start
+    while count &- i >= 8 {
+        let flags = special(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
+        if flags == 0 {
+            i &+= 8
+            continue
+        }
+        let j = i &+ flags.trailingZeroBitCount &>> 3
+        let byte = bytes.load(fromByteOffset: j, as: UInt8.self)
+        if byte == ASCII.cr || byte == ASCII.lf { return j }
+        control = true
+        i = j &+ 1
+    }
+    while i < count {
+        let byte = bytes.load(fromByteOffset: i, as: UInt8.self)
+        if byte < 0x20 || byte == 0x7F {
+            if byte == ASCII.cr || byte == ASCII.lf { return i }
+            control = true
+        }
+        i &+= 1
+    }
+    return count
+}
+
+/// Skips the letters, digits, `-` and `.` (tchars and host characters all) from `start`, eight bytes a step while
+/// eight remain before `end`: the index of the first other byte, or of the first byte the
+/// steps did not reach (the caller checks the rest byte by byte).
+@inline(__always)
+private func skipNameBytes(_ bytes: UnsafeRawPointer, from start: Int, to end: Int) -> Int {
+    // Per byte, on its low seven bits t (no carry or borrow crosses bytes): (127 + n) - t has
+    // its top bit set iff t < n, and t + (127 - m) iff t > m; the word's own top bit must be 0.
+    @inline(__always) func between(_ t: UInt64, _ m: UInt64, _ n: UInt64) -> UInt64 {
+        (0x0101_0101_0101_0101 &* (127 &+ n) &- t) & (t &+ 0x0101_0101_0101_0101 &* (127 &- m))
+    }
+    var i = start
+    while end &- i >= 8 {
+        let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+        let low = word & 0x7F7F_7F7F_7F7F_7F7F
+        let letter = between(low | 0x2020_2020_2020_2020, 0x60, 0x7B)
+        let digit = between(low, 0x2F, 0x3A)
+        let dashOrDot = between(low, 0x2C, 0x2F)
+        let ok = (letter | digit | dashOrDot) & ~word & 0x8080_8080_8080_8080
+        if ok == 0x8080_8080_8080_8080 {
+            i &+= 8
+            continue
+        }
+        return i &+ (~ok & 0x8080_8080_8080_8080).trailingZeroBitCount &>> 3
+    }
+    return i
+}
+
+/// A field `finishHead` checks.
+enum KnownField {
+    case other, host, expect, connection, contentLength, transferEncoding
+}
+
+/// The values of one known field name: the first, and whether more lines follow (then
+/// `forEachValue` finds them all in `fields`, in order). No array, so nothing to retain.
+struct FieldValues {
+    var first: Range<Int>?
+    var repeated = false
+
+    var isEmpty: Bool { first == nil }
+
+    mutating func append(_ value: Range<Int>) {
+        if first == nil { first = value } else { repeated = true }
+    }
+}
+
+/// The known fields of a head, gathered line by line.
+struct KnownFields {
+    var hostCount = 0
+    var host: Range<Int>?
+    var expect = FieldValues()
+    var connection = FieldValues()
+    var contentLength = FieldValues()
+    var transferEncoding = FieldValues()
+
+    @inline(__always)
+    mutating func add(_ kind: KnownField, _ value: Range<Int>) {
+        switch kind {
+        case .other: break
+        case .host:
+            hostCount += 1
+            host = value
+        case .expect: expect.append(value)
+        case .connection: connection.append(value)
+        case .contentLength: contentLength.append(value)
+        case .transferEncoding: transferEncoding.append(value)
+        }
+    }
+}
+
+// The line parsers and the whole-head checks read the stream through a raw pointer: no
+// bounds checks, no array retains. Each range they get lies inside the bytes behind it.
+extension RequestHeadParser {
     /// `method SP request-target SP HTTP-version` (RFC 9112 §3), single spaces only.
-    private mutating func parseRequestLine(_ line: Range<Int>) throws(RequestHeadError) {
-        guard let firstSpace = head[line].firstIndex(of: ASCII.space), firstSpace > line.lowerBound
-        else { throw .malformedRequestLine }
-        let afterMethod = (firstSpace + 1)..<line.upperBound
-        guard let secondSpace = head[afterMethod].firstIndex(of: ASCII.space), secondSpace > firstSpace + 1
-        else { throw .malformedRequestLine }
+    @inline(__always)
+    private static func parseRequestLine(
+        _ line: Range<Int>, in bytes: UnsafeRawPointer
+    ) throws(RequestHeadError) -> (method: Range<Int>, target: Range<Int>, version: RequestHead.Version) {
+        func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
+        // Fast path: tchars up to the first space, visible bytes up to the second; any other
+        // line takes the general path below, which finds the same errors in the same order.
+        var i = line.lowerBound
+        while i < line.upperBound, ASCII.isTchar(byte(i)) { i &+= 1 }
+        if i < line.upperBound, i > line.lowerBound, byte(i) == ASCII.space {
+            let firstSpace = i
+            i &+= 1
+            while i < line.upperBound, ASCII.isVisible(byte(i)) { i &+= 1 }
+            if i < line.upperBound, i > firstSpace + 1, byte(i) == ASCII.space {
+                let version = try parseVersion((i + 1)..<line.upperBound, in: bytes)
+                return (line.lowerBound..<firstSpace, (firstSpace + 1)..<i, version)
+            }
+        }
+        let firstSpace = firstIndex(of: ASCII.space, in: line, bytes)
+        guard firstSpace < line.upperBound, firstSpace > line.lowerBound else { throw .malformedRequestLine }
+        let secondSpace = firstIndex(of: ASCII.space, in: (firstSpace + 1)..<line.upperBound, bytes)
+        guard secondSpace < line.upperBound, secondSpace > firstSpace + 1 else { throw .malformedRequestLine }
         let method = line.lowerBound..<firstSpace
         let target = (firstSpace + 1)..<secondSpace
         let version = (secondSpace + 1)..<line.upperBound
-        for index in method where !ASCII.isTchar(head[index]) { throw .invalidMethod }
-        for index in target where !ASCII.isVisible(head[index]) { throw .invalidTarget }
-        self.version = try parseVersion(version)
-        methodRange = method
-        targetRange = target
+        for index in method where !ASCII.isTchar(bytes.load(fromByteOffset: index, as: UInt8.self)) {
+            throw .invalidMethod
+        }
+        for index in target where !ASCII.isVisible(bytes.load(fromByteOffset: index, as: UInt8.self)) {
+            throw .invalidTarget
+        }
+        return (method, target, try parseVersion(version, in: bytes))
     }
 
     /// `HTTP/` DIGIT `.` DIGIT (RFC 9112 §2.3); major ≠ 1 → 505, 1.x with x ≥ 1 → 1.1.
-    private func parseVersion(_ range: Range<Int>) throws(RequestHeadError) -> RequestHead.Version {
-        let prefix = "HTTP/".utf8
-        guard range.count == 8, head[range.lowerBound..<(range.lowerBound + 5)].elementsEqual(prefix)
-        else { throw .malformedVersion }
-        let major = head[range.lowerBound + 5]
-        let dot = head[range.lowerBound + 6]
-        let minor = head[range.lowerBound + 7]
+    private static func parseVersion(_ range: Range<Int>, in bytes: UnsafeRawPointer) throws(RequestHeadError) -> RequestHead.Version {
+        guard range.count == 8 else { throw .malformedVersion }
+        let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: range.lowerBound, as: UInt64.self))
+        if word == Self.http11 { return .http1_1 }
+        // "HTTP/" then three bytes: compare the low five bytes.
+        guard word & 0xFF_FFFF_FFFF == Self.http11 & 0xFF_FFFF_FFFF else { throw .malformedVersion }
+        let major = UInt8(truncatingIfNeeded: word >> 40)
+        let dot = UInt8(truncatingIfNeeded: word >> 48)
+        let minor = UInt8(truncatingIfNeeded: word >> 56)
         guard ASCII.isDigit(major), dot == UInt8(ascii: "."), ASCII.isDigit(minor) else {
             throw .malformedVersion
         }
@@ -230,80 +435,95 @@ public struct RequestHeadParser: Sendable {
         return minor == UInt8(ascii: "0") ? .http1_0 : .http1_1
     }
 
-    /// `field-name ":" OWS field-value OWS` (RFC 9112 §5).
-    private func parseFieldLine(_ line: Range<Int>) throws(RequestHeadError) -> RequestHead.Field {
-        var i = line.lowerBound
-        while i < line.upperBound, ASCII.isTchar(head[i]) { i += 1 }
+    /// `HTTP/1.1` as a little-endian word.
+    static let http11: UInt64 = 0x312E_312F_5054_5448
+
+    /// `field-name ":" OWS field-value OWS` (RFC 9112 §5), and which known field it is. The
+    /// value's bytes are checked only when `checkValue` (the line holds a control byte).
+    @inline(__always)
+    private static func parseFieldLine(
+        _ line: Range<Int>, in bytes: UnsafeRawPointer, checkValue: Bool
+    ) throws(RequestHeadError) -> (field: RequestHead.Field, kind: KnownField) {
+        var i = skipNameBytes(bytes, from: line.lowerBound, to: line.upperBound)
+        while i < line.upperBound, ASCII.isTchar(bytes.load(fromByteOffset: i, as: UInt8.self)) { i &+= 1 }
         guard i < line.upperBound else { throw .missingColon }
-        let stop = head[i]
+        let stop = bytes.load(fromByteOffset: i, as: UInt8.self)
         if stop != ASCII.colon {
             if ASCII.isWhitespace(stop) {
                 var j = i
-                while j < line.upperBound, ASCII.isWhitespace(head[j]) { j += 1 }
-                if j < line.upperBound, head[j] == ASCII.colon { throw .whitespaceBeforeColon }
+                while j < line.upperBound, ASCII.isWhitespace(bytes.load(fromByteOffset: j, as: UInt8.self)) { j &+= 1 }
+                if j < line.upperBound, bytes.load(fromByteOffset: j, as: UInt8.self) == ASCII.colon {
+                    throw .whitespaceBeforeColon
+                }
             }
             throw .invalidFieldName
         }
         guard i > line.lowerBound else { throw .missingColon }
         let name = line.lowerBound..<i
-        let value = trimmed(head, (i + 1)..<line.upperBound)
-        for index in value where !ASCII.isFieldValueByte(head[index]) { throw .invalidFieldValue }
-        return RequestHead.Field(name: name, value: value)
+        let value = trimmed(bytes, (i + 1)..<line.upperBound)
+        if checkValue {
+            for index in value where !ASCII.isFieldValueByte(bytes.load(fromByteOffset: index, as: UInt8.self)) {
+                throw .invalidFieldValue
+            }
+        }
+        return (RequestHead.Field(name: name, value: value), knownField(name, in: bytes))
+    }
+
+    /// Which known field `name` (a token) names: by length and first letter, then the bytes.
+    @inline(__always)
+    static func knownField(_ name: Range<Int>, in bytes: UnsafeRawPointer) -> KnownField {
+        let first = bytes.load(fromByteOffset: name.lowerBound, as: UInt8.self) | 0x20
+        switch name.count {
+        case 4 where first == UInt8(ascii: "h") && Token.equalsLowercased(bytes, name, "host"):
+            return .host
+        case 6 where first == UInt8(ascii: "e") && Token.equalsLowercased(bytes, name, "expect"):
+            return .expect
+        case 10 where first == UInt8(ascii: "c") && Token.equalsLowercased(bytes, name, "connection"):
+            return .connection
+        case 14 where first == UInt8(ascii: "c") && Token.equalsLowercased(bytes, name, "content-length"):
+            return .contentLength
+        case 17 where first == UInt8(ascii: "t") && Token.equalsLowercased(bytes, name, "transfer-encoding"):
+            return .transferEncoding
+        default:
+            return .other
+        }
     }
 
     /// The checks that need the whole head: Host, target form, framing, expectations,
-    /// persistence. Fixed order, so one head always gets the same error.
-    private func finishHead() throws(RequestHeadError) -> RequestHead {
-        var host: Range<Int>?
-        var hostCount = 0
-        var contentLengthValues: [Range<Int>] = []
-        var transferEncodingValues: [Range<Int>] = []
-        var connectionValues: [Range<Int>] = []
-        var expectValues: [Range<Int>] = []
-        for field in fields {
-            let name = head[field.name]
-            switch name.count {
-            case 4 where Token.equalsLowercased(name, Token.host):
-                hostCount += 1
-                host = field.value
-            case 6 where Token.equalsLowercased(name, Token.expect):
-                expectValues.append(field.value)
-            case 10 where Token.equalsLowercased(name, Token.connection):
-                connectionValues.append(field.value)
-            case 14 where Token.equalsLowercased(name, Token.contentLength):
-                contentLengthValues.append(field.value)
-            case 17 where Token.equalsLowercased(name, Token.transferEncoding):
-                transferEncodingValues.append(field.value)
-            default:
-                break
-            }
-        }
-
+    /// persistence. Fixed order, so one head always gets the same error. `bytes` reads the
+    /// head's stream positions (`head`'s bytes, or the input's when it holds the whole head).
+    ///
+    /// Resets the parser when the head is accepted (then the head owns the arrays); an error
+    /// leaves the state as it is, as every other error does.
+    private mutating func finishHead(
+        _ bytes: UnsafeRawPointer, consumed: Int
+    ) throws(RequestHeadError) -> Result {
         // Host (RFC 9112 §3.2).
-        if hostCount > 1 { throw .multipleHosts }
-        if hostCount == 0 && version == .http1_1 { throw .missingHost }
+        if known.hostCount > 1 { throw .multipleHosts }
+        if known.hostCount == 0 && version == .http1_1 { throw .missingHost }
+        let host = known.host
         if let host, !host.isEmpty {
-            guard isValidAuthority(host, requirePort: false) else { throw .invalidHost }
+            guard Self.isValidAuthority(host, in: bytes, requirePort: false) else { throw .invalidHost }
         }
 
         // Target form (RFC 9112 §3.2).
-        let method = head[methodRange]
-        let isConnect = method.elementsEqual(Token.connect)
+        let isConnect = Token.equals(bytes, methodRange, "CONNECT")
+        let firstTargetByte = bytes.load(fromByteOffset: targetRange.lowerBound, as: UInt8.self)
         var form = RequestHead.TargetForm.origin
         var authority = host
         var path: Range<Int>? = targetRange
         var scheme: Range<Int>?
         if isConnect {
-            guard isValidAuthority(targetRange, requirePort: true) else { throw .invalidTargetForm }
+            guard Self.isValidAuthority(targetRange, in: bytes, requirePort: true) else { throw .invalidTargetForm }
             form = .authority
             authority = targetRange
             path = nil
-        } else if targetRange.count == 1 && head[targetRange.lowerBound] == ASCII.asterisk {
-            guard method.elementsEqual(Token.options) else { throw .invalidTargetForm }
+        } else if targetRange.count == 1 && firstTargetByte == ASCII.asterisk {
+            guard Token.equals(bytes, methodRange, "OPTIONS") else { throw .invalidTargetForm }
             form = .asterisk
-        } else if head[targetRange.lowerBound] == ASCII.slash {
+        } else if firstTargetByte == ASCII.slash {
             form = .origin
-        } else if let absolute = try absoluteForm(targetRange) {
+        } else if let absolute = try Self.absoluteForm(targetRange, in: bytes) {
             form = .absolute
             scheme = absolute.scheme
             authority = absolute.authority
@@ -314,22 +534,22 @@ public struct RequestHeadParser: Sendable {
 
         // Framing (RFC 9112 §6.1, §6.3).
         var framing = RequestHead.BodyFraming.none
-        if !transferEncodingValues.isEmpty {
+        if !known.transferEncoding.isEmpty {
             if version == .http1_0 { throw .transferEncodingInHTTP10 }
-            if !contentLengthValues.isEmpty { throw .contentLengthWithTransferEncoding }
-            try checkTransferCodings(transferEncodingValues)
+            if !known.contentLength.isEmpty { throw .contentLengthWithTransferEncoding }
+            try checkTransferCodings(in: bytes)
             framing = .chunked
-        } else if !contentLengthValues.isEmpty {
-            let length = try contentLength(contentLengthValues)
+        } else if !known.contentLength.isEmpty {
+            let length = try contentLength(in: bytes)
             if length > limits.maxContentLength { throw .contentTooLarge }
             framing = .contentLength(length)
         }
 
         // Expect (RFC 9110 §10.1.1): 100-continue only counts for 1.1; others → 417.
         var expectsContinue = false
-        for value in expectValues {
-            for element in listElements(head, in: value) where !element.isEmpty {
-                guard Token.equalsLowercased(head[element], Token.continue100) else {
+        try Self.forEachValue(of: .expect, known.expect, fields, in: bytes) { (value) throws(RequestHeadError) in
+            for element in listElements(bytes, in: value) where !element.isEmpty {
+                guard Token.equalsLowercased(bytes, element, "100-continue") else {
                     throw .unsupportedExpectation
                 }
                 expectsContinue = version == .http1_1
@@ -339,57 +559,83 @@ public struct RequestHeadParser: Sendable {
         // Persistence (RFC 9112 §9.3).
         var sawClose = false
         var sawKeepAlive = false
-        for value in connectionValues {
-            for element in listElements(head, in: value) {
-                if Token.equalsLowercased(head[element], Token.close) { sawClose = true }
-                if Token.equalsLowercased(head[element], Token.keepAlive) { sawKeepAlive = true }
+        if !known.connection.repeated, let value = known.connection.first,
+            Token.equalsLowercased(bytes, value, "keep-alive")
+        {
+            sawKeepAlive = true  // the usual value, alone: what the list walk below finds
+        } else {
+            Self.forEachValue(of: .connection, known.connection, fields, in: bytes) { value in
+                for element in listElements(bytes, in: value) {
+                    if Token.equalsLowercased(bytes, element, "close") { sawClose = true }
+                    if Token.equalsLowercased(bytes, element, "keep-alive") { sawKeepAlive = true }
+                }
             }
         }
         let keepAlive = !sawClose && (version == .http1_1 || sawKeepAlive)
 
-        return RequestHead(
-            bytes: head,
-            methodRange: methodRange,
-            targetRange: targetRange,
-            version: version,
+        // Accepted: the parser starts over, the head takes its arrays.
+        let headBytes = head
+        let headFields = fields
+        let method = methodRange
+        let target = targetRange
+        let headVersion = version
+        reset()
+        return .complete(RequestHead(
+            bytes: headBytes,
+            methodRange: method,
+            targetRange: target,
+            version: headVersion,
             targetForm: form,
-            fields: fields,
+            fields: headFields,
             authorityRange: authority,
             pathRange: path,
             schemeRange: scheme,
             framing: framing,
             keepAlive: keepAlive,
             expectsContinue: expectsContinue
-        )
+        ), consumed: consumed)
+    }
+
+    /// Calls `body` with each value of the known field `kind`, in order: `values.first`
+    /// alone, or, when the name repeats, every matching line of `fields`.
+    @inline(__always)
+    private static func forEachValue<E: Error>(
+        of kind: KnownField, _ values: FieldValues, _ fields: [RequestHead.Field], in bytes: UnsafeRawPointer,
+        _ body: (Range<Int>) throws(E) -> Void
+    ) throws(E) {
+        guard let first = values.first else { return }
+        guard values.repeated else { return try body(first) }
+        for field in fields where knownField(field.name, in: bytes) == kind { try body(field.value) }
     }
 
     /// `scheme "://" authority [ path-abempty [ "?" query ] ]`, or `nil` if `range` has no
     /// scheme. An absolute-form target with a bad authority is a bad target.
-    private func absoluteForm(
-        _ range: Range<Int>
+    private static func absoluteForm(
+        _ range: Range<Int>, in bytes: UnsafeRawPointer
     ) throws(RequestHeadError) -> (scheme: Range<Int>, authority: Range<Int>, path: Range<Int>)? {
-        guard ASCII.isAlpha(head[range.lowerBound]) else { return nil }
+        func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
+        guard ASCII.isAlpha(byte(range.lowerBound)) else { return nil }
         var i = range.lowerBound + 1
         while i < range.upperBound {
-            let b = head[i]
+            let b = byte(i)
             guard ASCII.isAlpha(b) || ASCII.isDigit(b) || b == UInt8(ascii: "+") || b == UInt8(ascii: "-")
                 || b == UInt8(ascii: ".")
             else { break }
-            i += 1
+            i &+= 1
         }
         let scheme = range.lowerBound..<i
-        guard range.upperBound - i >= 3, head[i] == ASCII.colon, head[i + 1] == ASCII.slash,
-            head[i + 2] == ASCII.slash
+        guard range.upperBound - i >= 3, byte(i) == ASCII.colon, byte(i + 1) == ASCII.slash,
+            byte(i + 2) == ASCII.slash
         else { return nil }
         let authorityStart = i + 3
         var authorityEnd = authorityStart
-        while authorityEnd < range.upperBound, head[authorityEnd] != ASCII.slash,
-            head[authorityEnd] != ASCII.question
+        while authorityEnd < range.upperBound, byte(authorityEnd) != ASCII.slash,
+            byte(authorityEnd) != ASCII.question
         {
-            authorityEnd += 1
+            authorityEnd &+= 1
         }
         let authority = authorityStart..<authorityEnd
-        guard !authority.isEmpty, isValidAuthority(authority, requirePort: false) else {
+        guard !authority.isEmpty, isValidAuthority(authority, in: bytes, requirePort: false) else {
             throw .invalidTarget
         }
         return (scheme, authority, authorityEnd..<range.upperBound)
@@ -397,87 +643,100 @@ public struct RequestHeadParser: Sendable {
 
     /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2), the port required for
     /// CONNECT's authority form (`uri-host ":" port`, RFC 9112 §3.2.3).
-    private func isValidAuthority(_ range: Range<Int>, requirePort: Bool) -> Bool {
+    private static func isValidAuthority(_ range: Range<Int>, in bytes: UnsafeRawPointer, requirePort: Bool) -> Bool {
+        func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
         guard !range.isEmpty else { return false }
         var i = range.lowerBound
-        if head[i] == ASCII.openBracket {
-            i += 1
-            while i < range.upperBound, head[i] != ASCII.closeBracket {
-                guard ASCII.isHostChar(head[i]) || head[i] == ASCII.colon else { return false }
-                i += 1
+        if byte(i) == ASCII.openBracket {
+            i &+= 1
+            while i < range.upperBound, byte(i) != ASCII.closeBracket {
+                guard ASCII.isHostChar(byte(i)) || byte(i) == ASCII.colon else { return false }
+                i &+= 1
             }
             guard i < range.upperBound, i > range.lowerBound + 1 else { return false }
-            i += 1  // ']'
+            i &+= 1  // ']'
         } else {
-            while i < range.upperBound, head[i] != ASCII.colon {
-                guard ASCII.isHostChar(head[i]) else { return false }
-                i += 1
-            }
+            // Host characters up to the end or a colon (not a host character).
+            i = skipNameBytes(bytes, from: i, to: range.upperBound)  // host characters all
+            while i < range.upperBound, ASCII.isHostChar(byte(i)) { i &+= 1 }
+            if i < range.upperBound && byte(i) != ASCII.colon { return false }
             if i == range.lowerBound { return false }
         }
         if i == range.upperBound { return !requirePort }
-        guard head[i] == ASCII.colon else { return false }
-        i += 1
+        guard byte(i) == ASCII.colon else { return false }
+        i &+= 1
         if requirePort && i == range.upperBound { return false }
         while i < range.upperBound {
-            guard ASCII.isDigit(head[i]) else { return false }
-            i += 1
+            guard ASCII.isDigit(byte(i)) else { return false }
+            i &+= 1
         }
         return true
     }
 
     /// The transfer codings of all `Transfer-Encoding` lines, in order: exactly one
     /// `chunked`, last; any other coding is not implemented (501).
-    private func checkTransferCodings(_ values: [Range<Int>]) throws(RequestHeadError) {
-        var codings: [Range<Int>] = []
-        for value in values {
-            for element in listElements(head, in: value) where !element.isEmpty {
+    private mutating func checkTransferCodings(in bytes: UnsafeRawPointer) throws(RequestHeadError) {
+        func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
+        var codingCount = 0
+        var chunkedCount = 0
+        var last = 0..<0
+        try Self.forEachValue(of: .transferEncoding, known.transferEncoding, fields, in: bytes) { (value) throws(RequestHeadError) in
+            for element in listElements(bytes, in: value) where !element.isEmpty {
                 // A coding's name ends at its parameters (`;`) or whitespace before them.
                 var end = element.lowerBound
-                while end < element.upperBound, ASCII.isTchar(head[end]) { end += 1 }
+                while end < element.upperBound, ASCII.isTchar(byte(end)) { end &+= 1 }
                 if end < element.upperBound {
                     var j = end
-                    while j < element.upperBound, ASCII.isWhitespace(head[j]) { j += 1 }
-                    guard j < element.upperBound, head[j] == ASCII.semicolon else {
+                    while j < element.upperBound, ASCII.isWhitespace(byte(j)) { j &+= 1 }
+                    guard j < element.upperBound, byte(j) == ASCII.semicolon else {
                         throw .invalidTransferEncoding
                     }
                 }
                 guard end > element.lowerBound else { throw .invalidTransferEncoding }
-                codings.append(element.lowerBound..<end)
+                last = element.lowerBound..<end
+                codingCount += 1
+                if Token.equalsLowercased(bytes, last, "chunked") { chunkedCount += 1 }
             }
         }
-        guard let last = codings.last else { throw .invalidTransferEncoding }
-        var chunkedCount = 0
-        for coding in codings where Token.equalsLowercased(head[coding], Token.chunked) {
-            chunkedCount += 1
-        }
+        guard codingCount > 0 else { throw .invalidTransferEncoding }
         if chunkedCount > 1 { throw .chunkedAppliedTwice }
-        guard Token.equalsLowercased(head[last], Token.chunked) else { throw .chunkedNotFinal }
-        if codings.count > 1 { throw .unsupportedTransferCoding }
+        guard Token.equalsLowercased(bytes, last, "chunked") else { throw .chunkedNotFinal }
+        if codingCount > 1 { throw .unsupportedTransferCoding }
     }
 
     /// The value of one or more `Content-Length` lines, each possibly a list: every element
     /// `1*DIGIT`, all identical (RFC 9110 §8.6), no overflow.
-    private func contentLength(_ values: [Range<Int>]) throws(RequestHeadError) -> Int64 {
-        var first: ArraySlice<UInt8>?
-        for value in values {
-            for element in listElements(head, in: value) {
-                let digits = head[element]
-                guard !digits.isEmpty, digits.allSatisfy(ASCII.isDigit) else { throw .invalidContentLength }
+    private mutating func contentLength(in bytes: UnsafeRawPointer) throws(RequestHeadError) -> Int64 {
+        func byte(_ index: Int) -> UInt8 { bytes.load(fromByteOffset: index, as: UInt8.self) }
+        var first: Range<Int>?
+        try Self.forEachValue(of: .contentLength, known.contentLength, fields, in: bytes) { (value) throws(RequestHeadError) in
+            for digits in listElements(bytes, in: value) {
+                guard !digits.isEmpty else { throw .invalidContentLength }
+                for index in digits where !ASCII.isDigit(byte(index)) { throw .invalidContentLength }
                 if let first {
-                    guard first.elementsEqual(digits) else { throw .conflictingContentLength }
+                    guard first.count == digits.count,
+                        !zip(first, digits).contains(where: { byte($0) != byte($1) })
+                    else { throw .conflictingContentLength }
                 } else {
                     first = digits
                 }
             }
         }
         var length: Int64 = 0
-        for digit in first ?? [] {
+        for index in first ?? 0..<0 {
             let (times10, overflow1) = length.multipliedReportingOverflow(by: 10)
-            let (sum, overflow2) = times10.addingReportingOverflow(Int64(digit - 0x30))
+            let (sum, overflow2) = times10.addingReportingOverflow(Int64(byte(index) - 0x30))
             guard !overflow1, !overflow2 else { throw .invalidContentLength }
             length = sum
         }
         return length
     }
+}
+
+/// The first index of `target` in `range`, or `range.upperBound`.
+@inline(__always)
+private func firstIndex(of target: UInt8, in range: Range<Int>, _ bytes: UnsafeRawPointer) -> Int {
+    var i = range.lowerBound
+    while i < range.upperBound, bytes.load(fromByteOffset: i, as: UInt8.self) != target { i &+= 1 }
+    return i
 }

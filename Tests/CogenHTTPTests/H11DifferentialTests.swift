@@ -208,13 +208,13 @@ func ourVerdict(_ bytes: [UInt8]) -> (Verdict, RequestHeadError?, ChunkedBodyErr
     var sawContentLength = false
     fields = fields.compactMap { field in
         var field = field
-        if Token.equalsLowercased(field.name[...], Token.contentLength) {
+        if RefToken.equalsLowercased(field.name[...], RefToken.contentLength) {
             if sawContentLength { return nil }
             sawContentLength = true
-            if let first = listElements(field.value, in: 0..<field.value.count).first(where: { _ in true }) {
+            if let first = refListElements(field.value, in: 0..<field.value.count).first(where: { _ in true }) {
                 field.value = Array(field.value[first])
             }
-        } else if Token.equalsLowercased(field.name[...], Token.transferEncoding) {
+        } else if RefToken.equalsLowercased(field.name[...], RefToken.transferEncoding) {
             field.value = field.value.map(ASCII.lower)
         }
         return field
