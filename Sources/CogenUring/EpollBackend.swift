@@ -31,6 +31,11 @@ final class EpollBackend: IOBackend {
         /// event for the descriptor since: new bytes will raise an edge, so the next
         /// receive waits for it without trying `recv(2)` first (see `isKnownDrained`).
         var drained = false
+        /// epoll reported a read hang-up, hang-up or error: a read that stops short may
+        /// have stopped at the peer's FIN (queued before the read, its edge reported
+        /// already), so no read marks the descriptor drained any more (nginx's
+        /// `pending_eof`).
+        var hungUp = false
     }
     /// By descriptor number (descriptors are small integers): no hashing per operation.
     @exclusivity(unchecked) private var registrations: [Registration] = []
@@ -136,6 +141,7 @@ final class EpollBackend: IOBackend {
             registrations[index].registered = nil
             registrations[index].owner = owner
             registrations[index].drained = false
+            registrations[index].hungUp = false
         }
     }
 
@@ -206,6 +212,7 @@ final class EpollBackend: IOBackend {
     }
 
     private func gather(timeout: Int64) {
+        var timeout = timeout
         #if DEBUG
         if let owed = FaultInjector.current?.takeOwedEdges() {  // edges injected EAGAINs swallowed
             for descriptor in owed {
@@ -213,7 +220,9 @@ final class EpollBackend: IOBackend {
                 retry(descriptor, writers: false)
                 retry(descriptor, writers: true)
             }
-            return
+            // Real edges too, without blocking: a socket known drained waits only for
+            // those, and injected EAGAINs owing edges every pass must not starve it.
+            timeout = 0
         }
         #endif
         let count = cogen_epoll_wait(epoll, eventData, eventFlags, Int32(eventCapacity), timeout)
@@ -229,7 +238,7 @@ final class EpollBackend: IOBackend {
             let failed = events & UInt32(COGEN_EPOLLERR | COGEN_EPOLLHUP) != 0
             if failed || events & UInt32(COGEN_EPOLLIN | COGEN_EPOLLRDHUP) != 0 {
                 // Whether or not a receive waits now: one that comes later must try.
-                mayHaveBytes(descriptor)
+                mayHaveBytes(descriptor, hungUp: failed || events & UInt32(COGEN_EPOLLRDHUP) != 0)
                 retry(descriptor, writers: false)
             }
             if failed || events & UInt32(COGEN_EPOLLOUT) != 0 { retry(descriptor, writers: true) }
@@ -239,9 +248,11 @@ final class EpollBackend: IOBackend {
     /// An edge that may have brought bytes (or an end of stream, or an error): the next
     /// receive on the descriptor tries its system call.
     @inline(__always)
-    private func mayHaveBytes(_ descriptor: Int32) {
+    private func mayHaveBytes(_ descriptor: Int32, hungUp: Bool = false) {
         let index = Int(descriptor)
-        if index >= 0 && index < registrations.count { registrations[index].drained = false }
+        guard index >= 0 && index < registrations.count else { return }
+        registrations[index].drained = false
+        if hungUp { registrations[index].hungUp = true }
     }
 
     // MARK: Drained receive queues (as nginx's `ngx_unix_recv`)
@@ -254,7 +265,10 @@ final class EpollBackend: IOBackend {
     // (not when its coroutine resumes: an event may be gathered in between), and cleared
     // by every readable, hang-up or error event epoll reports for the descriptor, whether
     // or not anything waits on it, and by every (re)registration and change of owner. An
-    // event reported for bytes the short read already took only costs one `EAGAIN`.
+    // event reported for bytes the short read already took only costs one `EAGAIN`. Once
+    // epoll has reported a read hang-up (or hang-up, or error) a short read proves nothing
+    // (it stops at the FIN, whose edge came already): no mark from then on, as nginx's
+    // `pending_eof`.
 
     /// Whether `owner`'s socket on `descriptor` is known to have nothing to receive (see
     /// above): its receive waits for readiness without trying the call.
@@ -273,7 +287,7 @@ final class EpollBackend: IOBackend {
     func noteDrained(_ descriptor: Int32, owner: UInt64) {
         let index = Int(descriptor)
         guard index >= 0 && index < registrations.count, registrations[index].owner == owner,
-              registrations[index].registered != nil
+              registrations[index].registered != nil, !registrations[index].hungUp
         else { return }
         registrations[index].drained = true
     }
