@@ -55,7 +55,7 @@ import Testing
         #expect(sent == bytes.count)
     }
 
-    /// Sends from a thread of its own, once `start` is set (the loop thread never blocks).
+    /// Sends from a thread of its own and sets `done` (the loop thread never blocks on it).
     static func sendFromAnotherThread(_ fd: Int32, _ bytes: [UInt8], done: Flag) {
         let thread = Thread {
             send(fd, bytes)
