@@ -26,6 +26,16 @@ final class EpollBackend: IOBackend {
         /// Whose registration it is (`readinessOwner`: a socket's serial, 0 for a
         /// descriptor that is not ours).
         var owner: UInt64 = 0
+        /// The owner's last receive returned fewer bytes than it asked for (its receive
+        /// queue was empty then), and epoll has reported no readable, hang-up or error
+        /// event for the descriptor since: new bytes will raise an edge, so the next
+        /// receive waits for it without trying `recv(2)` first (see `isKnownDrained`).
+        var drained = false
+        /// epoll reported a read hang-up, hang-up or error: a read that stops short may
+        /// have stopped at the peer's FIN (queued before the read, its edge reported
+        /// already), so no read marks the descriptor drained any more (nginx's
+        /// `pending_eof`).
+        var hungUp = false
     }
     /// By descriptor number (descriptors are small integers): no hashing per operation.
     @exclusivity(unchecked) private var registrations: [Registration] = []
@@ -130,6 +140,8 @@ final class EpollBackend: IOBackend {
         if registrations[index].readers.isEmpty && registrations[index].writers.isEmpty {
             registrations[index].registered = nil
             registrations[index].owner = owner
+            registrations[index].drained = false
+            registrations[index].hungUp = false
         }
     }
 
@@ -150,6 +162,7 @@ final class EpollBackend: IOBackend {
         }
         if status == 0 {
             registrations[index].registered = events
+            registrations[index].drained = false
         } else {
             // Not pollable (or gone): try each waiting operation once more and hand out
             // what it says, rather than wait for an event that will not come.
@@ -199,10 +212,17 @@ final class EpollBackend: IOBackend {
     }
 
     private func gather(timeout: Int64) {
+        var timeout = timeout
         #if DEBUG
         if let owed = FaultInjector.current?.takeOwedEdges() {  // edges injected EAGAINs swallowed
-            for descriptor in owed { retry(descriptor, writers: false); retry(descriptor, writers: true) }
-            return
+            for descriptor in owed {
+                mayHaveBytes(descriptor)
+                retry(descriptor, writers: false)
+                retry(descriptor, writers: true)
+            }
+            // Real edges too, without blocking: a socket known drained waits only for
+            // those, and injected EAGAINs owing edges every pass must not starve it.
+            timeout = 0
         }
         #endif
         let count = cogen_epoll_wait(epoll, eventData, eventFlags, Int32(eventCapacity), timeout)
@@ -216,9 +236,60 @@ final class EpollBackend: IOBackend {
             let descriptor = Int32(truncatingIfNeeded: eventData[i])
             let events = eventFlags[i]
             let failed = events & UInt32(COGEN_EPOLLERR | COGEN_EPOLLHUP) != 0
-            if failed || events & UInt32(COGEN_EPOLLIN | COGEN_EPOLLRDHUP) != 0 { retry(descriptor, writers: false) }
+            if failed || events & UInt32(COGEN_EPOLLIN | COGEN_EPOLLRDHUP) != 0 {
+                // Whether or not a receive waits now: one that comes later must try.
+                mayHaveBytes(descriptor, hungUp: failed || events & UInt32(COGEN_EPOLLRDHUP) != 0)
+                retry(descriptor, writers: false)
+            }
             if failed || events & UInt32(COGEN_EPOLLOUT) != 0 { retry(descriptor, writers: true) }
         }
+    }
+
+    /// An edge that may have brought bytes (or an end of stream, or an error): the next
+    /// receive on the descriptor tries its system call.
+    @inline(__always)
+    private func mayHaveBytes(_ descriptor: Int32, hungUp: Bool = false) {
+        let index = Int(descriptor)
+        guard index >= 0 && index < registrations.count else { return }
+        registrations[index].drained = false
+        if hungUp { registrations[index].hungUp = true }
+    }
+
+    // MARK: Drained receive queues (as nginx's `ngx_unix_recv`)
+    //
+    // A receive on an edge-triggered socket that returned fewer bytes than it asked for
+    // emptied the socket's receive queue: bytes that arrive later (or the end of stream,
+    // or a reset) raise a new edge. So the receive after it need not try `recv(2)` (and
+    // get `EAGAIN`, one system call per request in a request/response loop): it waits for
+    // the edge. The mark is set only by the owner's own short read, at the system call
+    // (not when its coroutine resumes: an event may be gathered in between), and cleared
+    // by every readable, hang-up or error event epoll reports for the descriptor, whether
+    // or not anything waits on it, and by every (re)registration and change of owner. An
+    // event reported for bytes the short read already took only costs one `EAGAIN`. Once
+    // epoll has reported a read hang-up (or hang-up, or error) a short read proves nothing
+    // (it stops at the FIN, whose edge came already): no mark from then on, as nginx's
+    // `pending_eof`.
+
+    /// Whether `owner`'s socket on `descriptor` is known to have nothing to receive (see
+    /// above): its receive waits for readiness without trying the call.
+    @inline(__always)
+    func isKnownDrained(_ descriptor: Int32, owner: UInt64) -> Bool {
+        let index = Int(descriptor)
+        guard index >= 0 && index < registrations.count else { return false }
+        return registrations[index].drained && registrations[index].owner == owner
+    }
+
+    /// `owner`'s receive on `descriptor` just returned fewer bytes than the kernel was
+    /// asked for (or a real `EAGAIN`): its receive queue is empty. Marked only on a
+    /// registration of that owner's that epoll reports on (an unregistered or another
+    /// owner's descriptor is tried as before).
+    @inline(__always)
+    func noteDrained(_ descriptor: Int32, owner: UInt64) {
+        let index = Int(descriptor)
+        guard index >= 0 && index < registrations.count, registrations[index].owner == owner,
+              registrations[index].registered != nil, !registrations[index].hungUp
+        else { return }
+        registrations[index].drained = true
     }
 
     /// Tries the operations waiting on `descriptor`, in order, until one must wait again.
@@ -264,5 +335,16 @@ final class EpollBackend: IOBackend {
         Glibc.close(eventDescriptor)
         eventData.deallocate()
         eventFlags.deallocate()
+    }
+}
+
+extension Scheduler {
+    /// The epoll engine, for the drained-queue marks (`EpollBackend.isKnownDrained`);
+    /// nil on io_uring.
+    @inline(__always)
+    var readiness: EpollBackend? {
+        // invariant: `attemptsInline` is set exactly when the backend is the epoll engine,
+        // and `EpollBackend` is the only one (no check on the hot path).
+        attemptsInline ? unsafeDowncast(backend, to: EpollBackend.self) : nil
     }
 }

@@ -26,9 +26,22 @@ class SocketOperation: IOOperation {
 
 /// The non-blocking receive a readiness backend tries: `ReceiveOperation`, and the
 /// socket's fast path before it makes one. The result reads like a CQE's.
+///
+/// `drained` is set when the call emptied the socket's receive queue: it returned fewer
+/// bytes than the kernel was asked for (end of stream aside), or `EAGAIN`. Judged against
+/// the length the call really asked for, and only for a call that was made: a short
+/// transfer or an `EAGAIN` the fault injector makes says nothing about the queue.
 @inline(__always)
-func tryReceive(_ descriptor: Int32, into buffer: UnsafeMutableRawPointer, _ length: Int) -> Int32 {
-    nonBlockingCall(.receive, descriptor, length: length) { recv(descriptor, buffer, $0, Int32(MSG_DONTWAIT)) }
+func tryReceive(
+    _ descriptor: Int32, into buffer: UnsafeMutableRawPointer, _ length: Int, drained: inout Bool
+) -> Int32 {
+    var asked = 0
+    let result = nonBlockingCall(.receive, descriptor, length: length) {
+        asked = $0
+        return recv(descriptor, buffer, $0, Int32(MSG_DONTWAIT))
+    }
+    drained = asked > 0 && (result == -EAGAIN || (result > 0 && Int(result) < asked))
+    return result
 }
 
 /// The non-blocking send (`MSG_NOSIGNAL`: a closed peer is `EPIPE`, never `SIGPIPE`) a
@@ -236,7 +249,11 @@ final class ReceiveOperation: SocketOperation {
     }
 
     override func attempt() -> Int32 {
-        tryReceive(socket.descriptor, into: socket.receiveBuffer, length)
+        var drained = false
+        let result = tryReceive(socket.descriptor, into: socket.receiveBuffer, length, drained: &drained)
+        // At the call, before any event is gathered (see `EpollBackend.noteDrained`).
+        if drained { socket.scheduler.readiness?.noteDrained(socket.descriptor, owner: socket.serial) }
+        return result
     }
 }
 

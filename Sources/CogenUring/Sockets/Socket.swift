@@ -999,18 +999,28 @@ public final class Socket: @unchecked Sendable {
         receiving = true
         defer { receiving = false }
         var notReady = false
-        if descriptor >= 0 && !closing && scheduler.attemptsInline {
-            let length = min(maxLength, Scheduler.receiveScratchLimit)
-            let scratch = scheduler.receiveScratch(length)
-            let descriptor = descriptor
-            if let result = await scheduler.attemptInline(placement: placement, isReceive: true, {
-                let result = tryReceive(descriptor, into: scratch, length)
-                if result > 0 { take(UnsafeRawBufferPointer(start: scratch, count: Int(result))) }
-                return result
-            }) {
-                if result >= 0 { return Int(result) }
-                if result != -EAGAIN { throw SocketError(errno: -result, operation: "receive") }
+        if descriptor >= 0 && !closing, let readiness = scheduler.readiness {
+            if readiness.isKnownDrained(descriptor, owner: serial) {
+                // The last receive emptied the queue and no edge came since: wait for one
+                // (no `recv(2)` that would return `EAGAIN`; see `EpollBackend.isKnownDrained`).
                 notReady = true
+            } else {
+                let length = min(maxLength, Scheduler.receiveScratchLimit)
+                let scratch = scheduler.receiveScratch(length)
+                let descriptor = descriptor
+                let serial = serial
+                if let result = await scheduler.attemptInline(placement: placement, isReceive: true, {
+                    var drained = false
+                    let result = tryReceive(descriptor, into: scratch, length, drained: &drained)
+                    // Marked at the call: `attemptInline` may yield before it returns.
+                    if drained { readiness.noteDrained(descriptor, owner: serial) }
+                    if result > 0 { take(UnsafeRawBufferPointer(start: scratch, count: Int(result))) }
+                    return result
+                }) {
+                    if result >= 0 { return Int(result) }
+                    if result != -EAGAIN { throw SocketError(errno: -result, operation: "receive") }
+                    notReady = true
+                }
             }
         }
         // A huge exact read must not make a huge buffer (a receive may return less than
