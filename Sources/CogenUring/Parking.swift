@@ -30,10 +30,17 @@ public final class ParkedCoroutine: @unchecked Sendable {
     @usableFromInline @exclusivity(unchecked) var continuation: UnsafeRawPointer?
     /// Bumped at every park; ``Parked`` handles carry the generation they were made for.
     @usableFromInline @exclusivity(unchecked) var generation: UInt64 = 0
-    /// The sequence number of this waiter's live entry in the timer heap; 0 without one.
+    /// The sequence number of this waiter's entry in the timer heap (kept after its park
+    /// ends, for the next park: see `TimerHeap`); 0 without one.
     @exclusivity(unchecked) var timerSequence: UInt64 = 0
     /// The waiter's slot in the timer heap's table, valid while `timerSequence != 0`.
     @exclusivity(unchecked) var timerSlot: UInt32 = 0
+    /// When its entry comes due, valid while `timerSequence != 0`.
+    @exclusivity(unchecked) var timerEntryDeadline: UInt64 = 0
+    /// The current park waits on a deadline: `timerDeadline`.
+    @exclusivity(unchecked) var timerArmed = false
+    /// The current park's deadline, valid while `timerArmed`.
+    @exclusivity(unchecked) var timerDeadline: UInt64 = 0
     // Membership in a signal's waiter list, so a waiter that leaves early unlinks in O(1).
     @exclusivity(unchecked) var signalNext: ParkedCoroutine?
     @exclusivity(unchecked) unowned(unsafe) var signalPrevious: ParkedCoroutine?
@@ -343,7 +350,7 @@ extension Scheduler {
     /// Non-generic half of resuming: undoes `beginPark`.
     @usableFromInline
     func endPark(_ waiter: ParkedCoroutine) {
-        if waiter.timerSequence != 0 { timers.remove(waiter) }
+        if waiter.timerArmed { timers.remove(waiter) }
         if let list = waiter.signalListReference { list._withUnsafeGuaranteedRef { $0.remove(waiter) } }
         if waiter.operationReference != nil { waiter.operationReference = nil }
         parkedCount &-= 1

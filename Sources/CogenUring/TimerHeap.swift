@@ -5,10 +5,20 @@
 /// Heap entries are plain values (deadline, sequence, slot); the waiters sit in a slot
 /// table beside the heap. Sifting therefore touches only the heap's own array, never the
 /// waiters (scattered in memory, and reference counted), which is what keeps 100k timers
-/// cheap. Removal is lazy: the slot is released at once and its entry, now stale, is
-/// dropped when it reaches the top; when stale entries outnumber live ones the heap is
-/// rebuilt, so a server whose waits mostly end before their deadline keeps the heap at the
-/// size of its live timers.
+/// cheap.
+///
+/// **A waiter's entry outlives its park** (nginx's lazy timers, without the delay): a park
+/// that ends before its deadline only disarms the entry, and the waiter's next park with a
+/// deadline at or after the entry's reuses it, recording the later deadline in the waiter
+/// (`timerDeadline`) with no heap operation at all. A connection's idle wait, set again
+/// for every request, thus costs a heap insertion once per timeout period, not once per
+/// request. When an entry comes due, a disarmed one is dropped, an armed one whose
+/// waiter's deadline moved on is filed again at that deadline, and only a deadline truly
+/// passed expires. A park with an earlier deadline than its entry's abandons the entry
+/// (it goes stale: dropped when it reaches the top, and when stale entries outnumber live
+/// ones the heap is rebuilt) and files a new one. What the loop sleeps to
+/// (`earliestDeadline`) may be an entry's earlier deadline: an early wake-up, never a late
+/// one. Idleness counts armed entries only.
 struct TimerHeap {
     private struct Entry {
         var deadline: UInt64
@@ -16,7 +26,7 @@ struct TimerHeap {
         var slot: UInt32
     }
 
-    /// A waiter with a deadline, and the sequence of its live entry (0: a free slot).
+    /// A waiter with an entry, and the sequence of that entry (0: a free slot).
     /// Unmanaged: waiters live as long as their scheduler (see `ParkedCoroutine`).
     private struct Slot {
         var waiter: Unmanaged<ParkedCoroutine>?
@@ -28,26 +38,49 @@ struct TimerHeap {
     private var freeSlots: [UInt32] = []
     private var nextSequence: UInt64 = 0
     private var stale = 0
+    /// Parks waiting on a deadline now.
+    private var armed = 0
 
-    /// Live deadlines.
-    var count: Int { entries.count - stale }
-    var isEmpty: Bool { entries.count == stale }
+    /// Deadlines armed (parks waiting on one).
+    var count: Int { armed }
+    var isEmpty: Bool { armed == 0 }
 
-    /// The earliest live deadline.
+    /// When the loop must wake at the latest: the earliest entry's deadline (at or before
+    /// the earliest armed deadline). Nil when nothing is armed.
     var earliestDeadline: UInt64? {
         mutating get {
+            guard armed > 0 else { return nil }
             dropStaleTop()
             return entries.first?.deadline
         }
     }
 
+    /// Arms `waiter`'s deadline (it parks now).
     mutating func insert(_ waiter: ParkedCoroutine, deadline: UInt64) {
-        // invariant: a waiter parks at most once at a time, so it holds at most one deadline.
-        precondition(waiter.timerSequence == 0, "waiter already has a deadline")
+        // invariant: a waiter parks at most once at a time, so it arms one deadline at a time.
+        precondition(!waiter.timerArmed, "waiter already has a deadline")
+        waiter.timerArmed = true
+        waiter.timerDeadline = deadline
+        armed += 1
+        if waiter.timerSequence != 0 {
+            // Its entry from an earlier park: kept if it comes due no later than this one.
+            if waiter.timerEntryDeadline <= deadline { return }
+            release(slot: waiter.timerSlot)
+            waiter.timerSequence = 0
+            stale += 1
+        }
+        file(waiter, at: deadline, slot: nil)
+    }
+
+    /// Files an entry for `waiter` at `deadline`, in `slot` or a new one.
+    private mutating func file(_ waiter: ParkedCoroutine, at deadline: UInt64, slot reused: UInt32?) {
         nextSequence &+= 1
         let slot: UInt32
         let record = Slot(waiter: Unmanaged.passUnretained(waiter), sequence: nextSequence)
-        if let free = freeSlots.popLast() {
+        if let reused {
+            slot = reused
+            slots[Int(slot)] = record
+        } else if let free = freeSlots.popLast() {
             slot = free
             slots[Int(slot)] = record
         } else {
@@ -56,28 +89,44 @@ struct TimerHeap {
         }
         waiter.timerSequence = nextSequence
         waiter.timerSlot = slot
+        waiter.timerEntryDeadline = deadline
         entries.append(Entry(deadline: deadline, sequence: nextSequence, slot: slot))
         siftUp(entries.count - 1)
+        if stale > 64 && stale * 2 > entries.count { rebuild() }
     }
 
+    /// Disarms `waiter`'s deadline (its park ended otherwise); its entry stays for reuse.
     mutating func remove(_ waiter: ParkedCoroutine) {
-        guard waiter.timerSequence != 0 else { return }
-        release(slot: waiter.timerSlot)
-        waiter.timerSequence = 0
-        stale += 1
-        if stale > 64 && stale * 2 > entries.count { rebuild() }
+        guard waiter.timerArmed else { return }
+        waiter.timerArmed = false
+        armed -= 1
     }
 
     /// Removes and returns the earliest waiter whose deadline is at or before `now`.
     mutating func popExpired(now: UInt64) -> ParkedCoroutine? {
-        dropStaleTop()
-        guard let first = entries.first, first.deadline <= now else { return nil }
-        popTop()
-        // invariant: a live (non-stale) entry's slot holds its waiter (`dropStaleTop` ran).
-        let waiter = slots[Int(first.slot)].waiter!.takeUnretainedValue()
-        release(slot: first.slot)
-        waiter.timerSequence = 0
-        return waiter
+        while true {
+            dropStaleTop()
+            guard let first = entries.first, first.deadline <= now else { return nil }
+            popTop()
+            // invariant: a live (non-stale) entry's slot holds its waiter (`dropStaleTop` ran).
+            let waiter = slots[Int(first.slot)].waiter!.takeUnretainedValue()
+            if !waiter.timerArmed {
+                // Disarmed since: the entry goes.
+                release(slot: first.slot)
+                waiter.timerSequence = 0
+                continue
+            }
+            if waiter.timerDeadline > now {
+                // Parked again since, with a later deadline: filed again at it.
+                file(waiter, at: waiter.timerDeadline, slot: first.slot)
+                continue
+            }
+            release(slot: first.slot)
+            waiter.timerSequence = 0
+            waiter.timerArmed = false
+            armed -= 1
+            return waiter
+        }
     }
 
     private mutating func release(slot: UInt32) {

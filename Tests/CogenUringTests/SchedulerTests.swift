@@ -63,6 +63,56 @@ struct TimerTests {
         #expect(early.value == 0)
     }
 
+    /// A waiter's timer entry outlives its park and is reused by its next park with a later
+    /// deadline (lazy timers): deadlines are still exact, an earlier deadline still fires
+    /// on time, and parks whose waits ended leave nothing that keeps the loop from idling.
+    @Test(arguments: allBackends)
+    func parksReuseTheirTimerEntryAndDeadlinesStayExact(_ backend: Engine) async throws {
+        let outcome = Box<[String]>([])
+        let elapsed = Box<Duration>(.zero)
+        let started = ContinuousClock.now
+        let report = try await runScheduler(backend) { scheduler in
+            scheduler.spawn {
+                // 2,000 parks with a far deadline, each resumed before it (as a connection's
+                // idle wait is, request after request).
+                for i in 0..<2_000 {
+                    let value: Int = try await scheduler.park(deadline: .after(.seconds(30))) { parked in
+                        scheduler.resume(parked, returning: i)
+                    }
+                    if value != i { outcome.value.append("wrong value \(value)") }
+                }
+                // Then an earlier deadline than the kept entry's: it fires on time.
+                let before = ContinuousClock.now
+                do {
+                    let _: Int = try await scheduler.park(deadline: .after(.milliseconds(20))) { _ in }
+                    outcome.value.append("not expired")
+                } catch is TimeoutError {
+                    let waited = ContinuousClock.now - before
+                    outcome.value.append(waited >= .milliseconds(20) ? "expired" : "early \(waited)")
+                }
+                // A later deadline on a kept entry (due in 20 ms) expires too: the entry is
+                // filed again when it comes due, and the wait never ends early.
+                let _: Int = try await scheduler.park(deadline: .after(.milliseconds(20))) { parked in
+                    scheduler.resume(parked, returning: 0)
+                }
+                let again = ContinuousClock.now
+                do {
+                    let _: Int = try await scheduler.park(deadline: .after(.milliseconds(60))) { _ in }
+                    outcome.value.append("not expired")
+                } catch is TimeoutError {
+                    let waited = ContinuousClock.now - again
+                    outcome.value.append(waited >= .milliseconds(60) ? "refiled" : "early \(waited)")
+                }
+            }
+        }
+        elapsed.value = ContinuousClock.now - started
+        #expect(outcome.value == ["expired", "refiled"])
+        // Idle once the coroutine ended: the far deadlines' entries do not hold the loop
+        // (a bound, not a speed: the entries are due in 30 s).
+        #expect(report.reason == .idle)
+        #expect(elapsed.value < .seconds(20))
+    }
+
     @Test(arguments: allBackends)
     func sleepingOnlyWaitsInTheKernel(_ backend: Engine) async throws {
         // With only a timer pending the loop blocks until the deadline: a handful of
