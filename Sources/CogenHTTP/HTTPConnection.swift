@@ -126,6 +126,7 @@ extension HTTPExchange {
 
     /// Answers one request; `false` when the connection ends after it (its response is in
     /// `output`, to be flushed), or was cut.
+    @inline(__always)
     private func handle() async throws -> Bool {
         begin()
         HTTPCounters.add(counters.requests)
@@ -512,16 +513,15 @@ extension HTTPExchange {
     }
 
     /// ``flush()``'s usual case without suspending: `output` is empty, or small enough for a
-    /// tracked send that has room now (handed to the socket, then emptied). `false`:
-    /// ``flush()`` must send it.
+    /// tracked send that has room now (its storage handed to the socket, which gives back
+    /// its spare, empty one: no copy). `false`: ``flush()`` must send it.
     @inline(__always)
     func flushNow() throws -> Bool {
         if output.isEmpty { return true }
-        guard let socket, output.count <= Self.trackedSendMax, try socket.sendTrackedIfRoom(output) else {
+        guard let socket, output.count <= Self.trackedSendMax, try socket.sendTrackedIfRoom(&output) else {
             return false
         }
         coalescedResponses = 0
-        output.removeAll(keepingCapacity: true)
         return true
     }
 

@@ -32,6 +32,53 @@ private func eventually(_ scheduler: Scheduler, _ condition: () -> Bool) async t
 
 @Suite(.enabled(if: ioUringUsable, "io_uring is refused by this kernel (on CI these tests run and fail instead)"))
 struct TrackedSendTests {
+    /// `sendTrackedIfRoom(&bytes)`: the caller's storage is taken (or, behind a send in
+    /// flight, appended to the queue) and `bytes` comes back empty; past the limit it
+    /// refuses and leaves `bytes` alone. One output array refilled and handed over again
+    /// and again, through small kernel buffers to a slow reader: every byte arrives, in
+    /// order, though the arrays alternate between the caller and the socket.
+    @Test(arguments: allBackends)
+    func sendIfRoomTakesTheCallersStorage(_ backend: Engine) async throws {
+        let received = Box<[UInt8]>([])
+        let expected = Box<[UInt8]>([])
+        let log = Box<[String]>([])
+        try await runScheduler(backend, bound: .seconds(120)) { scheduler in
+            scheduler.spawn {
+                let (client, server) = try await smallBufferedPair(scheduler)
+                client.trackedSendLimit = 16 << 10
+                scheduler.spawn("reader") {
+                    received.value = try await readAll(server, maxLength: 3000, pause: .microseconds(200))
+                    try await server.close()
+                }
+                var output: [UInt8] = []
+                var refusals = 0
+                var index = 0
+                while index < 400 {
+                    if output.isEmpty {
+                        output = pattern([1, 170, 700, 4000][index % 4], seed: index)
+                    }
+                    let size = output.count
+                    if try client.sendTrackedIfRoom(&output) {
+                        if !output.isEmpty { log.value.append("not emptied at \(index)") }
+                        expected.value += pattern(size, seed: index)
+                        index += 1
+                    } else {
+                        // Refused past the limit: the bytes are untouched; wait for room.
+                        if output.count != size { log.value.append("changed on refusal at \(index)") }
+                        refusals += 1
+                        try await client.flushTrackedSends(deadline: .after(.seconds(30)))
+                    }
+                }
+                try await client.close()
+                if refusals == 0 { log.value.append("never refused: the limit was not exercised") }
+            }
+        }
+        #expect(log.value.isEmpty, "\(log.value)")
+        let same = received.value == expected.value  // a Bool: no diff of large arrays
+        #expect(received.value.count == expected.value.count)
+        #expect(same, "bytes differ")
+    }
+
     /// Many tracked sends of every size (small ones copied, large ones held), vectored
     /// ones, plain and vectored plain sends between them, to a slow reader through small
     /// kernel buffers: every byte arrives, in the order of the calls. The caller's arrays

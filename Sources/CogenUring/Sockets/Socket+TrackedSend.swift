@@ -57,21 +57,53 @@ extension Socket {
         try enqueueTracked(bytes, state)
     }
 
-    /// ``sendTracked(_:)-([UInt8])`` when it need not wait: a synchronous call for callers
-    /// that would otherwise suspend only to find room. Does nothing and returns `false` when
-    /// the bytes would exceed ``trackedSendLimit`` behind the ones in flight (then call
-    /// ``sendTracked(_:)-([UInt8])``, which waits for room).
-    /// - Parameter bytes: What to send.
+    /// ``sendTracked(_:)-([UInt8])`` when it need not wait, taking the bytes' storage
+    /// instead of copying them: a synchronous call for a caller that reuses one output
+    /// array. When nothing is queued, `bytes`' storage becomes the send's and `bytes` gets
+    /// the socket's spare one back, empty (two arrays alternate, nothing is copied or
+    /// allocated); behind a send in flight the bytes are appended to the queue. Does
+    /// nothing and returns `false` when the bytes would exceed ``trackedSendLimit`` behind
+    /// the ones in flight (then call ``sendTracked(_:)-([UInt8])``, which waits for room).
+    /// - Parameter bytes: What to send; empty (keeping some capacity) when this returns `true`.
     /// - Returns: Whether the bytes were handed over.
     /// - Throws: As ``sendTracked(_:)-([UInt8])``, except its backpressure wait's errors.
     ///
     /// Uses `IORING_OP_SEND` (Linux 5.6) with `MSG_NOSIGNAL`; on the epoll backend a
     /// non-blocking `send(2)` tried at once when nothing is queued.
-    public func sendTrackedIfRoom(_ bytes: [UInt8]) throws -> Bool {
+    public func sendTrackedIfRoom(_ bytes: inout [UInt8]) throws -> Bool {
         scheduler.assertOnLoop()
         let state = try beginTrackedSend()
-        if state.isBusy && state.bytesLeft + bytes.count > state.limit { return false }
-        try enqueueTracked(bytes, state)
+        if bytes.isEmpty { return true }
+        if state.isBusy {
+            if state.bytesLeft + bytes.count > state.limit { return false }
+            state.queued.append(contentsOf: bytes)
+            bytes.removeAll(keepingCapacity: true)
+            return true
+        }
+        var offset = 0
+        var wouldBlock = false
+        if scheduler.attemptsInline {
+            let descriptor = descriptor
+            let result = bytes.withUnsafeBytes { buffer -> Int32 in
+                guard let base = buffer.baseAddress else { return 0 }
+                return trySend(descriptor, base, buffer.count)
+            }
+            if result >= 0 {
+                offset = Int(result)
+                if offset == bytes.count {
+                    bytes.removeAll(keepingCapacity: true)
+                    return true
+                }
+            } else if result != -EAGAIN {
+                throw SocketError(errno: -result, operation: "tracked send")
+            } else {
+                wouldBlock = true
+            }
+        }
+        swap(&state.sending, &bytes)
+        if !bytes.isEmpty { bytes.removeAll(keepingCapacity: true) }
+        state.sent = offset
+        submitTracked(state, knownNotReady: wouldBlock)
         return true
     }
 
