@@ -80,25 +80,10 @@ extension Socket {
             bytes.removeAll(keepingCapacity: true)
             return true
         }
-        var offset = 0
-        var wouldBlock = false
-        if scheduler.attemptsInline {
-            let descriptor = descriptor
-            let result = bytes.withUnsafeBytes { buffer -> Int32 in
-                guard let base = buffer.baseAddress else { return 0 }
-                return trySend(descriptor, base, buffer.count)
-            }
-            if result >= 0 {
-                offset = Int(result)
-                if offset == bytes.count {
-                    bytes.removeAll(keepingCapacity: true)
-                    return true
-                }
-            } else if result != -EAGAIN {
-                throw SocketError(errno: -result, operation: "tracked send")
-            } else {
-                wouldBlock = true
-            }
+        let (offset, wouldBlock) = try sendInlineFirst(bytes)
+        if offset == bytes.count {
+            bytes.removeAll(keepingCapacity: true)
+            return true
         }
         swap(&state.sending, &bytes)
         if !bytes.isEmpty { bytes.removeAll(keepingCapacity: true) }
@@ -182,6 +167,20 @@ extension Socket {
         return state
     }
 
+    /// On epoll, a non-blocking `send(2)` of `bytes` before any queuing: how many it took,
+    /// and whether it found the socket not writable (`EAGAIN`). On io_uring: (0, false).
+    private func sendInlineFirst(_ bytes: [UInt8]) throws(SocketError) -> (offset: Int, wouldBlock: Bool) {
+        guard scheduler.attemptsInline else { return (0, false) }
+        let descriptor = descriptor
+        let result = bytes.withUnsafeBytes { buffer -> Int32 in
+            guard let base = buffer.baseAddress else { return 0 }
+            return trySend(descriptor, base, buffer.count)
+        }
+        if result >= 0 { return (Int(result), false) }
+        if result != -EAGAIN { throw SocketError(errno: -result, operation: "tracked send") }
+        return (0, true)
+    }
+
     /// Queues `bytes` behind the send in flight, or starts a send of them (on epoll,
     /// tried at once first).
     private func enqueueTracked(_ bytes: [UInt8], _ state: TrackedSends) throws(SocketError) {
@@ -190,23 +189,8 @@ extension Socket {
             state.queued.append(contentsOf: bytes)
             return
         }
-        var offset = 0
-        var wouldBlock = false
-        if scheduler.attemptsInline {
-            let descriptor = descriptor
-            let result = bytes.withUnsafeBytes { buffer -> Int32 in
-                guard let base = buffer.baseAddress else { return 0 }
-                return trySend(descriptor, base, buffer.count)
-            }
-            if result >= 0 {
-                offset = Int(result)
-                if offset == bytes.count { return }
-            } else if result != -EAGAIN {
-                throw SocketError(errno: -result, operation: "tracked send")
-            } else {
-                wouldBlock = true
-            }
-        }
+        var (offset, wouldBlock) = try sendInlineFirst(bytes)
+        if offset == bytes.count { return }
         if bytes.count - offset > TrackedSends.copyLimit {
             state.sending = bytes  // held, not copied
         } else {
