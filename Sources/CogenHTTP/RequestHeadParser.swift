@@ -573,9 +573,12 @@ extension RequestHeadParser {
         }
         let keepAlive = !sawClose && (version == .http1_1 || sawKeepAlive)
 
-        // Accepted: the parser starts over, the head takes its arrays.
-        let headBytes = head
-        let headFields = fields
+        // Accepted: the parser starts over, the head takes its arrays (moved, not shared:
+        // no reference counting).
+        var headBytes: [UInt8] = []
+        swap(&headBytes, &head)
+        var headFields: [RequestHead.Field] = []
+        swap(&headFields, &fields)
         let method = methodRange
         let target = targetRange
         let headVersion = version
