@@ -9,7 +9,8 @@
 #      60 %, 3 turns of 3 s; JSON in http-results.json).
 # Options: --quick (a smoke run of all three), --full (the full echo matrix, ~5 minutes),
 #          --scheduler-only, --echo-only,
-#          --http (only the full HTTP table: four shapes, quota'd and not, the C floor; ~6 min),
+#          --http (only the full HTTP table: four shapes, quota'd and not, the C floors, a spinning
+#          cogen-http; ~9 min),
 #          --http-full (the same with Hummingbird, whose first build takes minutes more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
