@@ -104,9 +104,6 @@ struct HTTPMatrix: ParsableCommand {
     static let turnOrder = [
         "hb-http", "hb-http-nio", "cogen-http-spin", "cogen-http", "nginx", "floor", "floor-epoll", "cogen-http-epoll",
     ]
-    /// cogen-http-spin's `--spin-microseconds`: longer than one connection's round trip
-    /// on this machine (about 50 µs), so that its loop does not sleep between requests.
-    static let spinMicroseconds = 100
     static let allModes = ["pipelined@40", "256@60", "16@60", "pipelined@none", "256@none", "16@none", "1@none"]
 
     @Flag(help: "Every mode (four shapes, server-bound and unquota'd), the floors included.")
@@ -123,6 +120,8 @@ struct HTTPMatrix: ParsableCommand {
     var duration = 3
     @Option(help: "Warm-up seconds before each measured run (0: none).")
     var warmup = 1
+    @Option(help: "cogen-http-spin's --spin-microseconds (default: longer than one connection's round trip here, about 50 µs, so that its loop does not sleep between requests).")
+    var spinMicroseconds = 100
     @Option(help: "Where to write the JSON results.")
     var json = "http-results.json"
     @Option(help: "The wrk executable.")
@@ -275,7 +274,7 @@ struct HTTPMatrix: ParsableCommand {
                 let backend = server == "cogen-http-epoll" ? "epoll" : "io_uring"
                 // cogen-http-spin: the loop spins up to 100 µs before it sleeps
                 // (`Scheduler.Configuration.spinBeforeWait`), trading CPU for wake-ups.
-                let spin = server == "cogen-http-spin" ? ["--spin-microseconds", "\(Self.spinMicroseconds)"] : []
+                let spin = server == "cogen-http-spin" ? ["--spin-microseconds", "\(spinMicroseconds)"] : []
                 process = try ServerProcess.start(
                     path: path, arguments: ["--port", "0", "--threads", "1", "--backend", backend] + spin,
                     cpu: serverCPU)
