@@ -63,10 +63,19 @@ func refusesConnections(_ server: HTTPServer, listeners: Set<UInt64>) async -> B
         // by another test's server that bound the port since ours closed (the whole
         // package's tests run in parallel, each binding port 0). The kernel's table of
         // listening sockets says which.
-        let open = listeningInodes(port: port)
-        let ours = !open.isDisjoint(with: listeners)
+        var open = listeningInodes(port: port)
         print("refusesConnections: port \(port) status \(status) errno \(error); listening there: \(open.sorted()), ours were \(listeners.sorted())")
-        return !ours && status == 0
+        // Ours, though the server closed its descriptor (seen: the close completed first):
+        // a child process that a parallel test is spawning holds a copy of every
+        // descriptor from its fork to its exec (O_CLOEXEC closes them only at exec), and
+        // the socket listens until the last copy goes. Bounded wait for that copy.
+        for _ in 0..<300 where !open.isDisjoint(with: listeners) {
+            usleep(10_000)
+            open = listeningInodes(port: port)
+        }
+        let ours = !open.isDisjoint(with: listeners)
+        if !ours { print("refusesConnections: port \(port): our listener is gone") }
+        return !ours
     }
 }
 
@@ -94,15 +103,17 @@ func listeningInodes(port: UInt16) -> Set<UInt64> {
 }
 
 /// Two clients of `server`: one idle after a first request, one with `/slow` in flight.
-func idleAndInFlightClients(_ server: HTTPServer) async throws -> (idle: RawClient, slow: RawClient) {
+func idleAndInFlightClients(
+    _ server: HTTPServer, timeout: Duration = .seconds(10)
+) async throws -> (idle: RawClient, slow: RawClient) {
     let address = server.address
     return try await offThePool { () -> Result<(RawClient, RawClient), any Error> in
         Result {
-            let idle = try RawClient(connectingTo: address)
+            let idle = try RawClient(connectingTo: address, timeout: timeout)
             try idle.send(get("/"))
             let first = try idle.readResponse()
             guard first.status == 200 else { throw ClientError(description: "first request: \(first)") }
-            let slow = try RawClient(connectingTo: address)
+            let slow = try RawClient(connectingTo: address, timeout: timeout)
             try slow.send(get("/slow"))
             return (idle, slow)
         }
@@ -161,11 +172,16 @@ struct ServiceTests {
 
     @Test(arguments: allBackends)
     func cancellationCutsRequestsInFlight(engine: Engine) async throws {
-        let held = HeldHandler()
-        try await withHTTPServer(engine, handler: held.handler) { server in
+        // The handler holds for up to 60 s and the clients wait as long: the cut needs the
+        // group's cancellation and then `run()` to go on, both on the cooperative pool,
+        // which the whole package's parallel run can keep busy for seconds (with a 10 s
+        // hold the handler sometimes finished first and answered 200).
+        var held = HeldHandler()
+        held.holdFor = 6000
+        try await withHTTPServer(engine, bound: .seconds(120), handler: held.handler) { server in
             let group = ServiceGroup(configuration: .init(services: [server], logger: logger))
             let running = Task { try await group.run() }
-            let (idle, slow) = try await idleAndInFlightClients(server)
+            let (idle, slow) = try await idleAndInFlightClients(server, timeout: .seconds(70))
             #expect(await held.waitUntilEntered())
             // Cancel only once the group has started the service: a group task cancelled
             // before it ran the service never calls `run()`, and nothing would cut.
@@ -174,9 +190,10 @@ struct ServiceTests {
             // Both connections end without a response; the handler is never released.
             #expect(await offThePool { idle.isClosedByPeer() })
             let slowResponse = await offThePool { Result { try slow.readResponse() } }
-            // Known issue: in the whole package's parallel run the in-flight request is
-            // sometimes answered (200 after the handler's 10 s) instead of cut; alone, or
-            // with the HTTP suites, it is cut every time (run() sees the cancellation).
+            // Known issue: in the whole package's parallel run the in-flight request was
+            // sometimes answered (200 after the handler's then 10 s) instead of cut; alone,
+            // or with the HTTP suites, it is cut every time (run() sees the cancellation).
+            // Likely the pool's delay (above); kept marked until runs confirm it.
             withKnownIssue("in-flight request not cut under the full parallel run", isIntermittent: true) {
                 #expect(throws: (any Error).self) { try slowResponse.get() }
             }
