@@ -2,6 +2,7 @@ import CogenHTTP
 import CogenUring
 import Foundation
 import HTTPTypes
+import PropertyTestSupport
 import Testing
 
 /// An engine an HTTP test runs on: a backend, with the kernel's newer paths on, or off
@@ -130,15 +131,7 @@ final class RawClient: @unchecked Sendable {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        var sin = sockaddr_in()
-        sin.sin_family = sa_family_t(AF_INET)
-        sin.sin_port = port.bigEndian
-        sin.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let status = withUnsafePointer(to: &sin) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
+        let status = connectToLoopback(fd, port: port)
         guard status == 0 else {
             // No close here: every stored property is set, so `deinit` runs on this throw
             // and closes the descriptor (a second close could hit another test's new one).

@@ -48,15 +48,7 @@ func refusesConnections(_ server: HTTPServer, listeners: Set<UInt64>) async -> B
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let status = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
+        let status = connectToLoopback(fd, port: port)
         let error = errno
         if status != 0 && error == ECONNREFUSED { return true }
         // Accepted: by one of our listeners (still open: the failure this checks for), or

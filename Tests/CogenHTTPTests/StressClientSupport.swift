@@ -7,6 +7,7 @@ import CURing
 import CogenHTTP
 import CogenUring
 import Foundation
+import PropertyTestSupport
 import Testing
 
 /// The suites that load the machine (slowloris, streaming): serialized together, so one
@@ -193,15 +194,7 @@ func connectLoopback(
     var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = port.bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let status = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-    }
+    let status = connectToLoopback(fd, port: port)
     guard status == 0 else {
         let error = errno
         Glibc.close(fd)

@@ -1,5 +1,6 @@
 @testable import CogenUring
 import Foundation
+import PropertyTestSupport
 import Testing
 
 /// On epoll a receive that returned fewer bytes than it asked for emptied the socket's
@@ -29,15 +30,7 @@ import Testing
             let listener = try Socket.listening(on: .loopback(), on: scheduler)
             let port = try listener.localAddress.port
             let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = port.bigEndian
-            address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-            let status = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
+            let status = connectToLoopback(fd, port: port)
             #expect(status == 0)  // loopback: completed from the backlog, before the accept
             let socket = try await listener.accept()
             try await listener.close()

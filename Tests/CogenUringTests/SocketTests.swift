@@ -1,5 +1,6 @@
 @testable import CogenUring
 import Foundation
+import PropertyTestSupport
 import Testing
 
 /// A deterministic payload: every byte checkable.
@@ -178,18 +179,10 @@ struct SocketTests {
             let connected = Flag()
             Thread {
                 // Plain blocking connects from another thread: the kernel backlog holds them.
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = port.bigEndian
-                address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
                 var fds: [Int32] = []
                 for _ in 0..<300 {
                     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-                    let status = withUnsafePointer(to: &address) {
-                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                        }
-                    }
+                    let status = connectToLoopback(fd, port: port)
                     precondition(status == 0)
                     fds.append(fd)
                 }
@@ -768,15 +761,7 @@ extension ProcessWideTests {
             var clients: [Int32] = []
             for _ in 0..<12 {
                 let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = port.bigEndian
-                address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-                let status = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                    }
-                }
+                let status = connectToLoopback(fd, port: port)
                 #expect(status == 0)  // loopback: completed from the backlog, before any accept
                 clients.append(fd)
             }
