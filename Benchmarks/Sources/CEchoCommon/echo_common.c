@@ -130,25 +130,52 @@ int http_scan_heads(struct http_scan *scan, const char *p, size_t n) {
     return since > HTTP_FLOOR_MAX_HEAD ? -1 : heads;
 }
 
-int echo_epoll_create(int listener, void *listener_tag, int signal_fd, void *signal_tag) {
-    int epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0) { perror("epoll_create1"); exit(1); }
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = listener_tag };
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, listener, &ev) < 0) { perror("epoll_ctl"); exit(1); }
-    ev.data.ptr = signal_tag;
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, signal_fd, &ev) < 0) { perror("epoll_ctl"); exit(1); }
-    return epfd;
-}
+int echo_epfd = -1;
 
-int echo_accept(int listener) {
+int echo_epoll_serve(int argc, char **argv, uint32_t events, size_t conn_size,
+                     void (*on_event)(void *conn, uint32_t events), void (*drop)(void *conn)) {
+    static char listener_tag, signal_tag;  // epoll data of the two descriptors that are not connections
+    int port = echo_parse_port(argc, argv);
+    echo_raise_fd_limit();
+    int sfd = echo_signalfd();
+    int listener = echo_listen(port, 1);
+
+    echo_epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (echo_epfd < 0) { perror("epoll_create1"); return 1; }
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &listener_tag };
+    if (epoll_ctl(echo_epfd, EPOLL_CTL_ADD, listener, &ev) < 0) { perror("epoll_ctl"); return 1; }
+    ev.data.ptr = &signal_tag;
+    if (epoll_ctl(echo_epfd, EPOLL_CTL_ADD, sfd, &ev) < 0) { perror("epoll_ctl"); return 1; }
+
+    struct epoll_event ready[256];
     for (;;) {
-        int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-            echo_set_nodelay(fd);
-            return fd;
+        int n = epoll_wait(echo_epfd, ready, 256, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            perror("epoll_wait");
+            return 1;
         }
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno != EAGAIN) perror("accept4");
-        return -1;
+        for (int i = 0; i < n; i++) {
+            void *tag = ready[i].data.ptr;
+            if (tag == &signal_tag) return 0;
+            if (tag != &listener_tag) {
+                on_event(tag, ready[i].events);
+                continue;
+            }
+            for (;;) {
+                int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                    if (errno == EINTR || errno == ECONNABORTED) continue;
+                    if (errno != EAGAIN) perror("accept4");  // EMFILE…: retried on the next wakeup
+                    break;
+                }
+                echo_set_nodelay(fd);
+                int *conn = calloc(1, conn_size);  // its first member: the descriptor
+                if (!conn) { close(fd); continue; }
+                *conn = fd;
+                struct epoll_event add = { .events = events, .data.ptr = conn };
+                if (epoll_ctl(echo_epfd, EPOLL_CTL_ADD, fd, &add) < 0) { perror("epoll_ctl"); drop(conn); }
+            }
+        }
     }
 }

@@ -13,22 +13,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { MAX_EVENTS = 256, READ_SIZE = 65536 };
+enum { READ_SIZE = 65536 };
 
-struct conn {
+struct conn {  // its first member is the descriptor: echo_epoll_serve sets it
     int fd;
     int want_out;          // EPOLLOUT is in the interest set
     struct obuf pending;   // accepted from the peer, not yet taken by the socket
 };
-
-// epoll_event.data.ptr is a conn, or one of these two markers.
-static char listener_tag, signal_tag;
-
-static int epfd;
 
 static void close_conn(struct conn *c) {
     close(c->fd);  // also removes it from the epoll set (no dup'd descriptors)
@@ -39,7 +33,7 @@ static void close_conn(struct conn *c) {
 static void set_interest(struct conn *c, int want_out) {
     if (c->want_out == want_out) return;
     struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c };
-    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    epoll_ctl(echo_epfd, EPOLL_CTL_MOD, c->fd, &ev);
     c->want_out = want_out;
 }
 
@@ -97,44 +91,17 @@ static void on_readable(struct conn *c, char *buffer) {
     }
 }
 
-static void on_acceptable(int listener) {
-    int fd;
-    while ((fd = echo_accept(listener)) >= 0) {
-        struct conn *c = calloc(1, sizeof *c);
-        if (!c) { close(fd); continue; }
-        c->fd = fd;
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) { perror("epoll_ctl"); close_conn(c); }
-    }
+static void on_event(void *conn, uint32_t e) {
+    static char buffer[READ_SIZE];
+    struct conn *c = conn;
+    // EPOLLOUT first: pending bytes go before anything read now. A connection closed here
+    // is not touched again (one event per descriptor per wait).
+    if ((e & EPOLLOUT) && flush_pending(c) < 0) { close_conn(c); return; }
+    if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, buffer);
 }
 
+static void drop(void *conn) { close_conn(conn); }
+
 int main(int argc, char **argv) {
-    int port = echo_parse_port(argc, argv);
-    echo_raise_fd_limit();
-    int sfd = echo_signalfd();
-    int listener = echo_listen(port, 1);
-
-    epfd = echo_epoll_create(listener, &listener_tag, sfd, &signal_tag);
-
-    static char buffer[READ_SIZE];
-    struct epoll_event events[MAX_EVENTS];
-    for (;;) {
-        int n = epoll_wait(epfd, events, MAX_EVENTS, -1);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            perror("epoll_wait");
-            return 1;
-        }
-        for (int i = 0; i < n; i++) {
-            void *tag = events[i].data.ptr;
-            if (tag == &signal_tag) return 0;
-            if (tag == &listener_tag) { on_acceptable(listener); continue; }
-            struct conn *c = tag;
-            uint32_t e = events[i].events;
-            // EPOLLOUT first: pending bytes go before anything read now. A connection
-            // closed here is not touched again (one event per descriptor per wait).
-            if ((e & EPOLLOUT) && flush_pending(c) < 0) { close_conn(c); continue; }
-            if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, buffer);
-        }
-    }
+    return echo_epoll_serve(argc, argv, EPOLLIN, sizeof(struct conn), on_event, drop);
 }

@@ -25,18 +25,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { MAX_EVENTS = 256, READ_SIZE = 16384, MAX_OUTPUT = 1 << 20 };
+enum { READ_SIZE = 16384, MAX_OUTPUT = 1 << 20 };
 
-struct conn {
+struct conn {  // its first member is the descriptor: echo_epoll_serve sets it
     int fd;
     struct http_scan scan;
     struct obuf output;  // answered, not yet taken by the socket
 };
-
-// epoll_event.data.ptr is a conn, or one of these two markers.
-static char listener_tag, signal_tag;
-
-static int epfd;
 
 static void close_conn(struct conn *c) {
     close(c->fd);  // also removes it from the epoll set (no dup'd descriptors)
@@ -78,44 +73,18 @@ static int on_readable(struct conn *c, char *buffer) {
     }
 }
 
-static void on_acceptable(int listener) {
-    int fd;
-    while ((fd = echo_accept(listener)) >= 0) {
-        struct conn *c = calloc(1, sizeof *c);
-        if (!c) { close(fd); continue; }
-        c->fd = fd;
-        struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c };
-        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) { perror("epoll_ctl"); close_conn(c); }
-    }
+static void on_event(void *conn, uint32_t e) {
+    static char buffer[READ_SIZE];
+    struct conn *c = conn;
+    // Output waiting goes before anything answered now. A connection closed here is not
+    // touched again (one event per descriptor per wait).
+    if ((e & EPOLLOUT) && flush_output(c) < 0) { close_conn(c); return; }
+    if ((e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) && on_readable(c, buffer) < 0) close_conn(c);
 }
 
+static void drop(void *conn) { close_conn(conn); }
+
 int main(int argc, char **argv) {
-    int port = echo_parse_port(argc, argv);
-    echo_raise_fd_limit();
-    int sfd = echo_signalfd();
-    int listener = echo_listen(port, 1);
-
-    epfd = echo_epoll_create(listener, &listener_tag, sfd, &signal_tag);
-
-    static char buffer[READ_SIZE];
-    struct epoll_event events[MAX_EVENTS];
-    for (;;) {
-        int n = epoll_wait(epfd, events, MAX_EVENTS, -1);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            perror("epoll_wait");
-            return 1;
-        }
-        for (int i = 0; i < n; i++) {
-            void *tag = events[i].data.ptr;
-            if (tag == &signal_tag) return 0;
-            if (tag == &listener_tag) { on_acceptable(listener); continue; }
-            struct conn *c = tag;
-            uint32_t e = events[i].events;
-            // Output waiting goes before anything answered now. A connection closed here
-            // is not touched again (one event per descriptor per wait).
-            if ((e & EPOLLOUT) && flush_output(c) < 0) { close_conn(c); continue; }
-            if ((e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) && on_readable(c, buffer) < 0) close_conn(c);
-        }
-    }
+    return echo_epoll_serve(argc, argv, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, sizeof(struct conn), on_event,
+                            drop);
 }

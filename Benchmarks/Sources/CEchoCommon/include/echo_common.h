@@ -23,14 +23,17 @@ int echo_listen(int port, int nonblocking);
 /// them, so the event loop sees termination as one more readable descriptor.
 int echo_signalfd(void);
 
-/// An epoll instance (CLOEXEC) with `listener` and `signal_fd` registered for EPOLLIN
-/// under the data pointers `listener_tag` and `signal_tag`. Exits on failure.
-int echo_epoll_create(int listener, void *listener_tag, int signal_fd, void *signal_tag);
+/// The event loop of the C epoll servers (c-epoll-echo, c-epoll-http), to SIGTERM or SIGINT:
+/// parses `--port`, raises the descriptor limit, listens (non-blocking), accepts every
+/// connection (non-blocking, CLOEXEC, TCP_NODELAY), gives it `conn_size` zeroed bytes of
+/// state whose first member is its descriptor (an `int`), and registers it for `events`;
+/// then hands each readiness report to `on_event(conn, events)`. `drop(conn)` closes and
+/// frees a connection whose registration failed. Returns the process's exit status.
+int echo_epoll_serve(int argc, char **argv, uint32_t events, size_t conn_size,
+                     void (*on_event)(void *conn, uint32_t events), void (*drop)(void *conn));
 
-/// The next connection of a non-blocking listener (non-blocking, CLOEXEC, TCP_NODELAY),
-/// or -1 when there is none now (EAGAIN; other errors, e.g. EMFILE, are printed and
-/// retried on the next wake-up).
-int echo_accept(int listener);
+/// The epoll instance of `echo_epoll_serve` (for EPOLL_CTL_MOD from `on_event`).
+extern int echo_epfd;
 
 /// Sets TCP_NODELAY (an echo of small messages must not wait for Nagle).
 void echo_set_nodelay(int fd);
