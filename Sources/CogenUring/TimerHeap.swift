@@ -41,8 +41,7 @@ struct TimerHeap {
     /// Parks waiting on a deadline now.
     private var armed = 0
 
-    /// Deadlines armed (parks waiting on one).
-    var count: Int { armed }
+    /// No park waits on a deadline.
     var isEmpty: Bool { armed == 0 }
 
     /// When the loop must wake at the latest: the earliest entry's deadline (at or before
