@@ -212,20 +212,9 @@ extension HTTPExchange {
     }
 
     private func writeErrorResponse(_ status: Int) {
-        context.refreshDate()
-        counters.countResponse(status)
-        output.append(contentsOf: ResponseBytes.http11)
-        ResponseBytes.appendDecimal(Int64(status), to: &output)
-        output.append(32)
-        ResponseBytes.reason(status).withUTF8Buffer { output.append(contentsOf: $0) }
-        output.append(contentsOf: ResponseBytes.crlf)
-        output.append(contentsOf: setup.serverLine)
-        output.append(contentsOf: context.dateLine)
-        output.append(contentsOf: ResponseBytes.contentLength)
-        output.append(0x30)
-        output.append(contentsOf: ResponseBytes.crlf)
-        output.append(contentsOf: ResponseBytes.connectionClose)
-        output.append(contentsOf: ResponseBytes.crlf)
+        // The shared head writer: status line, Server, Date, `Content-Length: 0`, close.
+        closeAfterResponse = true
+        writeHead(code: status, reason: nil, fields: nil, contentType: nil, framing: .length(0))
     }
 
     /// The end of a connection after a response that closes it: bytes the client sent

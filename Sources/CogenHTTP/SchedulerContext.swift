@@ -148,34 +148,10 @@ final class SchedulerContexts: Sendable {
 enum ResponseBytes {
     static let http11 = Array("HTTP/1.1 ".utf8)
     static let crlf: [UInt8] = [13, 10]
-    static let contentLength = Array("Content-Length: ".utf8)
     static let contentType = Array("Content-Type: ".utf8)
-    static let chunked = Array("Transfer-Encoding: chunked\r\n".utf8)
-    static let connectionClose = Array("Connection: close\r\n".utf8)
-    static let connectionKeepAlive = Array("Connection: keep-alive\r\n".utf8)
     static let continue100 = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
     static let lastChunk = Array("0\r\n\r\n".utf8)
     static let colonSpace: [UInt8] = [58, 32]
-
-    /// Appends `value` in decimal.
-    @inline(__always)
-    static func appendDecimal(_ value: Int64, to output: inout [UInt8]) {
-        if value < 10 {
-            output.append(UInt8(0x30 + max(value, 0)))
-            return
-        }
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes, enough for Int64
-        var v = UInt64(value)
-        var count = 0
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            while v > 0 {
-                buffer[23 - count] = UInt8(0x30 + v % 10)
-                v /= 10
-                count += 1
-            }
-            output.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[(24 - count)...]))
-        }
-    }
 
     /// Appends `value` in hexadecimal (a chunk size).
     static func appendHex(_ value: Int, to output: inout [UInt8]) {
