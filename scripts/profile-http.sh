@@ -7,6 +7,7 @@
 #   scripts/profile-http.sh [connections] [extra cogen-http arguments…]
 #     e.g. scripts/profile-http.sh 16
 #          scripts/profile-http.sh 16 --backend epoll
+#   KEEP=DIR keeps the callgrind dump in DIR (for callgrind_annotate --tree=caller).
 #
 # Builds cogen-http (release), runs a copy without debug info (valgrind 3.19 cannot read
 # Swift 6.3's DWARF) under callgrind on one scheduler, warms it up with wrk for 3 s, then
@@ -21,7 +22,18 @@ for tool in valgrind callgrind_control callgrind_annotate wrk; do
 done
 swift build -c release --package-path Benchmarks --product cogen-http >&2
 work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+pid=""
+cleanup() {
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    # The server shuts down slowly under valgrind: give it a moment, then end it.
+    for _ in 1 2 3 4 5 6; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  if [ -n "${KEEP:-}" ]; then cp "$work"/out.* "$KEEP"/ 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 objcopy --strip-debug Benchmarks/.build/release/cogen-http "$work/cogen-http"
 valgrind --tool=callgrind --callgrind-out-file="$work/out" "$work/cogen-http" --threads 1 --port 0 "$@" \
   > "$work/server.log" 2>&1 &
@@ -49,3 +61,11 @@ echo "top functions (self), instructions per request:"
 callgrind_annotate --threshold=100 --auto=no "$dump" 2>/dev/null | sed -n '/file:function/,$p' \
   | grep -v 'clone\.S\|start_thread\|LoopThread\|SchedulerC5start' | sed -n '3,27p' \
   | sed -E 's/ \[[^]]*\]$//' | awk -v r="$requests" '{n=$1; gsub(",", "", n); printf "%7d  %s\n", n / r, $NF}'
+echo "by object (self), instructions per request:"
+# Where the instructions run: this binary (CogenUring, CogenHTTP, the stdlib code inlined
+# into them), the Swift runtime (reference counting), its concurrency runtime (task
+# resume, executor checks, task allocator), libc (memcpy, the task-status mutex).
+callgrind_annotate --threshold=100 --auto=no "$dump" 2>/dev/null | sed -n '/file:function/,$p' \
+  | tail -n +3 | grep -v '(100.0%)' \
+  | awk -v r="$requests" '{n=$1; gsub(",", "", n); o=$NF; gsub(/.*\//, "", o); gsub(/\]/, "", o); s[o]+=n}
+      END {for (o in s) if (s[o] / r >= 1) printf "%7d  %s\n", s[o] / r, o}' | sort -rn
