@@ -365,10 +365,18 @@ extension HTTPExchange {
     func respondWhole(
         code: Int, reason: String?, fields: HTTPFields?, contentType: String?, body: [UInt8]
     ) async throws {
+        try await finishWhole(
+            beginWhole(code: code, reason: reason, fields: fields, contentType: contentType, body: body), body: body)
+    }
+
+    /// ``respondWhole(code:reason:fields:contentType:body:)`` up to its first wait.
+    func beginWhole(
+        code: Int, reason: String?, fields: HTTPFields?, contentType: String?, body: [UInt8]
+    ) -> WholeRest {
         response = .complete
         writeHead(code: code, reason: reason, fields: fields, contentType: contentType, framing: Self.wholeFraming(code, body))
         coalescedResponses += 1
-        try await finishWhole(appendWhole(code: code, body: body), body: body)
+        return appendWhole(code: code, body: body)
     }
 
     /// The framing of a whole response: none for 1xx and 204, omitted for 304, else its length.
@@ -380,6 +388,7 @@ extension HTTPExchange {
     }
 
     /// What is left of a whole response once its head is written.
+    @usableFromInline
     enum WholeRest {
         /// Nothing: the body is in `output` (or there is none) and there is room for more.
         case done
@@ -403,6 +412,7 @@ extension HTTPExchange {
     }
 
     /// Does what ``appendWhole(code:body:)`` left.
+    @usableFromInline
     func finishWhole(_ rest: WholeRest, body: [UInt8]) async throws {
         switch rest {
         case .done: return

@@ -266,16 +266,25 @@ public final class HTTPExchange: @unchecked Sendable {
     /// - Throws: ``HTTPServerError/responseAlreadyStarted`` on a second response; socket errors.
     ///
     /// `IORING_OP_SEND` (epoll: `send(2)`), possibly later, with other responses.
+    // Inlinable, over a synchronous first step: a response that needs no wait (the usual
+    // case) costs the caller no async frame of its own.
+    @inlinable
     public func respond(_ response: HTTPResponse, body: [UInt8] = []) async throws {
+        let rest = try beginWhole(response, body: body)
+        if rest != .done { try await finishWhole(rest, body: body) }
+    }
+
+    /// ``respond(_:body:)`` up to its first wait: the head, and the body when it fits.
+    @usableFromInline
+    func beginWhole(_ response: HTTPResponse, body: [UInt8]) throws -> WholeRest {
         guard self.response == .none else { throw HTTPServerError.responseAlreadyStarted }
         self.response = .complete
         // The status line and fields of a response value seen before are copied whole.
-        let rest = context.heads.withHead(for: response) { rendered in
+        return context.heads.withHead(for: response) { rendered in
             writeHead(rendered, framing: Self.wholeFraming(rendered.code, body))
             coalescedResponses += 1
             return appendWhole(code: rendered.code, body: body)
         }
-        if rest != .done { try await finishWhole(rest, body: body) }
     }
 
     /// Sends a whole response without building any `HTTPTypes` value: the fast path for
@@ -289,20 +298,27 @@ public final class HTTPExchange: @unchecked Sendable {
     /// - Throws: ``HTTPServerError/responseAlreadyStarted`` on a second response; socket errors.
     ///
     /// `IORING_OP_SEND` (epoll: `send(2)`), possibly later, with other responses.
+    @inlinable
     public func respond(status: Int = 200, contentType: String? = nil, body: [UInt8]) async throws {
+        let rest = try beginWhole(status: status, contentType: contentType, body: body)
+        if rest != .done { try await finishWhole(rest, body: body) }
+    }
+
+    /// ``respond(status:contentType:body:)`` up to its first wait. An invalid status is
+    /// logged and answered with 500.
+    @usableFromInline
+    func beginWhole(status: Int, contentType: String?, body: [UInt8]) throws -> WholeRest {
         guard response == .none else { throw HTTPServerError.responseAlreadyStarted }
         guard (100...999).contains(status) else {
             logger.error("responder gave an invalid status code \(status): 500 sent instead")
-            try await respondWhole(code: 500, reason: nil, fields: nil, contentType: nil, body: [])
-            return
+            return beginWhole(code: 500, reason: nil, fields: nil, contentType: nil, body: [])
         }
         response = .complete
-        let rest = context.heads.withHead(code: status, contentType: contentType) { rendered in
+        return context.heads.withHead(code: status, contentType: contentType) { rendered in
             writeHead(rendered, framing: Self.wholeFraming(status, body))
             coalescedResponses += 1
             return appendWhole(code: status, body: body)
         }
-        if rest != .done { try await finishWhole(rest, body: body) }
     }
 
     /// Sends a response head, to be followed by ``write(_:)`` calls and ``finishResponse()``.

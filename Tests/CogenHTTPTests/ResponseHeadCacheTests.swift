@@ -123,3 +123,68 @@ struct ExchangeComparisonTests {
         #expect(!connect.pathIs("/") && connect.methodIs("CONNECT"))
     }
 }
+
+/// The whole-response calls' synchronous first step (`beginWhole`, inlined into the
+/// caller): what it refuses and what it answers instead, on a live connection.
+@Suite("Whole responses", .timeLimit(.minutes(2)))
+struct WholeResponseTests {
+    /// A second response is refused (`responseAlreadyStarted`, thrown by the call) and
+    /// leaves the first one intact; the connection goes on.
+    @Test(arguments: allBackends)
+    func aSecondResponseIsRefused(engine: Engine) async throws {
+        let refused = PthreadLock(0)
+        try await withHTTPServer(engine, handler: { exchange in
+            let useStatus = exchange.pathIs("/status")
+            if useStatus {
+                try await exchange.respond(status: 200, contentType: "text/plain", body: Array("first".utf8))
+            } else {
+                try await exchange.respond(HTTPResponse(status: .ok), body: Array("first".utf8))
+            }
+            for second in 0..<2 {
+                do {
+                    if second == 0 {
+                        try await exchange.respond(status: 500, body: Array("second".utf8))
+                    } else {
+                        try await exchange.respond(HTTPResponse(status: .badRequest), body: Array("second".utf8))
+                    }
+                } catch HTTPServerError.responseAlreadyStarted {
+                    refused.withLock { $0 += 1 }
+                }
+            }
+        }) { server in
+            let responses = try await withClient(server) { client in
+                try client.send(get("/status") + get("/value"))
+                return try (0..<2).map { _ in try client.readResponse() }
+            }
+            for response in responses {
+                #expect(response.status == 200 && response.bodyText == "first")
+                #expect(!response.closesConnection)
+            }
+        }
+        #expect(refused.withLock { $0 } == 4)
+    }
+
+    /// A status code outside 100...999 is logged and answered with 500; the call returns
+    /// normally and the connection goes on.
+    @Test(arguments: allBackends)
+    func anInvalidStatusIsAnsweredWith500(engine: Engine) async throws {
+        let entries = PthreadLock<[(Logger.Level, String)]>([])
+        try await withHTTPServer(
+            engine,
+            configure: { $0.logger = Logger(label: "whole") { _ in CapturingLogHandler(entries: entries) } },
+            handler: { exchange in
+                try await exchange.respond(status: exchange.pathIs("/low") ? 99 : 1000, body: Array("never".utf8))
+            }
+        ) { server in
+            let responses = try await withClient(server) { client in
+                try client.send(get("/low") + get("/high"))
+                return try (0..<2).map { _ in try client.readResponse() }
+            }
+            for response in responses {
+                #expect(response.status == 500 && response.bodyText.isEmpty && !response.closesConnection)
+            }
+        }
+        let logged = entries.withLock { $0 }.filter { $0.0 == .error && $0.1.contains("invalid status code") }
+        #expect(logged.count == 2)
+    }
+}
