@@ -519,7 +519,7 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
                 }
                 if timeout == 0 || !blocking {
                     count = backend.poll(into: completions)
-                } else if spinNanoseconds > 0, case let spun = spin(upTo: timeout, into: completions), spun > 0 {
+                } else if spinNanoseconds > 0, case let spun = spin(upTo: &timeout, into: completions), spun > 0 {
                     count = spun
                 } else {
                     sleeping.store(true, ordering: .sequentiallyConsistent)
@@ -541,18 +541,23 @@ public final class Scheduler: TaskExecutor, @unchecked Sendable {
 
     /// Polls for completions for up to `spinNanoseconds` (not past `timeout`) before the
     /// loop sleeps; stops early for the inbox or a stop request (the sleeping path then
-    /// sees them). The count of completions reaped, 0 if none came.
+    /// sees them). The count of completions reaped, 0 if none came; then `timeout` is what
+    /// is left of it, so that the sleep after the spin still wakes for the next timer.
     @inline(never)
-    private func spin(upTo timeout: UInt64?, into completions: UnsafeMutableBufferPointer<Completion>) -> Int {
+    private func spin(upTo timeout: inout UInt64?, into completions: UnsafeMutableBufferPointer<Completion>) -> Int {
         statistics.spins.increment()
-        let end = monotonicNanoseconds() &+ min(spinNanoseconds, timeout ?? .max)
+        let start = monotonicNanoseconds()
+        let end = start &+ min(spinNanoseconds, timeout ?? .max)
+        var now = start
         repeat {
             let count = backend.poll(into: completions)
             if count > 0 { return count }
-            if inboxPending.load(ordering: .relaxed) || stopRequested.load(ordering: .relaxed) { return 0 }
+            if inboxPending.load(ordering: .relaxed) || stopRequested.load(ordering: .relaxed) { break }
             for _ in 0..<8 { cogen_cpu_relax() }
-        } while monotonicNanoseconds() < end
-        statistics.spinsExpired.increment()
+            now = monotonicNanoseconds()
+        } while now < end
+        if now >= end { statistics.spinsExpired.increment() }
+        if let left = timeout { timeout = left > now &- start ? left - (now &- start) : 0 }
         return 0
     }
 

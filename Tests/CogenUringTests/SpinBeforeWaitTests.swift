@@ -43,6 +43,22 @@ struct SpinBeforeWaitTests {
         #expect(spins.value > 0)
     }
 
+    /// A spin that ends at a timer's deadline (the spin is longer) must not be followed by
+    /// a sleep of the whole timeout again: the timer fires once, on time, not twice late.
+    @Test(arguments: allBackends)
+    func theSleepAfterASpinKeepsTheTimersDeadline(_ backend: Engine) async throws {
+        let slept = Box<Duration>(.zero)
+        try await runScheduler(backend, configure: { $0.spinBeforeWait = .seconds(10) }) { scheduler in
+            scheduler.spawn {
+                let started = ContinuousClock.now
+                try await scheduler.sleep(for: .seconds(2))
+                slept.value = ContinuousClock.now - started
+            }
+        }
+        // Spun for the 2 s, then slept them again, it would take 4 s.
+        #expect(slept.value >= .seconds(2) && slept.value < .milliseconds(3500), "\(slept.value)")
+    }
+
     @Test(arguments: allBackends)
     func workFromAnotherThreadEndsTheSpin(_ backend: Engine) async throws {
         let ranAfter = PthreadLock<Duration?>(nil)
