@@ -83,7 +83,7 @@ extension HTTPExchange {
                     headDeadline = .after(setup.timeouts.requestHead)
                 }
                 // No complete request left: the batch's responses go out in one send.
-                if try !flushNow() { try await flush() }
+                if try !flushNow() { try await sendOutput() }
                 if headStarted {
                     let more: Bool
                     do {
@@ -379,6 +379,15 @@ extension HTTPExchange {
         return appendWhole(code: code, body: body)
     }
 
+    /// A whole response from a cached head: the head, then the body when it fits.
+    @inline(__always)
+    func beginWhole(_ rendered: borrowing RenderedHead, body: [UInt8]) -> WholeRest {
+        response = .complete
+        writeHead(rendered, framing: Self.wholeFraming(rendered.code, body))
+        coalescedResponses += 1
+        return appendWhole(code: rendered.code, body: body)
+    }
+
     /// The framing of a whole response: none for 1xx and 204, omitted for 304, else its length.
     @inline(__always)
     static func wholeFraming(_ code: Int, _ body: [UInt8]) -> HeadFraming {
@@ -498,7 +507,12 @@ extension HTTPExchange {
     /// they are sent. Larger batches use a plain `sendAll`, which keeps the order.
     func flush() async throws {
         if try flushNow() { return }
-        guard let socket else { return }
+        try await sendOutput()
+    }
+
+    /// ``flush()`` once ``flushNow()`` could not: sends `output`, waiting as it must.
+    private func sendOutput() async throws {
+        guard !output.isEmpty, let socket else { return }
         coalescedResponses = 0
         defer { output.removeAll(keepingCapacity: true) }
         if output.count <= Self.trackedSendMax {

@@ -278,13 +278,8 @@ public final class HTTPExchange: @unchecked Sendable {
     @usableFromInline
     func beginWhole(_ response: HTTPResponse, body: [UInt8]) throws -> WholeRest {
         guard self.response == .none else { throw HTTPServerError.responseAlreadyStarted }
-        self.response = .complete
         // The status line and fields of a response value seen before are copied whole.
-        return context.heads.withHead(for: response) { rendered in
-            writeHead(rendered, framing: Self.wholeFraming(rendered.code, body))
-            coalescedResponses += 1
-            return appendWhole(code: rendered.code, body: body)
-        }
+        return context.heads.withHead(for: response) { beginWhole($0, body: body) }
     }
 
     /// Sends a whole response without building any `HTTPTypes` value: the fast path for
@@ -313,12 +308,7 @@ public final class HTTPExchange: @unchecked Sendable {
             logger.error("responder gave an invalid status code \(status): 500 sent instead")
             return beginWhole(code: 500, reason: nil, fields: nil, contentType: nil, body: [])
         }
-        response = .complete
-        return context.heads.withHead(code: status, contentType: contentType) { rendered in
-            writeHead(rendered, framing: Self.wholeFraming(status, body))
-            coalescedResponses += 1
-            return appendWhole(code: status, body: body)
-        }
+        return context.heads.withHead(code: status, contentType: contentType) { beginWhole($0, body: body) }
     }
 
     /// Sends a response head, to be followed by ``write(_:)`` calls and ``finishResponse()``.

@@ -80,12 +80,7 @@ final class ResponseHeadCache {
         let head = Self.rendered(
             code: status.code, reason: status.reasonPhrase, fields: response.headerFields, contentType: nil,
             serverLine: serverLine)
-        if responses.count < Self.capacity {
-            responses.append(ResponseEntry(key: response, head: head))
-        } else {
-            responses[nextResponse] = ResponseEntry(key: response, head: head)
-            nextResponse = (nextResponse + 1) % Self.capacity
-        }
+        Self.store(ResponseEntry(key: response, head: head), in: &responses, next: &nextResponse)
         return head
     }
 
@@ -101,13 +96,18 @@ final class ResponseHeadCache {
 
     private func insert(code: Int, contentType: String?) -> RenderedHead {
         let head = Self.rendered(code: code, reason: nil, fields: nil, contentType: contentType, serverLine: serverLine)
-        if simples.count < Self.capacity {
-            simples.append(SimpleEntry(code: code, contentType: contentType, head: head))
-        } else {
-            simples[nextSimple] = SimpleEntry(code: code, contentType: contentType, head: head)
-            nextSimple = (nextSimple + 1) % Self.capacity
-        }
+        Self.store(SimpleEntry(code: code, contentType: contentType, head: head), in: &simples, next: &nextSimple)
         return head
+    }
+
+    /// Adds `entry` while there is room, else replaces the oldest (round robin).
+    private static func store<Entry>(_ entry: Entry, in entries: inout [Entry], next: inout Int) {
+        if entries.count < capacity {
+            entries.append(entry)
+        } else {
+            entries[next] = entry
+            next = (next + 1) % capacity
+        }
     }
 
     /// Renders the first part of a head into `out`: status line, the fields (without

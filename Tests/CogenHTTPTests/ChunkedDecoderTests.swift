@@ -323,19 +323,7 @@ struct ChunkedDecoderTests {
         var failures = 0
         for _ in 0..<4000 {
             var bytes = Array(Self.corpus[random.below(Self.corpus.count)].utf8)
-            for _ in 0..<(1 + random.below(3)) {
-                let position = random.below(bytes.count + 1)
-                let byte = random.below(2) == 0
-                    ? interesting[random.below(interesting.count)] : UInt8(truncatingIfNeeded: random.next())
-                switch random.below(4) {
-                case 0 where position < bytes.count: bytes[position] = byte
-                case 1: bytes.insert(byte, at: position)
-                case 2 where position < bytes.count: bytes.remove(at: position)
-                default:
-                    let length = min(random.below(40), bytes.count - position)
-                    bytes.insert(contentsOf: bytes[position..<(position + length)], at: position)
-                }
-            }
+            for _ in 0..<(1 + random.below(3)) { random.mutate(&bytes, interesting: interesting) }
             let limits = random.below(2) == 0 ? Self.smallLimits : ChunkedLimits()
             let whole = decodeChunked([bytes], limits: limits)
             var pieces: [[UInt8]] = []

@@ -118,16 +118,7 @@ struct RandomHeads {
         // A few random edits, as in the mutation test, sometimes none.
         let interesting: [UInt8] = [0x0D, 0x0A, 0x20, 0x09, 0x3A, 0x00, 0x7F, 0x80, 0x2C, 0x2F, 0x2A, 0x40, 0x1F, 0x3B]
         for _ in 0..<(random.percent(40) ? 0 : 1 + random.below(3)) {
-            let position = random.below(bytes.count + 1)
-            let byte = random.percent(50) ? element(interesting) : UInt8(truncatingIfNeeded: random.next())
-            switch random.below(4) {
-            case 0 where position < bytes.count: bytes[position] = byte
-            case 1: bytes.insert(byte, at: position)
-            case 2 where position < bytes.count: bytes.remove(at: position)
-            default:
-                let length = min(random.below(40), bytes.count - position)
-                bytes.insert(contentsOf: bytes[position..<(position + length)], at: position)
-            }
+            random.mutate(&bytes, interesting: interesting)
         }
         return bytes
     }

@@ -446,19 +446,7 @@ struct RequestHeadParserTests {
         var outcomes: [String: Int] = [:]
         for _ in 0..<3000 {
             var bytes = Array(Self.corpus[Int(random.next() % UInt64(Self.corpus.count))].utf8)
-            for _ in 0..<(1 + random.next() % 3) {
-                let position = Int(random.next() % UInt64(bytes.count + 1))
-                let byte = random.next() % 2 == 0
-                    ? interesting[Int(random.next() % UInt64(interesting.count))] : UInt8(truncatingIfNeeded: random.next())
-                switch random.next() % 4 {
-                case 0 where position < bytes.count: bytes[position] = byte
-                case 1: bytes.insert(byte, at: position)
-                case 2 where position < bytes.count: bytes.remove(at: position)
-                default:
-                    let length = min(Int(random.next() % 40), bytes.count - position)
-                    bytes.insert(contentsOf: bytes[position..<(position + length)], at: position)
-                }
-            }
+            for _ in 0..<(1 + random.below(3)) { random.mutate(&bytes, interesting: interesting) }
             let limits = random.next() % 2 == 0 ? Self.smallLimits : RequestHeadParser.Limits()
             let whole = feed([bytes], limits: limits)
             var pieces: [[UInt8]] = []

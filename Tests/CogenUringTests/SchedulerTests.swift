@@ -81,28 +81,25 @@ struct TimerTests {
                     }
                     if value != i { outcome.value.append("wrong value \(value)") }
                 }
-                // Then an earlier deadline than the kept entry's: it fires on time.
-                let before = ContinuousClock.now
-                do {
-                    let _: Int = try await scheduler.park(deadline: .after(.milliseconds(20))) { _ in }
-                    outcome.value.append("not expired")
-                } catch is TimeoutError {
-                    let waited = ContinuousClock.now - before
-                    outcome.value.append(waited >= .milliseconds(20) ? "expired" : "early \(waited)")
+                // A park nobody resumes: `expired` once its whole deadline has passed.
+                func expiry(after duration: Duration, expired: String) async throws -> String {
+                    let before = ContinuousClock.now
+                    do {
+                        let _: Int = try await scheduler.park(deadline: .after(duration)) { _ in }
+                        return "not expired"
+                    } catch is TimeoutError {
+                        let waited = ContinuousClock.now - before
+                        return waited >= duration ? expired : "early \(waited)"
+                    }
                 }
+                // Then an earlier deadline than the kept entry's: it fires on time.
+                outcome.value.append(try await expiry(after: .milliseconds(20), expired: "expired"))
                 // A later deadline on a kept entry (due in 20 ms) expires too: the entry is
                 // filed again when it comes due, and the wait never ends early.
                 let _: Int = try await scheduler.park(deadline: .after(.milliseconds(20))) { parked in
                     scheduler.resume(parked, returning: 0)
                 }
-                let again = ContinuousClock.now
-                do {
-                    let _: Int = try await scheduler.park(deadline: .after(.milliseconds(60))) { _ in }
-                    outcome.value.append("not expired")
-                } catch is TimeoutError {
-                    let waited = ContinuousClock.now - again
-                    outcome.value.append(waited >= .milliseconds(60) ? "refiled" : "early \(waited)")
-                }
+                outcome.value.append(try await expiry(after: .milliseconds(60), expired: "refiled"))
             }
         }
         elapsed.value = ContinuousClock.now - started

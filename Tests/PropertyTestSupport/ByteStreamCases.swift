@@ -36,6 +36,22 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     /// True `percent` times in a hundred.
     public mutating func percent(_ percent: Int) -> Bool { below(100) < percent }
 
+    /// One random edit of `bytes`, as the parsers' mutation tests make them: at a random
+    /// position, a byte overwritten, inserted or removed (half the time one of
+    /// `interesting`), or up to 40 bytes repeated there.
+    public mutating func mutate(_ bytes: inout [UInt8], interesting: [UInt8]) {
+        let position = below(bytes.count + 1)
+        let byte = percent(50) ? interesting[below(interesting.count)] : UInt8(truncatingIfNeeded: next())
+        switch below(4) {
+        case 0 where position < bytes.count: bytes[position] = byte
+        case 1: bytes.insert(byte, at: position)
+        case 2 where position < bytes.count: bytes.remove(at: position)
+        default:
+            let length = min(below(40), bytes.count - position)
+            bytes.insert(contentsOf: bytes[position..<(position + length)], at: position)
+        }
+    }
+
     /// One of `choices`, each with its weight.
     public mutating func pick<T>(_ choices: [(Int, T)]) -> T {
         var ticket = below(choices.reduce(0) { $0 + $1.0 })
